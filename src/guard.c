@@ -1,0 +1,132 @@
+/*-------------------------------------------------------------------------
+ *
+ * guard.c
+ *	  Statement-level guard trigger of the es_ext tables.
+ *
+ * es.events is append-only and, like es.streams and es.config, is written
+ * only by es_append.  es_append runs as its caller (no SECURITY DEFINER), so
+ * writers hold INSERT/UPDATE privileges on these tables; this trigger is what
+ * stops them from writing directly.  Right before it executes one of its own
+ * statements, es_append calls EsAllowNextWrite() with the target table and
+ * command; the BEFORE STATEMENT trigger of that statement consumes the
+ * permission.  Any other statement, including one issued by a user trigger
+ * fired inside an append, finds no permission and is refused.  TRUNCATE and
+ * DELETE are always refused.
+ *
+ * The permission is backend-local state that lives for one statement at
+ * most; callers clear it in PG_FINALLY so an error cannot leave it behind.
+ *
+ * src/guard.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "es_ext.h"
+
+/* The one statement currently allowed: target table and command. */
+static Oid	allowed_relid = InvalidOid;
+static uint32 allowed_event = 0;
+
+/*
+ * EsAllowNextWrite
+ *		Let the next INSERT (event = TRIGGER_EVENT_INSERT) or UPDATE
+ *		(TRIGGER_EVENT_UPDATE) statement on relid through the guard.
+ */
+void
+EsAllowNextWrite(Oid relid, uint32 event)
+{
+	allowed_relid = relid;
+	allowed_event = event;
+}
+
+/*
+ * EsClearAllowedWrite
+ *		Withdraw a permission that no statement consumed.
+ */
+void
+EsClearAllowedWrite(void)
+{
+	allowed_relid = InvalidOid;
+	allowed_event = 0;
+}
+
+static const char *
+command_name(TriggerEvent event)
+{
+	if (TRIGGER_FIRED_BY_INSERT(event))
+		return "INSERT into";
+	if (TRIGGER_FIRED_BY_UPDATE(event))
+		return "UPDATE";
+	if (TRIGGER_FIRED_BY_DELETE(event))
+		return "DELETE from";
+	return "TRUNCATE";
+}
+
+PG_FUNCTION_INFO_V1(es_guard);
+
+/*
+ * es_guard
+ *		BEFORE ... FOR EACH STATEMENT trigger on es.events, es.streams and
+ *		es.config.  Returns NULL (the value is ignored for statement
+ *		triggers) or raises prohibited_sql_statement_attempted.
+ */
+Datum
+es_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TriggerEvent event;
+	Relation	rel;
+	char	   *relname;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_guard() must be called as a trigger")));
+
+	event = trigdata->tg_event;
+	rel = trigdata->tg_relation;
+
+	if (!TRIGGER_FIRED_FOR_STATEMENT(event) || !TRIGGER_FIRED_BEFORE(event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_guard() must be fired BEFORE ... FOR EACH STATEMENT")));
+
+	if (OidIsValid(allowed_relid) &&
+		RelationGetRelid(rel) == allowed_relid &&
+		(event & TRIGGER_EVENT_OPMASK) == allowed_event)
+	{
+		EsClearAllowedWrite();
+		return PointerGetDatum(NULL);
+	}
+
+	relname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										 RelationGetRelationName(rel));
+
+	if (strcmp(RelationGetRelationName(rel), "events") == 0)
+	{
+		if (TRIGGER_FIRED_BY_INSERT(event))
+			ereport(ERROR,
+					(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+					 errmsg("cannot INSERT into table %s directly", relname),
+					 errdetail("Events are written only by es_append, which checks versions and ids."),
+					 errhint("Call es.es_append(stream, expected_version, events).")));
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("cannot %s table %s", command_name(event), relname),
+				 errdetail("Events are immutable: the event log is append-only.")));
+	}
+
+	ereport(ERROR,
+			(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+			 errmsg("cannot %s table %s directly", command_name(event), relname),
+			 errdetail("This table is maintained by es_append.")));
+
+	PG_RETURN_NULL();			/* keep compiler quiet */
+}

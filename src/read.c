@@ -1,0 +1,446 @@
+/*-------------------------------------------------------------------------
+ *
+ * read.c
+ *	  Read side: es_read_stream (one stream, in version order), es_read_all
+ *	  (the global log, gap-safe) and es_log_horizon.
+ *
+ * The global log is ordered by the cursor (era, tx_id, global_position),
+ * never by global_position alone: a position is drawn from a sequence at
+ * insert time but becomes visible at commit, so a reader that remembers "the
+ * last position seen" skips every event whose transaction commits late.
+ *
+ * Instead, every event carries the top-level transaction id (tx_id) of its
+ * append.  Any transaction with an xid below the xmin of a snapshot has
+ * finished, and no transaction that starts later can get an xid below it, so
+ * the set of events with tx_id < xmin is final: nothing can be added below
+ * that horizon any more.  es_read_all computes the horizon from the very
+ * snapshot its scan runs under (SPI in read-only mode uses the active
+ * snapshot) and returns only events below it, in cursor order.  A subscriber
+ * that checkpoints the cursor of the last row it processed therefore never
+ * skips nor repeats an event.  The price: a transaction holding an xid
+ * anywhere in the cluster holds readers back while it runs; the view
+ * es.horizon_holders shows who.
+ *
+ * Memory: rows are fetched from an SPI cursor in batches and copied into the
+ * function's tuplestore (which spills to disk past work_mem); each batch is
+ * freed before the next.
+ *
+ * src/read.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
+#include "utils/xid8.h"
+
+#include "es_ext.h"
+
+#define ES_FETCH_BATCH 1000
+
+static EsPlan stream_forward_plan = {
+	NULL,
+	"SELECT e FROM es.events AS e"
+	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+	"   AND e.version OPERATOR(pg_catalog.>=) $2"
+	" ORDER BY e.version"
+	" LIMIT $3",
+	3, {TEXTOID, INT8OID, INT8OID}
+};
+
+static EsPlan stream_backward_plan = {
+	NULL,
+	"SELECT e FROM es.events AS e"
+	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+	"   AND e.version OPERATOR(pg_catalog.<=) $2"
+	" ORDER BY e.version DESC"
+	" LIMIT $3",
+	3, {TEXTOID, INT8OID, INT8OID}
+};
+
+static EsPlan config_plan = {
+	NULL,
+	"SELECT c.era, c.system_identifier FROM es.config AS c",
+	0, {InvalidOid}
+};
+
+#define LOG_SELECT \
+	"SELECT e.global_position, e.stream_id, e.version, e.event_id, e.event_type," \
+	"       e.data, e.metadata, e.recorded_at, e.era, e.tx_id" \
+	"  FROM es.events AS e" \
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)" \
+	"   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)"
+#define LOG_ORDER \
+	" ORDER BY e.era, e.tx_id, e.global_position" \
+	" LIMIT $6"
+#define LOG_ARGTYPES INT4OID, XID8OID, INT8OID, INT4OID, XID8OID, INT8OID
+
+/* indexed by (category given) + 2 * (event types given) */
+static EsPlan log_plans[4] = {
+	{NULL, LOG_SELECT LOG_ORDER, 6, {LOG_ARGTYPES}},
+	{NULL, LOG_SELECT " AND e.category OPERATOR(pg_catalog.=) $7" LOG_ORDER,
+	7, {LOG_ARGTYPES, TEXTOID}},
+	{NULL, LOG_SELECT " AND e.event_type OPERATOR(pg_catalog.=) ANY ($7)" LOG_ORDER,
+	7, {LOG_ARGTYPES, TEXTARRAYOID}},
+	{NULL, LOG_SELECT " AND e.category OPERATOR(pg_catalog.=) $7"
+		" AND e.event_type OPERATOR(pg_catalog.=) ANY ($8)" LOG_ORDER,
+	8, {LOG_ARGTYPES, TEXTOID, TEXTARRAYOID}},
+};
+
+/*
+ * log_horizon
+ *		The global log horizon of snapshot snap, as a full transaction id:
+ *		every event with tx_id below it belongs to a finished transaction.
+ *		It is the snapshot's xmin, or this transaction's own xid if that is
+ *		older (our own uncommitted events must not be returned either).
+ */
+static FullTransactionId
+log_horizon(Snapshot snap)
+{
+	FullTransactionId next = ReadNextFullTransactionId();
+	TransactionId xmin = snap->xmin;
+	TransactionId own = GetTopTransactionIdIfAny();
+
+	if (TransactionIdIsNormal(own) && TransactionIdPrecedes(own, xmin))
+		xmin = own;
+
+	/* widen the 32-bit xmin to 64 bits relative to next, which is newer */
+	return FullTransactionIdFromU64(U64FromFullTransactionId(next) -
+									(uint32) (XidFromFullTransactionId(next) - xmin));
+}
+
+/*
+ * fetch_into_tuplestore
+ *		Drain an SPI cursor into the SRF's tuplestore.  Each fetched row is
+ *		turned into a result row by make_row (or, when make_row is NULL, the
+ *		row's first column is a whole-row datum of the result's row type).
+ */
+typedef HeapTuple (*EsRowMaker) (HeapTuple row, TupleDesc rowdesc, void *arg);
+
+static void
+fetch_into_tuplestore(Portal portal, ReturnSetInfo *rsinfo, EsRowMaker make_row, void *arg)
+{
+	for (;;)
+	{
+		uint64		i;
+
+		CHECK_FOR_INTERRUPTS();
+		SPI_cursor_fetch(portal, true, ES_FETCH_BATCH);
+		if (SPI_processed == 0)
+			break;
+
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	row = SPI_tuptable->vals[i];
+
+			if (make_row == NULL)
+			{
+				bool		isnull;
+				HeapTupleHeader th;
+				HeapTupleData tup;
+
+				th = DatumGetHeapTupleHeader(SPI_getbinval(row, SPI_tuptable->tupdesc, 1, &isnull));
+				tup.t_len = HeapTupleHeaderGetDatumLength(th);
+				ItemPointerSetInvalid(&tup.t_self);
+				tup.t_tableOid = InvalidOid;
+				tup.t_data = th;
+				tuplestore_puttuple(rsinfo->setResult, &tup);
+			}
+			else
+			{
+				HeapTuple	out = make_row(row, SPI_tuptable->tupdesc, arg);
+
+				tuplestore_puttuple(rsinfo->setResult, out);
+				heap_freetuple(out);
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+}
+
+PG_FUNCTION_INFO_V1(es_read_stream);
+
+/*
+ * es_read_stream(stream text, from_version bigint, max_count bigint,
+ *				  direction text) RETURNS SETOF es.events
+ *
+ * forward: versions >= from_version (default 1), ascending.
+ * backward: versions <= from_version (default: the last), descending.
+ * max_count NULL = all.  Runs under the caller's snapshot and privileges.
+ */
+Datum
+es_read_stream(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		backward;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	Portal		portal;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream id cannot be null")));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("direction cannot be null"),
+				 errhint("Use 'forward' or 'backward'.")));
+	else
+	{
+		char	   *dir = text_to_cstring(PG_GETARG_TEXT_PP(3));
+
+		if (pg_strcasecmp(dir, "forward") == 0)
+			backward = false;
+		else if (pg_strcasecmp(dir, "backward") == 0)
+			backward = true;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid direction \"%s\"", dir),
+					 errhint("Use 'forward' or 'backward'.")));
+	}
+
+	values[0] = PG_GETARG_DATUM(0);
+	if (PG_ARGISNULL(1))
+		values[1] = Int64GetDatum(backward ? PG_INT64_MAX : 1);
+	else
+	{
+		int64		from = PG_GETARG_INT64(1);
+
+		if (from < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("from_version " INT64_FORMAT " is out of range", from),
+					 errdetail("Stream versions start at 1.")));
+		values[1] = Int64GetDatum(from);
+	}
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';			/* LIMIT NULL: all */
+	else
+	{
+		int64		max_count = PG_GETARG_INT64(2);
+
+		if (max_count < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_count cannot be negative"),
+					 errhint("Use NULL to read all events.")));
+		values[2] = Int64GetDatum(max_count);
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_BLESS);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	portal = SPI_cursor_open(NULL,
+							 EsGetPlan(backward ? &stream_backward_plan : &stream_forward_plan),
+							 values, nulls, true);
+	fetch_into_tuplestore(portal, rsinfo, NULL, NULL);
+	SPI_cursor_close(portal);
+	SPI_finish();
+
+	return (Datum) 0;
+}
+
+/* State for make_log_row. */
+typedef struct EsLogRowState
+{
+	TupleDesc	outdesc;		/* es_read_all's result */
+	TupleDesc	cursordesc;		/* es.log_cursor */
+	Datum		horizon;
+} EsLogRowState;
+
+/*
+ * make_log_row
+ *		Result row of es_read_all from a row of the log query: the eight
+ *		event columns, the row's cursor and the horizon.
+ */
+static HeapTuple
+make_log_row(HeapTuple row, TupleDesc rowdesc, void *arg)
+{
+	EsLogRowState *st = (EsLogRowState *) arg;
+	Datum		in[10];
+	bool		innulls[10];
+	Datum		out[10];
+	bool		outnulls[10];
+	Datum		cur[3];
+	bool		curnulls[3] = {false, false, false};
+
+	heap_deform_tuple(row, rowdesc, in, innulls);
+	memcpy(out, in, sizeof(Datum) * 8);
+	memcpy(outnulls, innulls, sizeof(bool) * 8);
+
+	cur[0] = in[8];				/* era */
+	cur[1] = in[9];				/* tx_id */
+	cur[2] = in[0];				/* global_position */
+	out[8] = HeapTupleGetDatum(heap_form_tuple(st->cursordesc, cur, curnulls));
+	outnulls[8] = false;
+	out[9] = st->horizon;
+	outnulls[9] = false;
+
+	return heap_form_tuple(st->outdesc, out, outnulls);
+}
+
+/*
+ * current_era
+ *		The era new events get: es.config's, or the next one if es.config was
+ *		restored from another cluster and no append has advanced it yet (all
+ *		events there are then final).
+ */
+static int32
+current_era(void)
+{
+	bool		isnull;
+	int32		era;
+	int64		sysid;
+	int			rc;
+
+	rc = SPI_execute_plan(EsGetPlan(&config_plan), NULL, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.config: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"es.config\" must contain exactly one row")));
+	era = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	sysid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (sysid != (int64) GetSystemIdentifier())
+		era++;
+	return era;
+}
+
+PG_FUNCTION_INFO_V1(es_read_all);
+
+/*
+ * es_read_all(after es.log_cursor, max_count integer, category text,
+ *			   event_types text[])
+ *		RETURNS TABLE (..., log_cursor es.log_cursor, horizon xid8)
+ *
+ * Events after the cursor (NULL: from the start) and below the horizon of
+ * the active snapshot, in cursor order, at most max_count of them.
+ */
+Datum
+es_read_all(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int32		after_era = -1;
+	FullTransactionId after_tx = FullTransactionIdFromU64(0);
+	int64		after_pos = 0;
+	int32		max_count;
+	bool		have_category = !PG_ARGISNULL(2);
+	bool		have_types = !PG_ARGISNULL(3);
+	Datum		values[8];
+	FullTransactionId horizon;
+	EsLogRowState st;
+	Portal		portal;
+	int			nargs = 6;
+
+	if (!PG_ARGISNULL(0))
+	{
+		HeapTupleHeader cursor = PG_GETARG_HEAPTUPLEHEADER(0);
+		bool		n1,
+					n2,
+					n3;
+		Datum		d1 = GetAttributeByNum(cursor, 1, &n1);
+		Datum		d2 = GetAttributeByNum(cursor, 2, &n2);
+		Datum		d3 = GetAttributeByNum(cursor, 3, &n3);
+
+		if (n1 || n2 || n3)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("log cursor fields cannot be null"),
+					 errhint("Pass the log_cursor of the last row read, or NULL to read from the start.")));
+		after_era = DatumGetInt32(d1);
+		after_tx = DatumGetFullTransactionId(d2);
+		after_pos = DatumGetInt64(d3);
+	}
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_count cannot be null")));
+	max_count = PG_GETARG_INT32(1);
+	if (max_count <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_count must be greater than zero")));
+
+	if (have_category && VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("category cannot be empty"),
+				 errhint("Use NULL to read every category.")));
+	if (have_types)
+	{
+		ArrayType  *types = PG_GETARG_ARRAYTYPE_P(3);
+
+		if (ARR_NDIM(types) != 1 || ArrayGetNItems(ARR_NDIM(types), ARR_DIMS(types)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("event_types must be a non-empty one-dimensional array"),
+					 errhint("Use NULL to read every event type.")));
+		if (array_contains_nulls(types))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("event_types cannot contain null")));
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_BLESS);
+
+	st.outdesc = rsinfo->setDesc;
+	st.cursordesc = lookup_rowtype_tupdesc_copy(TupleDescAttr(rsinfo->setDesc, 8)->atttypid, -1);
+	st.cursordesc = BlessTupleDesc(st.cursordesc);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* horizon and scan under the same (active) snapshot */
+	horizon = log_horizon(GetActiveSnapshot());
+	st.horizon = FullTransactionIdGetDatum(horizon);
+
+	values[0] = Int32GetDatum(after_era);
+	values[1] = FullTransactionIdGetDatum(after_tx);
+	values[2] = Int64GetDatum(after_pos);
+	values[3] = Int32GetDatum(current_era());
+	values[4] = st.horizon;
+	values[5] = Int64GetDatum((int64) max_count);
+	if (have_category)
+		values[nargs++] = PG_GETARG_DATUM(2);
+	if (have_types)
+		values[nargs++] = PG_GETARG_DATUM(3);
+
+	portal = SPI_cursor_open(NULL,
+							 EsGetPlan(&log_plans[(have_category ? 1 : 0) + (have_types ? 2 : 0)]),
+							 values, NULL, true);
+	fetch_into_tuplestore(portal, rsinfo, make_log_row, &st);
+	SPI_cursor_close(portal);
+	SPI_finish();
+
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(es_log_horizon);
+
+/*
+ * es_log_horizon() RETURNS xid8
+ *		The horizon of the active snapshot (see log_horizon).
+ */
+Datum
+es_log_horizon(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_FULLTRANSACTIONID(log_horizon(GetActiveSnapshot()));
+}
