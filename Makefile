@@ -7,7 +7,7 @@ OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o
 DATA         = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # pg_regress: one file per topic (sql/<topic>.sql, expected/<topic>.out)
-REGRESS      = append read_stream read_all immutability privileges search_path limits
+REGRESS      = setup append read_stream read_all immutability privileges search_path limits
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected

@@ -1,0 +1,164 @@
+-- append: es_append, every expected-version form, idempotent retries,
+-- metadata, and every bad input (SQLSTATE asserted, nothing written)
+
+-- a new stream with expected version 0 (the stream must not exist)
+SELECT version, cardinality(positions) AS n
+  FROM es.es_append('acct-1', 0, '[{"type": "Opened", "data": {"owner": "ann"}},
+                                    {"type": "Deposited", "data": {"amount": 10}}]');
+SELECT es.es_stream_version('acct-1');
+SELECT version, event_type, data, metadata FROM es.events WHERE stream_id = 'acct-1' ORDER BY version;
+
+-- positions are returned in batch order and match the stored rows
+CREATE TEMP TABLE r2 AS
+SELECT * FROM es.es_append('acct-2', NULL, '[{"type": "A", "data": 1}, {"type": "B", "data": 2},
+                                             {"type": "C", "data": 3}]');
+SELECT version, positions = ARRAY(SELECT global_position FROM es.events
+                                   WHERE stream_id = 'acct-2' ORDER BY version) AS positions_match
+  FROM r2;
+
+-- versions start at 1 and are contiguous
+SELECT array_agg(version ORDER BY version) FROM es.events WHERE stream_id = 'acct-2';
+
+-- exact expected version
+SELECT version FROM es.es_append('acct-1', 2, '[{"type": "Withdrawn", "data": {"amount": 3}}]');
+
+-- stale exact version: 40001 with constraint es_expected_version, nothing written
+SELECT * FROM store_counts();
+SELECT try($$SELECT es.es_append('acct-1', 2, '[{"type": "Withdrawn", "data": {}}]')$$);
+SELECT * FROM store_counts();
+
+-- expected version ahead of the stream
+SELECT try($$SELECT es.es_append('acct-1', 7, '[{"type": "Withdrawn", "data": {}}]')$$);
+
+-- 0 on an existing stream: conflict
+SELECT try($$SELECT es.es_append('acct-1', 0, '[{"type": "Opened", "data": {}}]')$$);
+
+-- exact version on a stream that does not exist: conflict, actual version 0
+SELECT try($$SELECT es.es_append('acct-none', 3, '[{"type": "X", "data": {}}]')$$);
+
+-- -1: the stream must exist
+SELECT version FROM es.es_append('acct-1', -1, '[{"type": "Deposited", "data": {"amount": 5}}]');
+SELECT try($$SELECT es.es_append('acct-missing', -1, '[{"type": "X", "data": {}}]')$$);
+SELECT es.es_stream_version('acct-missing');
+
+-- NULL: any version, on a new and on an existing stream
+SELECT version FROM es.es_append('acct-3', NULL, '[{"type": "Opened", "data": {}}]');
+SELECT version FROM es.es_append('acct-3', NULL, '[{"type": "Deposited", "data": {}}]');
+
+-- es.streams agrees with the events
+SELECT s.stream_id, s.version, s.category, (SELECT max(version) FROM es.events e WHERE e.stream_id = s.stream_id) AS max_event
+  FROM es.streams s WHERE s.stream_id LIKE 'acct-%' ORDER BY 1;
+
+-- stream ids without "-" are their own category
+SELECT version FROM es.es_append('singleton', NULL, '[{"type": "X", "data": {}}]');
+SELECT category FROM es.events WHERE stream_id = 'singleton';
+
+-- metadata is kept as given; absent metadata is NULL; recorded_at is set by the server
+SELECT version FROM es.es_append('acct-4', 0,
+  '[{"type": "Opened", "data": {}, "metadata": {"correlation_id": "corr-1", "causation_id": "cmd-1", "user": "ann", "n": [1, 2]}},
+    {"type": "Deposited", "data": {}, "metadata": {"correlation_id": "corr-1", "causation_id": "evt-1"}},
+    {"type": "Noted", "data": {}}]');
+SELECT version, metadata, recorded_at IS NOT NULL AS has_time,
+       recorded_at <= clock_timestamp() AS in_past
+  FROM es.events WHERE stream_id = 'acct-4' ORDER BY version;
+
+-- correlation and causation ids are queryable through indexed lookups
+SELECT stream_id, version FROM es.es_events_by_correlation('corr-1');
+SELECT stream_id, version FROM es.es_events_by_causation('cmd-1');
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT * FROM es.events
+ WHERE metadata ? 'correlation_id' AND metadata ->> 'correlation_id' = 'corr-1';
+RESET enable_seqscan;
+
+-- event ids: given ids are stored; missing ids are generated (version 4)
+SELECT version FROM es.es_append('acct-5', 0,
+  '[{"type": "A", "data": {}, "id": "11111111-1111-4111-8111-111111111111"},
+    {"type": "B", "data": {}}]');
+SELECT version, event_id = '11111111-1111-4111-8111-111111111111' AS given,
+       substr(event_id::text, 15, 1) AS uuid_version
+  FROM es.events WHERE stream_id = 'acct-5' ORDER BY version;
+
+-- idempotent retry: the same batch with the same ids returns the original
+-- result and writes nothing, whatever the expected version says now
+SELECT version, cardinality(positions) FROM es.es_append('acct-6', 0,
+  '[{"type": "A", "data": 1, "id": "22222222-2222-4222-8222-222222222221"},
+    {"type": "B", "data": 2, "id": "22222222-2222-4222-8222-222222222222"}]');
+SELECT version FROM es.es_append('acct-6', 2, '[{"type": "C", "data": 3}]');
+SELECT * FROM store_counts();
+SELECT r.version,
+       r.positions = ARRAY(SELECT global_position FROM es.events
+                            WHERE stream_id = 'acct-6' AND version <= 2 ORDER BY version) AS same_positions
+  FROM es.es_append('acct-6', 0,
+  '[{"type": "A", "data": 1, "id": "22222222-2222-4222-8222-222222222221"},
+    {"type": "B", "data": 2, "id": "22222222-2222-4222-8222-222222222222"}]') AS r;
+SELECT * FROM store_counts();
+SELECT es.es_stream_version('acct-6');
+
+-- the same ids in another stream are new events there
+SELECT version FROM es.es_append('acct-7', 0,
+  '[{"type": "A", "data": 1, "id": "22222222-2222-4222-8222-222222222221"}]');
+
+-- a batch that only partly overlaps is refused (42710), nothing written
+SELECT * FROM store_counts();
+SELECT try($$SELECT es.es_append('acct-6', NULL,
+  '[{"type": "B", "data": 2, "id": "22222222-2222-4222-8222-222222222222"},
+    {"type": "D", "data": 4, "id": "22222222-2222-4222-8222-222222222229"}]')$$);
+SELECT try($$SELECT es.es_append('acct-6', NULL,
+  '[{"type": "A", "data": 1, "id": "22222222-2222-4222-8222-222222222221"},
+    {"type": "B", "data": 2}]')$$);
+-- same ids in another order
+SELECT try($$SELECT es.es_append('acct-6', NULL,
+  '[{"type": "B", "data": 2, "id": "22222222-2222-4222-8222-222222222222"},
+    {"type": "A", "data": 1, "id": "22222222-2222-4222-8222-222222222221"}]')$$);
+SELECT * FROM store_counts();
+
+-- bad input: each gets its own SQLSTATE and writes nothing
+SELECT * FROM store_counts();
+SELECT try($$SELECT es.es_append(NULL, NULL, '[{"type": "A", "data": {}}]')$$);
+SELECT try($$SELECT es.es_append('', NULL, '[{"type": "A", "data": {}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, NULL)$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '{"type": "A", "data": {}}')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '"A"')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"data": {}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A"}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}}, 42]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}}, [1]]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": 7, "data": {}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "", "data": {}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "id": "not-a-uuid"}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "id": 12}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL,
+  '[{"type": "A", "data": {}, "id": "33333333-3333-4333-8333-333333333333"},
+    {"type": "B", "data": {}, "id": "33333333-3333-4333-8333-333333333333"}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "metadata": [1]}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "metadata": {"correlation_id": 5}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "metdata": {}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', -2, '[{"type": "A", "data": {}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', -9223372036854775808, '[{"type": "A", "data": {}}]')$$);
+-- a bad event after good ones: the whole batch is refused
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}}, {"type": "B", "data": {}}, {"type": "C"}]')$$);
+SELECT * FROM store_counts();
+SELECT es.es_stream_version('bad-1');
+
+-- the error names the event that is wrong
+\set VERBOSITY default
+\set SHOW_CONTEXT always
+SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}}, {"type": "B", "data": {}}, {"type": "C"}]');
+\set SHOW_CONTEXT errors
+
+-- a conflict inside a larger transaction rolls back only with it
+BEGIN;
+SELECT version FROM es.es_append('acct-8', 0, '[{"type": "A", "data": {}}]');
+SAVEPOINT s;
+SELECT try($$SELECT es.es_append('acct-8', 0, '[{"type": "A", "data": {}}]')$$);
+ROLLBACK TO s;
+SELECT version FROM es.es_append('acct-8', 1, '[{"type": "B", "data": {}}]');
+COMMIT;
+SELECT es.es_stream_version('acct-8');
+
+-- an append rolled back with its transaction leaves nothing
+BEGIN;
+SELECT version FROM es.es_append('acct-9', 0, '[{"type": "A", "data": {}}]');
+ROLLBACK;
+SELECT es.es_stream_version('acct-9'), (SELECT count(*) FROM es.events WHERE stream_id = 'acct-9');
