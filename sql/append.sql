@@ -2,6 +2,8 @@
 -- metadata, and every bad input (SQLSTATE asserted, nothing written)
 
 -- a new stream with expected version 0 (the stream must not exist)
+SELECT store_mark();
+
 SELECT version, cardinality(positions) AS n
   FROM es.es_append('acct-1', 0, '[{"type": "Opened", "data": {"owner": "ann"}},
                                     {"type": "Deposited", "data": {"amount": 10}}]');
@@ -112,6 +114,11 @@ SELECT try($$SELECT es.es_append('acct-6', NULL,
     {"type": "A", "data": 1, "id": "22222222-2222-4222-8222-222222222221"}]')$$);
 SELECT * FROM store_counts();
 
+-- schema_version: the shape version of data, default 1
+SELECT version FROM es.es_append('acct-10', 0,
+  '[{"type": "A", "data": {}, "schema_version": 3}, {"type": "B", "data": {}}]');
+SELECT version, schema_version FROM es.events WHERE stream_id = 'acct-10' ORDER BY version;
+
 -- bad input: each gets its own SQLSTATE and writes nothing
 SELECT * FROM store_counts();
 SELECT try($$SELECT es.es_append(NULL, NULL, '[{"type": "A", "data": {}}]')$$);
@@ -134,6 +141,10 @@ SELECT try($$SELECT es.es_append('bad-1', NULL,
 SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "metadata": [1]}]')$$);
 SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "metadata": {"correlation_id": 5}}]')$$);
 SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "metdata": {}}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "schema_version": 0}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "schema_version": 1.5}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "schema_version": "2"}]')$$);
+SELECT try($$SELECT es.es_append('bad-1', NULL, '[{"type": "A", "data": {}, "schema_version": 1e12}]')$$);
 SELECT try($$SELECT es.es_append('bad-1', -2, '[{"type": "A", "data": {}}]')$$);
 SELECT try($$SELECT es.es_append('bad-1', -9223372036854775808, '[{"type": "A", "data": {}}]')$$);
 -- a bad event after good ones: the whole batch is refused

@@ -78,6 +78,7 @@ CREATE TABLE @extschema@.events (
 	version			bigint NOT NULL CHECK (version >= 1),
 	event_id		uuid NOT NULL,
 	event_type		text NOT NULL,
+	schema_version	integer NOT NULL DEFAULT 1 CHECK (schema_version >= 1),
 	data			jsonb NOT NULL,
 	metadata		jsonb,
 	recorded_at		timestamptz NOT NULL,
@@ -100,6 +101,7 @@ COMMENT ON TABLE @extschema@.events IS
 COMMENT ON COLUMN @extschema@.events.global_position IS 'position in the log, unique, gaps possible; never order the log by it alone';
 COMMENT ON COLUMN @extschema@.events.version IS 'version of the event in its stream, 1-based and contiguous';
 COMMENT ON COLUMN @extschema@.events.event_id IS 'event id given by the caller (idempotency key within the stream) or generated';
+COMMENT ON COLUMN @extschema@.events.schema_version IS 'version of the shape of data for this event type, as given by the writer (default 1); upcasters raise old versions on read';
 COMMENT ON COLUMN @extschema@.events.recorded_at IS 'server time of the append, non-decreasing within a stream';
 COMMENT ON COLUMN @extschema@.events.category IS 'stream category: the stream id up to its first "-"';
 COMMENT ON COLUMN @extschema@.events.era IS 'leading part of the global log cursor; advanced after a restore into another cluster';

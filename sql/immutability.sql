@@ -1,5 +1,7 @@
 -- immutability: events cannot be changed; the tables are written only by es_append
 
+SELECT store_mark();
+
 SELECT version FROM es.es_append('imm-1', 0, '[{"type": "A", "data": {"v": 1}}]');
 SELECT * FROM store_counts();
 

@@ -1,5 +1,7 @@
 -- limits: configurable batch and event size limits, long names
 
+SELECT store_mark();
+
 -- the settings exist once the library is loaded (first use, or preloading)
 LOAD 'es_ext';
 SHOW es.max_batch_events;

@@ -22,10 +22,17 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- counts of rows in the store, to assert that a failed call wrote nothing
+-- rows added to the store since store_mark() was called in this session, to
+-- assert that a failed call wrote nothing (independent of earlier test files)
+CREATE FUNCTION public.store_mark() RETURNS void
+LANGUAGE sql AS $$
+	SELECT pg_catalog.set_config('regress.events', (SELECT count(*) FROM es.events)::text, false),
+	       pg_catalog.set_config('regress.streams', (SELECT count(*) FROM es.streams)::text, false)
+$$;
 CREATE FUNCTION public.store_counts(OUT events bigint, OUT streams bigint)
 LANGUAGE sql AS $$
-	SELECT (SELECT count(*) FROM es.events), (SELECT count(*) FROM es.streams)
+	SELECT (SELECT count(*) FROM es.events) - current_setting('regress.events')::bigint,
+	       (SELECT count(*) FROM es.streams) - current_setting('regress.streams')::bigint
 $$;
 
 SELECT extname, extversion FROM pg_extension WHERE extname = 'es_ext';

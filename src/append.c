@@ -49,6 +49,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "utils/xid8.h"
@@ -61,6 +62,7 @@ typedef struct EsEvent
 	bool		has_id;			/* id given by the caller? */
 	pg_uuid_t	id;
 	text	   *type;
+	int32		schema_version;	/* "schema_version", default 1 */
 	Jsonb	   *data;
 	Jsonb	   *metadata;		/* NULL when absent or JSON null */
 } EsEvent;
@@ -123,27 +125,31 @@ static EsPlan stream_version_plan = {
 static EsPlan insert_one_plan = {
 	NULL,
 	"INSERT INTO es.events AS e"
-	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id)"
-	" SELECT $1, $2, $3, $4, $5, $6, $7, c.era, $8"
+	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id,"
+	"   schema_version)"
+	" SELECT $1, $2, $3, $4, $5, $6, $7, c.era, $8, $10"
 	"   FROM es.config AS c"
 	"  WHERE c.system_identifier OPERATOR(pg_catalog.=) $9"
 	" RETURNING e.version, e.global_position",
-	9, {TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT8OID}
+	10, {TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT8OID,
+		INT4OID}
 };
 
 static EsPlan insert_many_plan = {
 	NULL,
 	"INSERT INTO es.events AS e"
-	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id)"
-	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, c.era, $8"
+	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id,"
+	"   schema_version)"
+	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, c.era, $8, u.s"
 	"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4),"
-	"                   pg_catalog.unnest($5), pg_catalog.unnest($6))"
-	"          WITH ORDINALITY AS u(i, t, d, m, o),"
+	"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"
+	"                   pg_catalog.unnest($10))"
+	"          WITH ORDINALITY AS u(i, t, d, m, s, o),"
 	"        es.config AS c"
 	"  WHERE c.system_identifier OPERATOR(pg_catalog.=) $9"
 	" RETURNING e.version, e.global_position",
-	9, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
-		TIMESTAMPTZOID, XID8OID, INT8OID}
+	10, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
+		TIMESTAMPTZOID, XID8OID, INT8OID, INT4ARRAYOID}
 };
 
 static EsPlan advance_era_plan = {
@@ -240,6 +246,7 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 				 errhint("Raise \"es.max_event_size\", or store large payloads elsewhere and reference them.")));
 
 	memset(ev, 0, sizeof(EsEvent));
+	ev->schema_version = 1;
 	it = JsonbIteratorInit(elem->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
@@ -272,6 +279,35 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 								   ES_MAX_NAME_BYTES, v.val.string.len)));
 			ev->type = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
 			have_type = true;
+		}
+		else if (keylen == 14 && memcmp(key, "schema_version", 14) == 0)
+		{
+			bool		ok = false;
+
+			if (v.type == jbvNumeric)
+			{
+				int32		sv = 0;
+				Datum		d = NumericGetDatum(v.val.numeric);
+
+				if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
+				{
+					Numeric		rounded = DatumGetNumeric(DirectFunctionCall2(numeric_round, d, Int32GetDatum(0)));
+
+					if (DatumGetBool(DirectFunctionCall2(numeric_eq, d, NumericGetDatum(rounded))) &&
+						DatumGetBool(DirectFunctionCall2(numeric_ge, d, DirectFunctionCall1(int4_numeric, Int32GetDatum(1)))) &&
+						DatumGetBool(DirectFunctionCall2(numeric_le, d, DirectFunctionCall1(int4_numeric, Int32GetDatum(PG_INT32_MAX)))))
+					{
+						sv = DatumGetInt32(DirectFunctionCall1(numeric_int4, d));
+						ok = true;
+					}
+				}
+				ev->schema_version = sv;
+			}
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event \"schema_version\" must be a positive integer"),
+						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
 		}
 		else if (keylen == 4 && memcmp(key, "data", 4) == 0)
 		{
@@ -318,14 +354,14 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown key \"%.*s\" in event", keylen, key),
-					 errhint("An event is an object with the keys \"type\", \"data\", \"metadata\" (optional) and \"id\" (optional).")));
+					 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
 	}
 
 	if (!have_type)
 		ereport(ERROR,
 				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
 				 errmsg("event has no \"type\""),
-				 errhint("An event is an object with the keys \"type\", \"data\", \"metadata\" (optional) and \"id\" (optional).")));
+				 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
 	if (!have_data)
 		ereport(ERROR,
 				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
@@ -646,8 +682,8 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 			  Datum recorded_at, Datum tx_id, Datum sysid, int64 *positions)
 {
 	Oid			events_rel = EsRelationOid("events");
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[10];
+	char		nulls[10];
 	SPIPlanPtr	plan;
 	int			rc;
 	uint64		i;
@@ -665,6 +701,7 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		values[2] = UUIDPGetDatum(&events[0].id);
 		values[3] = PointerGetDatum(events[0].type);
 		values[4] = PointerGetDatum(events[0].data);
+		values[9] = Int32GetDatum(events[0].schema_version);
 		if (events[0].metadata)
 			values[5] = PointerGetDatum(events[0].metadata);
 		else
@@ -677,6 +714,7 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		Datum	   *datas = palloc(sizeof(Datum) * n);
 		Datum	   *metas = palloc(sizeof(Datum) * n);
 		bool	   *metanulls = palloc(sizeof(bool) * n);
+		Datum	   *versions = palloc(sizeof(Datum) * n);
 		int			dims[1];
 		int			lbs[1];
 		int			j;
@@ -688,6 +726,7 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 			datas[j] = PointerGetDatum(events[j].data);
 			metas[j] = PointerGetDatum(events[j].metadata);
 			metanulls[j] = (events[j].metadata == NULL);
+			versions[j] = Int32GetDatum(events[j].schema_version);
 		}
 		dims[0] = n;
 		lbs[0] = 1;
@@ -699,6 +738,7 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		values[4] = PointerGetDatum(construct_array(datas, n, JSONBOID, -1, false, TYPALIGN_INT));
 		values[5] = PointerGetDatum(construct_md_array(metas, metanulls, 1, dims, lbs,
 													   JSONBOID, -1, false, TYPALIGN_INT));
+		values[9] = PointerGetDatum(construct_array(versions, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 	}
 
 	EsAllowNextWrite(events_rel, TRIGGER_EVENT_INSERT);
