@@ -58,6 +58,7 @@ CREATE TABLE @extschema@.streams (
 	category	text NOT NULL GENERATED ALWAYS AS (pg_catalog.split_part(stream_id, '-', 1)) STORED,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	log_tx_id	xid8 NOT NULL,
 	metadata	jsonb,
 	CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
 ) WITH (fillfactor = 50);
@@ -105,7 +106,8 @@ COMMENT ON COLUMN @extschema@.events.schema_version IS 'version of the shape of 
 COMMENT ON COLUMN @extschema@.events.recorded_at IS 'server time of the append, non-decreasing within a stream';
 COMMENT ON COLUMN @extschema@.events.category IS 'stream category: the stream id up to its first "-"';
 COMMENT ON COLUMN @extschema@.events.era IS 'leading part of the global log cursor; advanced after a restore into another cluster';
-COMMENT ON COLUMN @extschema@.events.tx_id IS 'top-level transaction id of the append; orders the global log';
+COMMENT ON COLUMN @extschema@.events.tx_id IS 'orders the global log: the top-level transaction id of the append, raised to the stream''s previous tx_id when that is newer';
+COMMENT ON COLUMN @extschema@.streams.log_tx_id IS 'tx_id of the stream''s last append; the next append orders its events at or after it';
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.events', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.streams', '');

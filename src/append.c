@@ -89,30 +89,32 @@ static EsPlan update_exact_plan = {
 	NULL,
 	"UPDATE es.streams AS s"
 	"   SET version = s.version OPERATOR(pg_catalog.+) $3,"
-	"       updated_at = pg_catalog.clock_timestamp()"
+	"       updated_at = pg_catalog.clock_timestamp(),"
+	"       log_tx_id = GREATEST(s.log_tx_id, $4)"
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
 	"   AND s.version OPERATOR(pg_catalog.=) $2"
-	" RETURNING s.version",
-	3, {TEXTOID, INT8OID, INT8OID}
+	" RETURNING s.version, s.log_tx_id",
+	4, {TEXTOID, INT8OID, INT8OID, XID8OID}
 };
 
 static EsPlan update_any_plan = {
 	NULL,
 	"UPDATE es.streams AS s"
 	"   SET version = s.version OPERATOR(pg_catalog.+) $2,"
-	"       updated_at = pg_catalog.clock_timestamp()"
+	"       updated_at = pg_catalog.clock_timestamp(),"
+	"       log_tx_id = GREATEST(s.log_tx_id, $3)"
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
-	" RETURNING s.version",
-	2, {TEXTOID, INT8OID}
+	" RETURNING s.version, s.log_tx_id",
+	3, {TEXTOID, INT8OID, XID8OID}
 };
 
 static EsPlan insert_stream_plan = {
 	NULL,
-	"INSERT INTO es.streams AS s (stream_id, version)"
-	" VALUES ($1, $2)"
+	"INSERT INTO es.streams AS s (stream_id, version, log_tx_id)"
+	" VALUES ($1, $2, $3)"
 	" ON CONFLICT (stream_id) DO NOTHING"
-	" RETURNING s.version",
-	2, {TEXTOID, INT8OID}
+	" RETURNING s.version, s.log_tx_id",
+	3, {TEXTOID, INT8OID, XID8OID}
 };
 
 static EsPlan stream_version_plan = {
@@ -599,17 +601,36 @@ find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
 }
 
 /*
+ * stream_row_result
+ *		The (version, log_tx_id) returned by a statement on the stream row.
+ */
+static int64
+stream_row_result(Datum *log_tx_id)
+{
+	bool		isnull;
+
+	*log_tx_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * advance_stream
  *		Lock the stream row and advance its version by n, checking the
  *		expected version.  Returns the new version, or raises the conflict.
+ *
+ *		Also raises the stream's log_tx_id to this transaction's id and
+ *		returns it in *log_tx_id: the events are ordered in the global log by
+ *		that value, which is never below the stream's previous one, so the
+ *		log keeps every stream's version order even when a transaction that
+ *		took its xid early appends after one that took a later xid (see
+ *		read.c for why this keeps the horizon safe).
  */
 static int64
 advance_stream(const char *stream_str, Datum stream, bool expected_null,
-			   int64 expected, int n)
+			   int64 expected, int n, Datum tx_id, Datum *log_tx_id)
 {
 	Oid			streams = EsRelationOid("streams");
-	Datum		values[3];
-	bool		isnull;
+	Datum		values[4];
 	int			rc;
 	int			attempt;
 
@@ -620,13 +641,14 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		for (attempt = 0; attempt < 3; attempt++)
 		{
 			values[1] = Int64GetDatum(n);
+			values[2] = tx_id;
 			EsAllowNextWrite(streams, TRIGGER_EVENT_UPDATE);
 			rc = SPI_execute_plan(EsGetPlan(&update_any_plan), values, NULL, false, 0);
 			EsClearAllowedWrite();
 			if (rc != SPI_OK_UPDATE_RETURNING)
 				elog(ERROR, "could not update stream: %s", SPI_result_code_string(rc));
 			if (SPI_processed == 1)
-				return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+				return stream_row_result(log_tx_id);
 			if (!expected_null)
 				conflict_error(stream_str, false, expected, 0, NULL);
 
@@ -637,7 +659,7 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 			if (rc != SPI_OK_INSERT_RETURNING)
 				elog(ERROR, "could not insert stream: %s", SPI_result_code_string(rc));
 			if (SPI_processed == 1)
-				return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+				return stream_row_result(log_tx_id);
 		}
 		conflict_error(stream_str, true, 0, -1,
 					   "the stream was created and removed concurrently.");
@@ -646,25 +668,27 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 	if (expected == ES_EXPECT_NO_STREAM)
 	{
 		values[1] = Int64GetDatum(n);
+		values[2] = tx_id;
 		EsAllowNextWrite(streams, TRIGGER_EVENT_INSERT);
 		rc = SPI_execute_plan(EsGetPlan(&insert_stream_plan), values, NULL, false, 0);
 		EsClearAllowedWrite();
 		if (rc != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not insert stream: %s", SPI_result_code_string(rc));
 		if (SPI_processed == 1)
-			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			return stream_row_result(log_tx_id);
 	}
 	else
 	{
 		values[1] = Int64GetDatum(expected);
 		values[2] = Int64GetDatum(n);
+		values[3] = tx_id;
 		EsAllowNextWrite(streams, TRIGGER_EVENT_UPDATE);
 		rc = SPI_execute_plan(EsGetPlan(&update_exact_plan), values, NULL, false, 0);
 		EsClearAllowedWrite();
 		if (rc != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not update stream: %s", SPI_result_code_string(rc));
 		if (SPI_processed == 1)
-			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			return stream_row_result(log_tx_id);
 	}
 
 	conflict_error(stream_str, false, expected, current_stream_version(stream), NULL);
@@ -902,19 +926,21 @@ es_append(PG_FUNCTION_ARGS)
 			Datum		tx_id = FullTransactionIdGetDatum(GetTopFullTransactionId());
 			Datum		recorded_at;
 			int64		first_version;
+			Datum		log_tx_id;
 
-			version = advance_stream(stream_str, stream_datum, expected_null, expected, n);
+			version = advance_stream(stream_str, stream_datum, expected_null, expected, n,
+									 tx_id, &log_tx_id);
 			first_version = version - n + 1;
 
 			/* taken under the stream lock: non-decreasing within a stream */
 			recorded_at = TimestampTzGetDatum(GetCurrentTimestamp());
 
 			if (insert_events(stream_datum, events, n, first_version,
-							  recorded_at, tx_id, sysid, positions) == 0)
+							  recorded_at, log_tx_id, sysid, positions) == 0)
 			{
 				advance_era(sysid);
 				if (insert_events(stream_datum, events, n, first_version,
-								  recorded_at, tx_id, sysid, positions) != (uint64) n)
+								  recorded_at, log_tx_id, sysid, positions) != (uint64) n)
 					ereport(ERROR,
 							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 							 errmsg("could not append to stream \"%s\" while the log era changes", stream_str),

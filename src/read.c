@@ -13,7 +13,18 @@
  * append.  Any transaction with an xid below the xmin of a snapshot has
  * finished, and no transaction that starts later can get an xid below it, so
  * the set of events with tx_id < xmin is final: nothing can be added below
- * that horizon any more.  es_read_all computes the horizon from the very
+ * that horizon any more.
+ *
+ * One refinement keeps each stream's events in version order in the log: a
+ * transaction that took its xid early (say 99, by writing elsewhere first)
+ * can append version 2 of a stream after a transaction with xid 100 appended
+ * version 1 and committed.  Ordered by raw xid, version 2 would come first.
+ * So es_append stores tx_id = GREATEST(own top-level xid, the stream's
+ * previous tx_id) (kept in es.streams.log_tx_id under the stream's row
+ * lock).  The horizon argument still holds, because tx_id is never below the
+ * appending transaction's own xid: an event whose tx_id is below the horizon
+ * belongs to a finished transaction, and any transaction still running or
+ * yet to start writes events with tx_id >= its own xid >= the horizon.  es_read_all computes the horizon from the very
  * snapshot its scan runs under (SPI in read-only mode uses the active
  * snapshot) and returns only events below it, in cursor order.  A subscriber
  * that checkpoints the cursor of the last row it processed therefore never
