@@ -10,7 +10,9 @@
 #ifndef ES_EXT_H
 #define ES_EXT_H
 
+#include "access/transam.h"
 #include "executor/spi.h"
+#include "utils/snapshot.h"
 
 /* Name of the constraint reported with every expected-version conflict. */
 #define ES_EXPECTED_VERSION_CONSTRAINT "es_expected_version"
@@ -30,6 +32,10 @@ extern int	es_max_event_size;
 /* guard.c: let exactly one statement write the given es_ext table */
 extern void EsAllowNextWrite(Oid relid, uint32 event);
 extern void EsClearAllowedWrite(void);
+
+/* read.c: the global log horizon and era (EsCurrentEra needs SPI) */
+extern FullTransactionId EsLogHorizon(Snapshot snap);
+extern int32 EsCurrentEra(void);
 
 /* spi_util.c: saved plans and catalog lookups */
 typedef struct EsPlan

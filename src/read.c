@@ -112,14 +112,14 @@ static EsPlan log_plans[4] = {
 };
 
 /*
- * log_horizon
+ * EsLogHorizon
  *		The global log horizon of snapshot snap, as a full transaction id:
  *		every event with tx_id below it belongs to a finished transaction.
  *		It is the snapshot's xmin, or this transaction's own xid if that is
  *		older (our own uncommitted events must not be returned either).
  */
-static FullTransactionId
-log_horizon(Snapshot snap)
+FullTransactionId
+EsLogHorizon(Snapshot snap)
 {
 	FullTransactionId next = ReadNextFullTransactionId();
 	TransactionId xmin = snap->xmin;
@@ -307,13 +307,13 @@ make_log_row(HeapTuple row, TupleDesc rowdesc, void *arg)
 }
 
 /*
- * current_era
+ * EsCurrentEra
  *		The era new events get: es.config's, or the next one if es.config was
  *		restored from another cluster and no append has advanced it yet (all
  *		events there are then final).
  */
-static int32
-current_era(void)
+int32
+EsCurrentEra(void)
 {
 	bool		isnull;
 	int32		era;
@@ -420,13 +420,13 @@ es_read_all(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 
 	/* horizon and scan under the same (active) snapshot */
-	horizon = log_horizon(GetActiveSnapshot());
+	horizon = EsLogHorizon(GetActiveSnapshot());
 	st.horizon = FullTransactionIdGetDatum(horizon);
 
 	values[0] = Int32GetDatum(after_era);
 	values[1] = FullTransactionIdGetDatum(after_tx);
 	values[2] = Int64GetDatum(after_pos);
-	values[3] = Int32GetDatum(current_era());
+	values[3] = Int32GetDatum(EsCurrentEra());
 	values[4] = st.horizon;
 	values[5] = Int64GetDatum((int64) max_count);
 	if (have_category)
@@ -448,10 +448,10 @@ PG_FUNCTION_INFO_V1(es_log_horizon);
 
 /*
  * es_log_horizon() RETURNS xid8
- *		The horizon of the active snapshot (see log_horizon).
+ *		The horizon of the active snapshot (see EsLogHorizon).
  */
 Datum
 es_log_horizon(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_FULLTRANSACTIONID(log_horizon(GetActiveSnapshot()));
+	PG_RETURN_FULLTRANSACTIONID(EsLogHorizon(GetActiveSnapshot()));
 }
