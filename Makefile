@@ -2,12 +2,12 @@
 EXTENSION    = es_ext
 EXTVERSION   = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
 MODULE_big   = es_ext
-OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o
+OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o src/projection.o
 
 DATA         = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # pg_regress: one file per topic (sql/<topic>.sql, expected/<topic>.out)
-REGRESS      = setup append read_stream read_all immutability privileges search_path limits
+REGRESS      = setup append read_stream read_all immutability privileges search_path limits projection
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected

@@ -1,0 +1,195 @@
+-- projection: read models kept by triggers on es.events, in the appending
+-- transaction; rebuilds from history
+
+SELECT store_mark();
+CREATE SCHEMA proj;
+
+-- error text plus the CONTEXT lines that name a projection
+CREATE FUNCTION proj.try_ctx(sql text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+	st text;
+	msg text;
+	ctx text;
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, ctx = PG_EXCEPTION_CONTEXT;
+	RETURN st || ': ' || msg || coalesce(E'\n' || (SELECT string_agg(l, E'\n') FROM regexp_split_to_table(ctx, E'\n') l
+	                                                WHERE l LIKE 'projection%' OR l LIKE 'PL/pgSQL function%'), '');
+END
+$$;
+
+-- style 1: a row-level trigger in PL/pgSQL sees the full event row
+CREATE TABLE proj.account_balance (account text PRIMARY KEY, balance numeric NOT NULL, events int NOT NULL,
+                                   last_version bigint NOT NULL, last_position bigint NOT NULL);
+CREATE FUNCTION proj.account_balance_project() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO proj.account_balance AS b
+	VALUES (NEW.stream_id,
+	        CASE NEW.event_type WHEN 'Deposited' THEN (NEW.data ->> 'amount')::numeric
+	                            WHEN 'Withdrawn' THEN -(NEW.data ->> 'amount')::numeric ELSE 0 END,
+	        1, NEW.version, NEW.global_position)
+	ON CONFLICT (account) DO UPDATE
+	   SET balance = b.balance + excluded.balance, events = b.events + 1,
+	       last_version = excluded.last_version, last_position = excluded.last_position;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER account_balance AFTER INSERT ON es.events
+	FOR EACH ROW WHEN (NEW.category = 'pacct')
+	EXECUTE FUNCTION proj.account_balance_project();
+
+-- style 2: a statement-level trigger projects the whole batch in one statement
+CREATE TABLE proj.type_counts (event_type text PRIMARY KEY, n bigint NOT NULL);
+CREATE FUNCTION proj.type_counts_project() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO proj.type_counts AS c
+	SELECT event_type, count(*) FROM new_events WHERE category = 'pacct' GROUP BY event_type
+	ON CONFLICT (event_type) DO UPDATE SET n = c.n + excluded.n;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER type_counts AFTER INSERT ON es.events
+	REFERENCING NEW TABLE AS new_events
+	FOR EACH STATEMENT EXECUTE FUNCTION proj.type_counts_project();
+
+-- style 3: es_project dispatches each event type to a handler taking es.events
+CREATE TABLE proj.account_log (account text, version bigint, line text, PRIMARY KEY (account, version));
+CREATE FUNCTION proj.on_opened(e es.events) RETURNS void LANGUAGE sql AS $$
+	INSERT INTO proj.account_log VALUES (e.stream_id, e.version, 'opened by ' || (e.data ->> 'owner'))
+$$;
+CREATE FUNCTION proj.on_money(e es.events) RETURNS void LANGUAGE sql AS $$
+	INSERT INTO proj.account_log VALUES (e.stream_id, e.version, lower(e.event_type) || ' ' || (e.data ->> 'amount'))
+$$;
+CREATE TRIGGER account_log AFTER INSERT ON es.events
+	FOR EACH ROW WHEN (NEW.category = 'pacct')
+	EXECUTE FUNCTION es.es_project('Opened', 'proj.on_opened', 'Deposited', 'proj.on_money', 'Withdrawn', 'proj.on_money');
+
+SELECT version FROM es.es_append('pacct-1', 0, '[{"type": "Opened", "data": {"owner": "ann"}},
+                                                  {"type": "Deposited", "data": {"amount": 100}}]');
+SELECT version FROM es.es_append('pacct-2', 0, '[{"type": "Opened", "data": {"owner": "bob"}}]');
+SELECT version FROM es.es_append('pacct-1', 2, '[{"type": "Withdrawn", "data": {"amount": 30}},
+                                                  {"type": "Renamed", "data": {"owner": "ann b."}}]');
+SELECT version FROM es.es_append('pacct-2', NULL, '[{"type": "Deposited", "data": {"amount": 5}}]');
+SELECT version FROM es.es_append('other-1', NULL, '[{"type": "Deposited", "data": {"amount": 999}}]');
+
+-- the read models are up to date as soon as the append returns
+SELECT account, balance, events, last_version,
+       last_position = (SELECT max(global_position) FROM es.events WHERE stream_id = account) AS last_position_ok
+  FROM proj.account_balance ORDER BY account;
+SELECT * FROM proj.type_counts ORDER BY event_type;
+SELECT * FROM proj.account_log ORDER BY account, version;
+
+-- a failing projection aborts the append: nothing is half-applied, and the
+-- error names the projection
+CREATE OR REPLACE FUNCTION proj.on_money(e es.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	IF (e.data ->> 'amount')::numeric < 0 THEN
+		RAISE EXCEPTION 'negative amount %', e.data ->> 'amount' USING ERRCODE = 'check_violation';
+	END IF;
+	INSERT INTO proj.account_log VALUES (e.stream_id, e.version, lower(e.event_type) || ' ' || (e.data ->> 'amount'));
+END
+$$;
+SELECT * FROM store_counts();
+SELECT proj.try_ctx($$SELECT es.es_append('pacct-1', NULL, '[{"type": "Deposited", "data": {"amount": 1}},
+                                                              {"type": "Deposited", "data": {"amount": -1}}]')$$);
+SELECT proj.try_ctx($$SELECT es.es_append('pacct-1', NULL, '[{"type": "Deposited", "data": {"amount": "x"}}]')$$);
+SELECT * FROM store_counts();
+SELECT es.es_stream_version('pacct-1');
+SELECT account, balance, events FROM proj.account_balance ORDER BY account;
+SELECT * FROM proj.type_counts ORDER BY event_type;
+
+-- rebuild: empty the read model and replay the whole history through the
+-- same trigger; the result equals what inline projection produced
+CREATE TABLE proj.balance_inline AS SELECT * FROM proj.account_balance;
+CREATE TABLE proj.counts_inline AS SELECT * FROM proj.type_counts;
+CREATE TABLE proj.log_inline AS SELECT * FROM proj.account_log;
+UPDATE proj.account_balance SET balance = 0;	-- damage it
+CALL es.es_rebuild_projection('account_balance', 'TRUNCATE proj.account_balance', batch_size => 2);
+CALL es.es_rebuild_projection('type_counts', 'DELETE FROM proj.type_counts', batch_size => 3);
+CALL es.es_rebuild_projection('account_log', 'TRUNCATE proj.account_log');
+SELECT count(*) AS differences FROM (
+	(SELECT * FROM proj.account_balance EXCEPT SELECT * FROM proj.balance_inline)
+	UNION ALL (SELECT * FROM proj.balance_inline EXCEPT SELECT * FROM proj.account_balance)
+	UNION ALL (SELECT account, NULL, NULL, NULL, NULL FROM (SELECT * FROM proj.account_log EXCEPT SELECT * FROM proj.log_inline) d)
+	UNION ALL (SELECT account, NULL, NULL, NULL, NULL FROM (SELECT * FROM proj.log_inline EXCEPT SELECT * FROM proj.account_log) d)) x;
+SELECT count(*) AS differences FROM (
+	(SELECT * FROM proj.type_counts EXCEPT SELECT * FROM proj.counts_inline)
+	UNION ALL (SELECT * FROM proj.counts_inline EXCEPT SELECT * FROM proj.type_counts)) x;
+SELECT projection, state, replayed > 0 AS replayed, finished_at IS NOT NULL AS finished,
+       last_cursor = (SELECT log_cursor FROM es.es_read_all(NULL, 1000000) ORDER BY log_cursor DESC LIMIT 1) AS at_head
+  FROM es.projection_status ORDER BY projection;
+
+-- the triggers are live again after a rebuild
+SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'es.events'::regclass AND NOT tgisinternal
+   AND tgname IN ('account_balance', 'type_counts', 'account_log') ORDER BY 1;
+SELECT version FROM es.es_append('pacct-2', NULL, '[{"type": "Deposited", "data": {"amount": 10}}]');
+SELECT account, balance, events FROM proj.account_balance ORDER BY account;
+
+-- rebuild after changing the projection's logic: the new logic is applied
+-- to the whole history
+ALTER TABLE proj.account_balance ADD COLUMN deposits int NOT NULL DEFAULT 0;
+CREATE OR REPLACE FUNCTION proj.account_balance_project() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO proj.account_balance AS b
+	VALUES (NEW.stream_id,
+	        CASE NEW.event_type WHEN 'Deposited' THEN (NEW.data ->> 'amount')::numeric
+	                            WHEN 'Withdrawn' THEN -(NEW.data ->> 'amount')::numeric ELSE 0 END,
+	        1, NEW.version, NEW.global_position, (NEW.event_type = 'Deposited')::int)
+	ON CONFLICT (account) DO UPDATE
+	   SET balance = b.balance + excluded.balance, events = b.events + 1,
+	       last_version = excluded.last_version, last_position = excluded.last_position,
+	       deposits = b.deposits + excluded.deposits;
+	RETURN NULL;
+END
+$$;
+CALL es.es_rebuild_projection('account_balance', 'TRUNCATE proj.account_balance');
+SELECT account, balance, events, deposits FROM proj.account_balance ORDER BY account;
+
+-- an interrupted rebuild leaves the projection paused; the next call resumes
+-- from the last committed batch instead of starting over
+ALTER TABLE es.events DISABLE TRIGGER account_log;
+TRUNCATE proj.account_log;
+INSERT INTO es.projection_status (projection, state, started_at, replayed, last_cursor, updated_at)
+SELECT 'account_log', 'rebuilding', now(), r.replayed, r.last_cursor, now()
+  FROM es.es_projection_replay('account_log', NULL, 3, false) r
+ON CONFLICT (projection) DO UPDATE SET state = 'rebuilding', replayed = excluded.replayed,
+	last_cursor = excluded.last_cursor;
+SELECT count(*) AS replayed_before_interruption FROM proj.account_log;
+CALL es.es_rebuild_projection('account_log', 'TRUNCATE proj.account_log');
+SELECT count(*) AS differences FROM (
+	(SELECT * FROM proj.account_log EXCEPT (SELECT * FROM proj.log_inline UNION SELECT 'pacct-2', 3, 'deposited 10'))
+	UNION ALL ((SELECT * FROM proj.log_inline UNION SELECT 'pacct-2', 3, 'deposited 10') EXCEPT SELECT * FROM proj.account_log)) x;
+
+-- bad calls
+SELECT try($$CALL es.es_rebuild_projection('no_such_projection', NULL)$$);
+SELECT try($$CALL es.es_rebuild_projection(NULL, NULL)$$);
+SELECT try($$CALL es.es_rebuild_projection('account_log', NULL, 0)$$);
+-- a rebuild commits as it goes: it cannot run inside a transaction block
+SELECT try($$CALL es.es_rebuild_projection('account_log', 'TRUNCATE proj.account_log')$$);
+SELECT try($$SELECT * FROM es.es_projection_replay('no_such_projection', NULL, 10, false)$$);
+SELECT try($$SELECT * FROM es.es_projection_replay('account_log', NULL, 0, false)$$);
+SELECT try($$SELECT * FROM es.es_projection_replay(NULL, NULL, 10, false)$$);
+CREATE TRIGGER proj_before BEFORE INSERT ON es.events FOR EACH STATEMENT EXECUTE FUNCTION es.es_guard();
+SELECT try($$SELECT * FROM es.es_projection_replay('proj_before', NULL, 10, false)$$);
+DROP TRIGGER proj_before ON es.events;
+SELECT try($$SELECT es.es_project()$$);
+
+-- es_project misuse is reported at the first append
+CREATE TRIGGER proj_bad_args AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION es.es_project('A', 'proj.on_money', 'B');
+SELECT try($$SELECT es.es_append('pacct-3', NULL, '[{"type": "A", "data": {}}]')$$);
+DROP TRIGGER proj_bad_args ON es.events;
+CREATE TRIGGER proj_no_handler AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION es.es_project('proj.nope');
+SELECT try($$SELECT es.es_append('pacct-3', NULL, '[{"type": "A", "data": {}}]')$$);
+DROP TRIGGER proj_no_handler ON es.events;
+CREATE TRIGGER proj_stmt_project AFTER INSERT ON es.events FOR EACH STATEMENT EXECUTE FUNCTION es.es_project('proj.on_opened');
+SELECT try($$SELECT es.es_append('pacct-3', NULL, '[{"type": "A", "data": {}}]')$$);
+DROP TRIGGER proj_stmt_project ON es.events;
+SELECT es.es_stream_version('pacct-3');
+
+DROP TRIGGER account_balance ON es.events;
+DROP TRIGGER type_counts ON es.events;
+DROP TRIGGER account_log ON es.events;
+DROP SCHEMA proj CASCADE;

@@ -1,0 +1,575 @@
+/*-------------------------------------------------------------------------
+ *
+ * projection.c
+ *	  Inline projections: the es_project dispatch trigger and the replay of
+ *	  history through a projection trigger (used by es_rebuild_projection).
+ *
+ * A projection is an ordinary AFTER INSERT trigger on es.events, created by
+ * the user with CREATE TRIGGER.  It runs in the appending transaction, so
+ * the read model is never stale and a failing projection aborts the append.
+ *
+ * es_project() is an optional helper trigger function: its arguments map
+ * event types to handler functions taking one es.events row, so a
+ * projection is a few small SQL functions instead of one big CASE.
+ *
+ * es_projection_replay() feeds events of the global log, in cursor order,
+ * to a projection trigger's function exactly as an append would: a row
+ * trigger is called once per event (after its WHEN condition), a statement
+ * trigger once per batch with the batch as its transition table.  It is the
+ * engine of the rebuild procedure (sql/es_ext--*.sql), which pauses the
+ * trigger, resets the read model, replays history in committed batches and
+ * re-enables the trigger while it holds off appenders for the last batch.
+ *
+ * Memory: replayed rows are fetched in batches from an SPI cursor; each
+ * trigger call runs in a per-event memory context reset after the call.
+ *
+ * src/projection.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
+#include "parser/parse_func.h"
+#include "rewrite/rewriteManip.h"
+#include "rewrite/prs2lock.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+#include "utils/typcache.h"
+#include "utils/xid8.h"
+
+#include "es_ext.h"
+
+/* ----------------------------------------------------------------
+ * es_project: dispatch an event to a handler by event type
+ * ----------------------------------------------------------------
+ */
+
+/* Handlers of one es_project trigger, resolved once per statement. */
+typedef struct EsDispatch
+{
+	Oid			tgoid;			/* trigger these were resolved for */
+	int			nhandlers;
+	char	  **types;			/* event type, or NULL for any type */
+	FmgrInfo   *handlers;
+} EsDispatch;
+
+typedef struct EsProjectionErrorContext
+{
+	const char *projection;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+} EsProjectionErrorContext;
+
+static void
+projection_error_callback(void *arg)
+{
+	EsProjectionErrorContext *ctx = (EsProjectionErrorContext *) arg;
+
+	if (ctx->tuple != NULL)
+	{
+		bool		n1,
+					n2,
+					n3;
+		Datum		stream = heap_getattr(ctx->tuple, 2, ctx->desc, &n1);
+		Datum		version = heap_getattr(ctx->tuple, 3, ctx->desc, &n2);
+		Datum		type = heap_getattr(ctx->tuple, 5, ctx->desc, &n3);
+
+		if (!n1 && !n2 && !n3)
+		{
+			errcontext("projection \"%s\" on event %s version " INT64_FORMAT " of stream \"%s\"",
+					   ctx->projection, TextDatumGetCString(type),
+					   DatumGetInt64(version), TextDatumGetCString(stream));
+			return;
+		}
+	}
+	errcontext("projection \"%s\"", ctx->projection);
+}
+
+/*
+ * resolve_handler
+ *		The function named name taking one es.events row; checks that the
+ *		current user may execute it.
+ */
+static Oid
+resolve_handler(const char *name, Oid rowtype, const char *tgname)
+{
+	Oid			fn;
+	Oid			argtypes[1];
+	AclResult	aclresult;
+
+	argtypes[0] = rowtype;
+	fn = LookupFuncName(stringToQualifiedNameList(name), 1, argtypes, true);
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function %s(es.events) does not exist", name),
+				 errdetail("Trigger \"%s\" names it as a projection handler.", tgname),
+				 errhint("A handler takes one argument of type es.events.")));
+	aclresult = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+	return fn;
+}
+
+static EsDispatch *
+get_dispatch(FunctionCallInfo fcinfo, TriggerData *trigdata)
+{
+	EsDispatch *d = (EsDispatch *) fcinfo->flinfo->fn_extra;
+	Trigger    *tg = trigdata->tg_trigger;
+	MemoryContext oldcxt;
+	Oid			rowtype = RelationGetDescr(trigdata->tg_relation)->tdtypeid;
+	int			i;
+
+	if (d != NULL && d->tgoid == tg->tgoid)
+		return d;
+
+	if (tg->tgnargs < 1 || (tg->tgnargs > 1 && tg->tgnargs % 2 != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger \"%s\" passes %d arguments to es_project()", tg->tgname, tg->tgnargs),
+				 errhint("Pass one handler, es_project('handler'), or pairs of event type and handler, es_project('TypeA', 'on_a', 'TypeB', 'on_b').")));
+
+	oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	d = palloc0(sizeof(EsDispatch));
+	d->tgoid = tg->tgoid;
+	d->nhandlers = tg->tgnargs == 1 ? 1 : tg->tgnargs / 2;
+	d->types = palloc0(sizeof(char *) * d->nhandlers);
+	d->handlers = palloc0(sizeof(FmgrInfo) * d->nhandlers);
+	for (i = 0; i < d->nhandlers; i++)
+	{
+		const char *handler;
+
+		if (tg->tgnargs == 1)
+		{
+			d->types[i] = NULL;
+			handler = tg->tgargs[0];
+		}
+		else
+		{
+			d->types[i] = strcmp(tg->tgargs[2 * i], "*") == 0 ? NULL : pstrdup(tg->tgargs[2 * i]);
+			handler = tg->tgargs[2 * i + 1];
+		}
+		fmgr_info_cxt(resolve_handler(handler, rowtype, tg->tgname), &d->handlers[i],
+					  fcinfo->flinfo->fn_mcxt);
+	}
+	MemoryContextSwitchTo(oldcxt);
+	fcinfo->flinfo->fn_extra = d;
+	return d;
+}
+
+PG_FUNCTION_INFO_V1(es_project);
+
+/*
+ * es_project()
+ *		AFTER INSERT ... FOR EACH ROW trigger on es.events.  Arguments: one
+ *		handler name, or pairs (event type, handler name); "*" matches every
+ *		type.  Every handler whose type matches the event is called with the
+ *		event row, in argument order.  Returns NULL.
+ */
+Datum
+es_project(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	EsDispatch *d;
+	EsProjectionErrorContext ectx;
+	ErrorContextCallback errcb;
+	TupleDesc	desc;
+	Datum		row = (Datum) 0;
+	char	   *type = NULL;
+	int			i;
+	LOCAL_FCINFO(hcinfo, 1);
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_project() must be called as a trigger")));
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_project() must be fired AFTER INSERT ... FOR EACH ROW")));
+
+	desc = RelationGetDescr(trigdata->tg_relation);
+	d = get_dispatch(fcinfo, trigdata);
+
+	ectx.projection = trigdata->tg_trigger->tgname;
+	ectx.tuple = trigdata->tg_trigtuple;
+	ectx.desc = desc;
+	errcb.callback = projection_error_callback;
+	errcb.arg = &ectx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	for (i = 0; i < d->nhandlers; i++)
+	{
+		if (d->types[i] != NULL)
+		{
+			if (type == NULL)
+			{
+				bool		isnull;
+
+				type = TextDatumGetCString(heap_getattr(trigdata->tg_trigtuple, 5, desc, &isnull));
+			}
+			if (strcmp(type, d->types[i]) != 0)
+				continue;
+		}
+		if (row == (Datum) 0)
+			row = heap_copy_tuple_as_datum(trigdata->tg_trigtuple, desc);
+		/* handlers usually return void (a null Datum): ignore the result */
+		InitFunctionCallInfoData(*hcinfo, &d->handlers[i], 1, InvalidOid, NULL, NULL);
+		hcinfo->args[0].value = row;
+		hcinfo->args[0].isnull = false;
+		(void) FunctionCallInvoke(hcinfo);
+	}
+
+	error_context_stack = errcb.previous;
+	return PointerGetDatum(NULL);
+}
+
+/* ----------------------------------------------------------------
+ * es_projection_replay: history through a projection trigger
+ * ----------------------------------------------------------------
+ */
+
+#define REPLAY_SELECT \
+	"SELECT e, e.era, e.tx_id, e.global_position FROM es.events AS e" \
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+#define REPLAY_ORDER " ORDER BY e.era, e.tx_id, e.global_position LIMIT $4"
+
+/* below the horizon: what a subscriber could read now */
+static EsPlan replay_bounded_plan = {
+	NULL,
+	REPLAY_SELECT " AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($5, $6)" REPLAY_ORDER,
+	6, {INT4OID, XID8OID, INT8OID, INT8OID, INT4OID, XID8OID}
+};
+
+/* everything visible: only when appenders are locked out */
+static EsPlan replay_head_plan = {
+	NULL,
+	REPLAY_SELECT REPLAY_ORDER,
+	4, {INT4OID, XID8OID, INT8OID, INT8OID}
+};
+
+/*
+ * find_projection_trigger
+ *		The user trigger named tgname on es.events (rel), which must be an
+ *		AFTER INSERT trigger.
+ */
+static Trigger *
+find_projection_trigger(Relation rel, const char *tgname)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	int			i;
+
+	for (i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *tg = &trigdesc->triggers[i];
+
+		if (tg->tgisinternal || strcmp(tg->tgname, tgname) != 0)
+			continue;
+		if (!TRIGGER_FOR_INSERT(tg->tgtype) || !TRIGGER_FOR_AFTER(tg->tgtype))
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("trigger \"%s\" on table \"es.events\" is not an AFTER INSERT trigger", tgname),
+					 errhint("A projection is an AFTER INSERT trigger on es.events.")));
+		return tg;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("trigger \"%s\" for table \"es.events\" does not exist", tgname),
+			 errhint("Create the projection with CREATE TRIGGER ... AFTER INSERT ON es.events.")));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* State of one replay call. */
+typedef struct EsReplay
+{
+	Relation	rel;
+	Trigger    *trigger;
+	FmgrInfo	flinfo;
+	bool		for_row;
+	ExprState  *when;			/* row triggers with a WHEN condition */
+	EState	   *estate;
+	TupleTableSlot *slot;
+	Tuplestorestate *batch;		/* statement triggers: the transition table */
+	MemoryContext percall;
+} EsReplay;
+
+/*
+ * prepare_when
+ *		Compile a row trigger's WHEN condition the way the executor does
+ *		(trigger.c: NEW is the inner tuple).
+ */
+static void
+prepare_when(EsReplay *r)
+{
+	Node	   *qual;
+	MemoryContext oldcxt;
+
+	if (r->trigger->tgqual == NULL)
+		return;
+	r->estate = CreateExecutorState();
+	oldcxt = MemoryContextSwitchTo(r->estate->es_query_cxt);
+	qual = stringToNode(r->trigger->tgqual);
+	ChangeVarNodes(qual, PRS2_OLD_VARNO, OUTER_VAR, 0);
+	ChangeVarNodes(qual, PRS2_NEW_VARNO, INNER_VAR, 0);
+	qual = (Node *) expression_planner((Expr *) qual);
+	r->when = ExecPrepareQual(make_ands_implicit((Expr *) qual), r->estate);
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * call_trigger
+ *		Call the projection's trigger function once, as the trigger manager
+ *		would for an AFTER INSERT event: tuple is the row (row triggers) or
+ *		NULL (statement triggers, which get r->batch as their new table).
+ */
+static void
+call_trigger(EsReplay *r, HeapTuple tuple)
+{
+	TriggerData td;
+	LOCAL_FCINFO(fcinfo, 0);
+
+	memset(&td, 0, sizeof(td));
+	td.type = T_TriggerData;
+	td.tg_event = TRIGGER_EVENT_INSERT | (tuple != NULL ? TRIGGER_EVENT_ROW : 0);
+	td.tg_relation = r->rel;
+	td.tg_trigger = r->trigger;
+	if (tuple != NULL)
+	{
+		td.tg_trigtuple = tuple;
+		ExecForceStoreHeapTuple(tuple, r->slot, false);
+		td.tg_trigslot = r->slot;
+	}
+	else
+		td.tg_newtable = r->batch;
+
+	InitFunctionCallInfoData(*fcinfo, &r->flinfo, 0, InvalidOid, (Node *) &td, NULL);
+	FunctionCallInvoke(fcinfo);
+	if (tuple != NULL)
+		ExecClearTuple(r->slot);
+}
+
+PG_FUNCTION_INFO_V1(es_projection_replay);
+
+/*
+ * es_projection_replay(projection name, after es.log_cursor, max_count int,
+ *						to_head boolean)
+ *		RETURNS TABLE (replayed integer, last_cursor es.log_cursor)
+ *
+ * Replays up to max_count events after the cursor through the trigger named
+ * projection on es.events.  With to_head false, only events below the log
+ * horizon are replayed (safe while appends go on); with to_head true, every
+ * visible event is (only correct while appenders are locked out).  Returns
+ * how many events were replayed and the cursor of the last one (the input
+ * cursor when none was).
+ */
+Datum
+es_projection_replay(PG_FUNCTION_ARGS)
+{
+	char	   *tgname;
+	int32		after_era = -1;
+	Datum		after_tx = FullTransactionIdGetDatum(FullTransactionIdFromU64(0));
+	int64		after_pos = 0;
+	int32		max_count;
+	bool		to_head;
+	EsReplay	r;
+	Datum		values[6];
+	Portal		portal;
+	int32		replayed = 0;
+	TupleDesc	resdesc;
+	TupleDesc	cursordesc;
+	Datum		result[2];
+	bool		resnulls[2] = {false, false};
+	Datum		cur[3];
+	bool		curnulls[3] = {false, false, false};
+	MemoryContext callcxt = CurrentMemoryContext;
+	EsProjectionErrorContext ectx;
+	ErrorContextCallback errcb;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("projection, max_count and to_head cannot be null")));
+	tgname = NameStr(*PG_GETARG_NAME(0));
+	max_count = PG_GETARG_INT32(2);
+	to_head = PG_GETARG_BOOL(3);
+	if (max_count <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_count must be greater than zero")));
+	if (!PG_ARGISNULL(1))
+	{
+		HeapTupleHeader c = PG_GETARG_HEAPTUPLEHEADER(1);
+		bool		n1,
+					n2,
+					n3;
+		Datum		d1 = GetAttributeByNum(c, 1, &n1);
+		Datum		d2 = GetAttributeByNum(c, 2, &n2);
+		Datum		d3 = GetAttributeByNum(c, 3, &n3);
+
+		if (n1 || n2 || n3)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("log cursor fields cannot be null")));
+		after_era = DatumGetInt32(d1);
+		after_tx = d2;
+		after_pos = DatumGetInt64(d3);
+	}
+
+	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	resdesc = BlessTupleDesc(resdesc);
+	cursordesc = BlessTupleDesc(lookup_rowtype_tupdesc_copy(TupleDescAttr(resdesc, 1)->atttypid, -1));
+
+	memset(&r, 0, sizeof(r));
+	r.rel = table_open(EsRelationOid("events"), AccessShareLock);
+	r.trigger = find_projection_trigger(r.rel, tgname);
+	r.for_row = TRIGGER_FOR_ROW(r.trigger->tgtype);
+	if (pg_proc_aclcheck(r.trigger->tgfoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(r.trigger->tgfoid));
+	fmgr_info(r.trigger->tgfoid, &r.flinfo);
+	r.slot = MakeSingleTupleTableSlot(RelationGetDescr(r.rel), &TTSOpsHeapTuple);
+	r.percall = AllocSetContextCreate(CurrentMemoryContext, "es projection replay",
+									  ALLOCSET_DEFAULT_SIZES);
+	if (r.for_row)
+		prepare_when(&r);
+	else
+		r.batch = tuplestore_begin_heap(false, false, work_mem);
+
+	cur[0] = Int32GetDatum(after_era);
+	cur[1] = after_tx;
+	cur[2] = Int64GetDatum(after_pos);
+
+	ectx.projection = tgname;
+	ectx.tuple = NULL;
+	ectx.desc = RelationGetDescr(r.rel);
+	errcb.callback = projection_error_callback;
+	errcb.arg = &ectx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	values[0] = cur[0];
+	values[1] = cur[1];
+	values[2] = cur[2];
+	values[3] = Int64GetDatum((int64) max_count);
+	if (!to_head)
+	{
+		values[4] = Int32GetDatum(EsCurrentEra());
+		values[5] = FullTransactionIdGetDatum(EsLogHorizon(GetActiveSnapshot()));
+	}
+	portal = SPI_cursor_open(NULL, EsGetPlan(to_head ? &replay_head_plan : &replay_bounded_plan),
+							 values, NULL, true);
+
+	for (;;)
+	{
+		uint64		i;
+
+		SPI_cursor_fetch(portal, true, 1000);
+		if (SPI_processed == 0)
+			break;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	row = SPI_tuptable->vals[i];
+			TupleDesc	rowdesc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			HeapTupleHeader th;
+			HeapTupleData tup;
+			MemoryContext oldcxt;
+
+			CHECK_FOR_INTERRUPTS();
+
+			th = DatumGetHeapTupleHeader(SPI_getbinval(row, rowdesc, 1, &isnull));
+			tup.t_len = HeapTupleHeaderGetDatumLength(th);
+			ItemPointerSetInvalid(&tup.t_self);
+			tup.t_tableOid = RelationGetRelid(r.rel);
+			tup.t_data = th;
+
+			/* remember the cursor in the caller's context */
+			oldcxt = MemoryContextSwitchTo(callcxt);
+			cur[0] = SPI_getbinval(row, rowdesc, 2, &isnull);
+			cur[1] = SPI_getbinval(row, rowdesc, 3, &isnull);
+			cur[2] = SPI_getbinval(row, rowdesc, 4, &isnull);
+			MemoryContextSwitchTo(oldcxt);
+			replayed++;
+
+			if (!r.for_row)
+			{
+				tuplestore_puttuple(r.batch, &tup);
+				continue;
+			}
+
+			ectx.tuple = &tup;
+			oldcxt = MemoryContextSwitchTo(r.percall);
+			if (r.when != NULL)
+			{
+				ExprContext *econtext = GetPerTupleExprContext(r.estate);
+
+				ExecForceStoreHeapTuple(&tup, r.slot, false);
+				econtext->ecxt_innertuple = r.slot;
+				econtext->ecxt_outertuple = NULL;
+				if (!ExecQual(r.when, econtext))
+				{
+					ExecClearTuple(r.slot);
+					ResetExprContext(econtext);
+					MemoryContextSwitchTo(oldcxt);
+					continue;
+				}
+				ExecClearTuple(r.slot);
+				ResetExprContext(econtext);
+			}
+			call_trigger(&r, &tup);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(r.percall);
+			ectx.tuple = NULL;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+
+	/* a statement trigger sees the whole batch at once */
+	if (!r.for_row && replayed > 0)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(r.percall);
+
+		call_trigger(&r, NULL);
+		MemoryContextSwitchTo(oldcxt);
+	}
+
+	SPI_finish();
+	error_context_stack = errcb.previous;
+
+	if (r.batch)
+		tuplestore_end(r.batch);
+	if (r.estate)
+		FreeExecutorState(r.estate);
+	ExecDropSingleTupleTableSlot(r.slot);
+	MemoryContextDelete(r.percall);
+	table_close(r.rel, AccessShareLock);
+
+	result[0] = Int32GetDatum(replayed);
+	result[1] = HeapTupleGetDatum(heap_form_tuple(cursordesc, cur, curnulls));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(resdesc, result, resnulls)));
+}
