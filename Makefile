@@ -11,7 +11,7 @@ REGRESS      = setup append read_stream read_all immutability privileges search_
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected
-ISOLATION      = append_conflict append_any read_all_gap read_all_abort read_all_stream_order
+ISOLATION      = append_conflict append_any read_all_gap read_all_abort read_all_stream_order projection
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 TAP_TESTS    = 1
