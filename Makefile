@@ -24,9 +24,15 @@ PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test demo bench
+.PHONY: test demo demo-stop bench
 test:
 	bash test/run
+
+demo:
+	bash examples/demo
+
+demo-stop:
+	bash examples/demo stop
 
 bench:
 	bash bench/run

@@ -420,6 +420,7 @@ COMMENT ON PROCEDURE @extschema@.es_rebuild_projection(name, text, integer, bool
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL PROCEDURES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON TYPE @extschema@.append_result, @extschema@.log_cursor FROM PUBLIC;
 
 GRANT USAGE ON TYPE @extschema@.append_result, @extschema@.log_cursor TO es_reader;

@@ -6,8 +6,10 @@ SELECT count(*) AS security_definer FROM pg_proc
  WHERE pronamespace = 'es'::regnamespace AND prosecdef;
 
 -- nothing in schema es is granted to PUBLIC
-SELECT count(*) AS public_functions FROM pg_proc p, aclexplode(p.proacl) a
+SELECT count(*) AS public_routines FROM pg_proc p, aclexplode(p.proacl) a
  WHERE p.pronamespace = 'es'::regnamespace AND a.grantee = 0;
+SELECT count(*) AS routines_without_acl FROM pg_proc p
+ WHERE p.pronamespace = 'es'::regnamespace AND p.proacl IS NULL;
 SELECT count(*) AS public_relations FROM pg_class c, aclexplode(c.relacl) a
  WHERE c.relnamespace = 'es'::regnamespace AND a.grantee = 0;
 SELECT count(*) AS public_schema FROM pg_namespace n, aclexplode(n.nspacl) a
@@ -41,6 +43,10 @@ DECLARE
 		'SELECT es.events', 'SELECT count(*) FROM es.events',
 		'SELECT es.streams', 'SELECT count(*) FROM es.streams',
 		'SELECT es.horizon_holders', 'SELECT count(*) FROM es.horizon_holders',
+		'SELECT es.projection_status', 'SELECT count(*) FROM es.projection_status',
+		'es_projection_replay', 'SELECT * FROM es.es_projection_replay(''no_such_trigger'', NULL, 1, false)',
+		'es_rebuild_projection', 'CALL es.es_rebuild_projection(''no_such_trigger'', NULL)',
+		'CREATE TRIGGER es_project', 'CREATE TRIGGER regress_p AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION es.es_project(''x'')',
 		'INSERT es.events', 'INSERT INTO es.events (stream_id, version, event_id, event_type, data, recorded_at, era, tx_id) VALUES (''priv-x'', 1, gen_random_uuid(), ''A'', ''{}'', now(), 0, pg_current_xact_id())',
 		'UPDATE es.streams', 'UPDATE es.streams SET version = 99',
 		'UPDATE es.config', 'UPDATE es.config SET era = 9',
@@ -62,6 +68,7 @@ SELECT * FROM priv_matrix('regress_es_nobody');
 SELECT * FROM priv_matrix('regress_es_reader');
 SELECT * FROM priv_matrix('regress_es_writer');
 SELECT * FROM priv_matrix('regress_es_admin');
+DROP TRIGGER regress_p ON es.events;
 
 -- appends made by the roles that may append; nothing else changed
 SELECT stream_id, version FROM es.events WHERE stream_id LIKE 'priv-%' ORDER BY 1, 2;

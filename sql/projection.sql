@@ -103,6 +103,9 @@ SELECT * FROM proj.type_counts ORDER BY event_type;
 
 -- rebuild: empty the read model and replay the whole history through the
 -- same trigger; the result equals what inline projection produced
+-- (its progress NOTICEs count the whole log, so they are not shown here;
+-- es.projection_status is checked instead)
+SET client_min_messages = warning;
 CREATE TABLE proj.balance_inline AS SELECT * FROM proj.account_balance;
 CREATE TABLE proj.counts_inline AS SELECT * FROM proj.type_counts;
 CREATE TABLE proj.log_inline AS SELECT * FROM proj.account_log;
@@ -118,7 +121,7 @@ SELECT count(*) AS differences FROM (
 SELECT count(*) AS differences FROM (
 	(SELECT * FROM proj.type_counts EXCEPT SELECT * FROM proj.counts_inline)
 	UNION ALL (SELECT * FROM proj.counts_inline EXCEPT SELECT * FROM proj.type_counts)) x;
-SELECT projection, state, replayed > 0 AS replayed, finished_at IS NOT NULL AS finished,
+SELECT projection, state, replayed = (SELECT count(*) FROM es.events) AS replayed_all, finished_at IS NOT NULL AS finished,
        last_cursor = (SELECT log_cursor FROM es.es_read_all(NULL, 1000000) ORDER BY log_cursor DESC LIMIT 1) AS at_head
   FROM es.projection_status ORDER BY projection;
 
@@ -154,14 +157,23 @@ ALTER TABLE es.events DISABLE TRIGGER account_log;
 TRUNCATE proj.account_log;
 INSERT INTO es.projection_status (projection, state, started_at, replayed, last_cursor, updated_at)
 SELECT 'account_log', 'rebuilding', now(), r.replayed, r.last_cursor, now()
-  FROM es.es_projection_replay('account_log', NULL, 3, false) r
+  FROM es.es_projection_replay('account_log',
+         -- the cursor just before the first pacct event: earlier events are
+         -- filtered out by the trigger's WHEN anyway
+         (SELECT log_cursor FROM es.es_read_all(NULL, 1000000)
+           WHERE log_cursor < (SELECT log_cursor FROM es.es_read_all(NULL, 1000000, 'pacct') LIMIT 1)
+           ORDER BY log_cursor DESC LIMIT 1),
+         3, false) r
 ON CONFLICT (projection) DO UPDATE SET state = 'rebuilding', replayed = excluded.replayed,
 	last_cursor = excluded.last_cursor;
 SELECT count(*) AS replayed_before_interruption FROM proj.account_log;
 CALL es.es_rebuild_projection('account_log', 'TRUNCATE proj.account_log');
+SELECT state FROM es.projection_status WHERE projection = 'account_log';
 SELECT count(*) AS differences FROM (
 	(SELECT * FROM proj.account_log EXCEPT (SELECT * FROM proj.log_inline UNION SELECT 'pacct-2', 3, 'deposited 10'))
 	UNION ALL ((SELECT * FROM proj.log_inline UNION SELECT 'pacct-2', 3, 'deposited 10') EXCEPT SELECT * FROM proj.account_log)) x;
+
+RESET client_min_messages;
 
 -- bad calls
 SELECT try($$CALL es.es_rebuild_projection('no_such_projection', NULL)$$);

@@ -1,0 +1,60 @@
+-- examples/demo.sql — the demo scenario (run by examples/demo after loading
+-- examples/order_management.sql).  Every statement that is expected to fail
+-- is marked; anything else failing stops the demo.
+\set ON_ERROR_STOP 1
+\pset footer off
+\echo
+\echo '== 1. Commands: create two orders, add and remove items, confirm one'
+SELECT orders.create_order('1001', 'c-ann') AS version;
+SELECT orders.add_item('1001', 'BOOK-42', 2, 12.50) AS version;
+SELECT orders.add_item('1001', 'PEN-7', 5, 1.20) AS version;
+SELECT orders.create_order('1002', 'c-ann') AS version;
+SELECT orders.add_item('1002', 'MUG-1', 1, 8.00) AS version;
+SELECT orders.remove_item('1001', 'PEN-7') AS version;
+SELECT orders.add_item('1001', 'PEN-9', 3, 2.00) AS version;
+SELECT orders.confirm_order('1001') AS version;
+
+\echo
+\echo '== 2. The events behind order 1001'
+SELECT version, event_type, data FROM es.es_read_stream('order-1001');
+
+\echo
+\echo '== 3. The read model, updated in the same transaction as each append'
+SELECT order_id, customer_id, status, item_count, total_amount FROM orders.order_summary ORDER BY order_id;
+\echo 'orders of customer c-ann, newest first:'
+SELECT order_id, status, item_count, total_amount FROM orders.customer_orders WHERE customer_id = 'c-ann';
+
+\echo
+\echo '== 4. Business rules reject invalid commands (expected errors)'
+\set ON_ERROR_STOP 0
+SELECT orders.add_item('1001', 'BOOK-43', 1, 5.00);
+SELECT orders.add_item('1002', 'MUG-1', 0, 8.00);
+SELECT orders.confirm_order('9999');
+\set ON_ERROR_STOP 1
+
+\echo
+\echo '== 5. A stale command is rejected: someone read order 1002 at version 2,'
+\echo '==    another user added an item meanwhile, then the first user confirms'
+SELECT (orders.load('1002') ->> 'version') AS version_read;
+SELECT orders.add_item('1002', 'TEA-3', 2, 4.50) AS concurrent_version;
+\set ON_ERROR_STOP 0
+SELECT orders.confirm_order('1002', expected_version => 2);
+\set ON_ERROR_STOP 1
+\echo 'reload and retry:'
+SELECT orders.confirm_order('1002', expected_version => 3) AS version;
+
+\echo
+\echo '== 6. Time travel with es_fold: order 1001 now, and as it was at version 3'
+SELECT orders.load('1001') AS now;
+SELECT orders.load('1001', up_to_version => 3) AS at_version_3;
+
+\echo
+\echo '== 7. Rebuild the read model from the log (after damaging it)'
+UPDATE orders.order_summary SET total_amount = 0;
+CALL es.es_rebuild_projection('order_summary', 'TRUNCATE orders.order_summary');
+SELECT order_id, customer_id, status, item_count, total_amount FROM orders.order_summary ORDER BY order_id;
+SELECT projection, state, replayed, finished_at IS NOT NULL AS finished FROM es.projection_status;
+
+\echo
+\echo '== 8. The global log, as a subscriber reads it (cursor order)'
+SELECT stream_id, version, event_type, log_cursor FROM es.es_read_all(NULL, 100, 'order');

@@ -1,0 +1,268 @@
+-- examples/order_management.sql — the worked example: order management with
+-- event sourcing and CQRS inside PostgreSQL.
+--
+-- Load it into a database where es_ext is installed:
+--     psql -d mydb -f examples/order_management.sql
+--
+-- Write side: commands are SQL functions.  Each loads the order's state by
+-- folding its stream (es_fold with the reducer orders.apply), checks the
+-- business rules, and appends the resulting event with the version it read as
+-- the expected version, so a concurrent change makes it fail with 40001
+-- instead of acting on stale state.
+--
+-- Read side: orders.order_summary is a read model kept in the appending
+-- transaction by the projection trigger order_summary (es_project dispatches
+-- each event type to a handler); orders.customer_orders lists a customer's
+-- orders, newest first.  es_rebuild_projection('order_summary', ...) rebuilds
+-- it from the log.
+--
+-- Streams are named "order-<order id>" (category "order").  Events:
+--   OrderCreated   {"order_id", "customer_id"}
+--   ItemAdded      {"sku", "qty", "price"}
+--   ItemRemoved    {"sku", "qty", "price"}   (what was removed)
+--   OrderConfirmed {}
+--   OrderCancelled {"reason"}
+--
+-- Business-rule errors:
+--   P0002 no_data_found                     the order does not exist
+--   42710 duplicate_object                  the order already exists
+--   22023 invalid_parameter_value           bad quantity, price, sku or customer
+--   55000 object_not_in_prerequisite_state  the order's status forbids the command
+--   40001 serialization_failure             the order changed since it was read (retry)
+
+CREATE SCHEMA orders;
+COMMENT ON SCHEMA orders IS 'es_ext worked example: order management';
+
+/*
+ * The reducer: (state, event) -> state.  State:
+ *   {"version": n, "status": "draft"|"confirmed"|"cancelled",
+ *    "customer_id": "...", "items": {"<sku>": {"qty": q, "price": p}}}
+ * An order that does not exist folds to the initial state {}.
+ */
+CREATE FUNCTION orders.apply(state jsonb, event jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE event ->> 'type'
+	WHEN 'OrderCreated' THEN
+		jsonb_build_object('status', 'draft',
+						   'customer_id', event -> 'data' -> 'customer_id',
+						   'items', '{}'::jsonb)
+	WHEN 'ItemAdded' THEN
+		jsonb_set(state, ARRAY['items', event -> 'data' ->> 'sku'],
+				  jsonb_build_object('qty', coalesce((state -> 'items' -> (event -> 'data' ->> 'sku') ->> 'qty')::int, 0)
+											+ (event -> 'data' ->> 'qty')::int,
+									 'price', event -> 'data' -> 'price'))
+	WHEN 'ItemRemoved' THEN
+		jsonb_set(state, '{items}', (state -> 'items') - (event -> 'data' ->> 'sku'))
+	WHEN 'OrderConfirmed' THEN
+		jsonb_set(state, '{status}', '"confirmed"')
+	WHEN 'OrderCancelled' THEN
+		jsonb_set(state, '{status}', '"cancelled"') || jsonb_build_object('reason', event -> 'data' -> 'reason')
+	ELSE state
+END || jsonb_build_object('version', event -> 'version');
+COMMENT ON FUNCTION orders.apply(jsonb, jsonb) IS 'order reducer: state after one more event';
+
+/* Load an order: its state, with "version" 0 when it does not exist; optionally as it was. */
+CREATE FUNCTION orders.load(order_id text, up_to_version bigint DEFAULT NULL,
+							as_of timestamptz DEFAULT NULL) RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+RETURN es.es_fold('order-' || order_id, 'orders.apply(jsonb,jsonb)'::regprocedure,
+				  '{"version": 0}'::jsonb, up_to_version, as_of);
+
+/*
+ * Append one event to an order, expecting the version the command decided on.
+ * expected_version: what the caller read (NULL: the version just loaded).
+ */
+CREATE FUNCTION orders.emit(order_id text, state jsonb, expected_version bigint,
+							event_type text, data jsonb) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN (es.es_append('order-' || order_id,
+						 coalesce(expected_version, (state ->> 'version')::bigint),
+						 jsonb_build_array(jsonb_build_object('type', event_type, 'data', data)))).version;
+END
+$$;
+
+CREATE FUNCTION orders.require(order_id text, state jsonb, allowed text[], command text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF (state ->> 'version')::bigint = 0 THEN
+		RAISE EXCEPTION 'order "%" does not exist', order_id
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	IF NOT (state ->> 'status') = ANY (allowed) THEN
+		RAISE EXCEPTION 'cannot % order "%" because it is %', command, order_id, state ->> 'status'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = format('%s is allowed only for orders that are %s.', initcap(command),
+								array_to_string(allowed, ' or '));
+	END IF;
+END
+$$;
+
+/* Commands.  Each returns the order's new version. */
+
+CREATE FUNCTION orders.create_order(order_id text, customer_id text) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF coalesce(order_id, '') = '' OR coalesce(customer_id, '') = '' THEN
+		RAISE EXCEPTION 'order id and customer id are required' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF es.es_stream_version('order-' || order_id) > 0 THEN
+		RAISE EXCEPTION 'order "%" already exists', order_id USING ERRCODE = 'duplicate_object';
+	END IF;
+	-- expected version 0: a concurrent create of the same order fails with 40001
+	RETURN orders.emit(order_id, '{"version": 0}', 0, 'OrderCreated',
+					   jsonb_build_object('order_id', order_id, 'customer_id', customer_id));
+END
+$$;
+
+CREATE FUNCTION orders.add_item(order_id text, sku text, qty integer, price numeric,
+								expected_version bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	state jsonb := orders.load(order_id);
+BEGIN
+	PERFORM orders.require(order_id, state, '{draft}', 'add items to');
+	IF coalesce(sku, '') = '' THEN
+		RAISE EXCEPTION 'sku is required' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF qty IS NULL OR qty <= 0 THEN
+		RAISE EXCEPTION 'quantity must be positive, got %', coalesce(qty::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF price IS NULL OR price < 0 THEN
+		RAISE EXCEPTION 'price cannot be negative or NULL' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF state -> 'items' ? sku AND (state -> 'items' -> sku ->> 'price')::numeric <> price THEN
+		RAISE EXCEPTION 'sku "%" is already in order "%" at another price', sku, order_id
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Remove the item first to change its price.';
+	END IF;
+	RETURN orders.emit(order_id, state, expected_version, 'ItemAdded',
+					   jsonb_build_object('sku', sku, 'qty', qty, 'price', price));
+END
+$$;
+
+CREATE FUNCTION orders.remove_item(order_id text, sku text,
+								   expected_version bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	state jsonb := orders.load(order_id);
+BEGIN
+	PERFORM orders.require(order_id, state, '{draft}', 'remove items from');
+	IF NOT coalesce(state -> 'items' ? sku, false) THEN
+		RAISE EXCEPTION 'order "%" has no item "%"', order_id, sku USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN orders.emit(order_id, state, expected_version, 'ItemRemoved',
+					   jsonb_build_object('sku', sku) || (state -> 'items' -> sku));
+END
+$$;
+
+CREATE FUNCTION orders.confirm_order(order_id text, expected_version bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	state jsonb := orders.load(order_id);
+BEGIN
+	PERFORM orders.require(order_id, state, '{draft}', 'confirm');
+	IF state -> 'items' = '{}'::jsonb THEN
+		RAISE EXCEPTION 'cannot confirm order "%" because it has no items', order_id
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	RETURN orders.emit(order_id, state, expected_version, 'OrderConfirmed', '{}');
+END
+$$;
+
+CREATE FUNCTION orders.cancel_order(order_id text, reason text,
+									expected_version bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	state jsonb := orders.load(order_id);
+BEGIN
+	PERFORM orders.require(order_id, state, '{draft,confirmed}', 'cancel');
+	RETURN orders.emit(order_id, state, expected_version, 'OrderCancelled',
+					   jsonb_build_object('reason', coalesce(reason, 'no reason given')));
+END
+$$;
+
+/*
+ * Read model: one row per order, kept by the projection trigger below in the
+ * appending transaction.  The handlers are idempotent per event (each sets
+ * last_version and ignores an event at or below it), so replaying history
+ * over a partly built model never applies an event twice.
+ */
+CREATE TABLE orders.order_summary (
+	order_id		text PRIMARY KEY,
+	customer_id		text NOT NULL,
+	status			text NOT NULL,
+	item_count		integer NOT NULL DEFAULT 0,
+	total_amount	numeric(12, 2) NOT NULL DEFAULT 0,
+	created_at		timestamptz NOT NULL,
+	last_updated	timestamptz NOT NULL,
+	last_version	bigint NOT NULL
+);
+CREATE INDEX order_summary_customer_idx ON orders.order_summary (customer_id, created_at DESC);
+COMMENT ON TABLE orders.order_summary IS 'read model: one row per order (projection "order_summary")';
+
+CREATE FUNCTION orders.on_created(e es.events) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	INSERT INTO orders.order_summary (order_id, customer_id, status, created_at, last_updated, last_version)
+	VALUES (e.data ->> 'order_id', e.data ->> 'customer_id', 'draft', e.recorded_at, e.recorded_at, e.version)
+	ON CONFLICT (order_id) DO NOTHING;
+END;
+
+CREATE FUNCTION orders.on_item(e es.events) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE orders.order_summary AS s
+	   SET item_count = s.item_count + CASE e.event_type WHEN 'ItemAdded' THEN 1 ELSE -1 END
+										 * (e.data ->> 'qty')::int,
+		   total_amount = s.total_amount + CASE e.event_type WHEN 'ItemAdded' THEN 1 ELSE -1 END
+										 * (e.data ->> 'qty')::int * (e.data ->> 'price')::numeric,
+		   last_updated = e.recorded_at,
+		   last_version = e.version
+	 WHERE s.order_id = substr(e.stream_id, 7) AND s.last_version < e.version;
+END;
+
+CREATE FUNCTION orders.on_status(e es.events) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE orders.order_summary AS s
+	   SET status = CASE e.event_type WHEN 'OrderConfirmed' THEN 'confirmed' ELSE 'cancelled' END,
+		   last_updated = e.recorded_at,
+		   last_version = e.version
+	 WHERE s.order_id = substr(e.stream_id, 7) AND s.last_version < e.version;
+END;
+
+CREATE TRIGGER order_summary AFTER INSERT ON es.events
+	FOR EACH ROW WHEN (NEW.category = 'order')
+	EXECUTE FUNCTION es.es_project('OrderCreated', 'orders.on_created',
+								   'ItemAdded', 'orders.on_item',
+								   'ItemRemoved', 'orders.on_item',
+								   'OrderConfirmed', 'orders.on_status',
+								   'OrderCancelled', 'orders.on_status');
+
+/* A customer's orders, newest first: SELECT * FROM orders.customer_orders WHERE customer_id = 'c-1'; */
+CREATE VIEW orders.customer_orders AS
+	SELECT customer_id, order_id, status, item_count, total_amount, created_at, last_updated
+	  FROM orders.order_summary
+	 ORDER BY customer_id, created_at DESC, order_id;
+COMMENT ON VIEW orders.customer_orders IS 'orders of each customer, newest first';

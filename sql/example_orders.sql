@@ -1,0 +1,63 @@
+-- example_orders: the worked example (examples/order_management.sql):
+-- commands, business-rule errors, the read model, time travel, rebuild
+
+\set QUIET 1
+\i examples/order_management.sql
+\unset QUIET
+SELECT store_mark();
+
+-- commands return the order's new version
+SELECT orders.create_order('o-1', 'c-1') AS v;
+SELECT orders.add_item('o-1', 'A', 2, 10.00) AS v;
+SELECT orders.add_item('o-1', 'B', 1, 5.50) AS v;
+SELECT orders.add_item('o-1', 'A', 1, 10.00) AS v;
+SELECT orders.remove_item('o-1', 'B') AS v;
+SELECT orders.create_order('o-2', 'c-1') AS v;
+SELECT orders.add_item('o-2', 'C', 3, 1.00) AS v;
+SELECT orders.confirm_order('o-1') AS v;
+SELECT orders.create_order('o-3', 'c-2') AS v;
+SELECT orders.cancel_order('o-3', 'changed my mind') AS v;
+
+SELECT version, event_type, data FROM es.es_read_stream('order-o-1');
+SELECT orders.load('o-1');
+
+-- the read model and the per-customer view
+SELECT order_id, customer_id, status, item_count, total_amount, last_version FROM orders.order_summary ORDER BY order_id;
+SELECT order_id, status FROM orders.customer_orders WHERE customer_id = 'c-1';
+SELECT count(*) AS newest_first FROM orders.customer_orders a JOIN orders.customer_orders b
+    ON a.customer_id = b.customer_id AND a.created_at < b.created_at AND a.order_id = 'o-1' AND b.order_id = 'o-2';
+
+-- business-rule errors, each with its SQLSTATE; none writes anything
+SELECT * FROM store_counts();
+SELECT try($$SELECT orders.create_order('o-1', 'c-9')$$);
+SELECT try($$SELECT orders.create_order('', 'c-9')$$);
+SELECT try($$SELECT orders.add_item('nope', 'A', 1, 1)$$);
+SELECT try($$SELECT orders.add_item('o-1', 'D', 1, 1)$$);
+SELECT try($$SELECT orders.add_item('o-2', 'D', 0, 1)$$);
+SELECT try($$SELECT orders.add_item('o-2', 'D', 1, -1)$$);
+SELECT try($$SELECT orders.add_item('o-2', 'C', 1, 2.00)$$);
+SELECT try($$SELECT orders.remove_item('o-2', 'Z')$$);
+SELECT try($$SELECT orders.confirm_order('o-3')$$);
+SELECT try($$SELECT orders.cancel_order('o-3', 'again')$$);
+SELECT orders.create_order('o-4', 'c-2') AS v;
+SELECT try($$SELECT orders.confirm_order('o-4')$$);
+SELECT * FROM store_counts();
+
+-- a command with a stale expected version is rejected with 40001
+SELECT try($$SELECT orders.add_item('o-2', 'E', 1, 1.00, expected_version => 1)$$);
+SELECT orders.add_item('o-2', 'E', 1, 1.00, expected_version => 2) AS v;
+
+-- time travel: the order as it was
+SELECT orders.load('o-1', up_to_version => 3) -> 'items' AS items_at_v3;
+SELECT orders.load('o-1', up_to_version => 1) ->> 'status' AS status_at_v1;
+
+-- rebuild equals the inline read model
+CREATE TEMP TABLE inline_summary AS SELECT * FROM orders.order_summary;
+UPDATE orders.order_summary SET total_amount = 0, status = 'broken';
+CALL es.es_rebuild_projection('order_summary', 'TRUNCATE orders.order_summary');
+SELECT count(*) AS differences FROM (
+	(SELECT * FROM orders.order_summary EXCEPT SELECT * FROM inline_summary)
+	UNION ALL (SELECT * FROM inline_summary EXCEPT SELECT * FROM orders.order_summary)) d;
+
+DROP TRIGGER order_summary ON es.events;
+DROP SCHEMA orders CASCADE;
