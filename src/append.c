@@ -74,6 +74,14 @@ typedef struct EsParseContext
 	int			count;
 } EsParseContext;
 
+/*
+ * True while es_append runs a statement on the stream row: a serialization
+ * failure raised then (REPEATABLE READ / SERIALIZABLE: the row was changed
+ * by a concurrent append) is reported as the expected-version conflict.
+ * Serialization failures raised anywhere else pass through unchanged.
+ */
+static bool in_stream_statement = false;
+
 /* Saved plans, prepared on first use. */
 static EsPlan find_ids_plan = {
 	NULL,
@@ -643,7 +651,9 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 			values[1] = Int64GetDatum(n);
 			values[2] = tx_id;
 			EsAllowNextWrite(streams, TRIGGER_EVENT_UPDATE);
+			in_stream_statement = true;
 			rc = SPI_execute_plan(EsGetPlan(&update_any_plan), values, NULL, false, 0);
+			in_stream_statement = false;
 			EsClearAllowedWrite();
 			if (rc != SPI_OK_UPDATE_RETURNING)
 				elog(ERROR, "could not update stream: %s", SPI_result_code_string(rc));
@@ -654,7 +664,9 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 
 			/* "any": create the stream; if someone else just did, update it */
 			EsAllowNextWrite(streams, TRIGGER_EVENT_INSERT);
+			in_stream_statement = true;
 			rc = SPI_execute_plan(EsGetPlan(&insert_stream_plan), values, NULL, false, 0);
+			in_stream_statement = false;
 			EsClearAllowedWrite();
 			if (rc != SPI_OK_INSERT_RETURNING)
 				elog(ERROR, "could not insert stream: %s", SPI_result_code_string(rc));
@@ -670,7 +682,9 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		values[1] = Int64GetDatum(n);
 		values[2] = tx_id;
 		EsAllowNextWrite(streams, TRIGGER_EVENT_INSERT);
+		in_stream_statement = true;
 		rc = SPI_execute_plan(EsGetPlan(&insert_stream_plan), values, NULL, false, 0);
+		in_stream_statement = false;
 		EsClearAllowedWrite();
 		if (rc != SPI_OK_INSERT_RETURNING)
 			elog(ERROR, "could not insert stream: %s", SPI_result_code_string(rc));
@@ -683,7 +697,9 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		values[2] = Int64GetDatum(n);
 		values[3] = tx_id;
 		EsAllowNextWrite(streams, TRIGGER_EVENT_UPDATE);
+		in_stream_statement = true;
 		rc = SPI_execute_plan(EsGetPlan(&update_exact_plan), values, NULL, false, 0);
+		in_stream_statement = false;
 		EsClearAllowedWrite();
 		if (rc != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not update stream: %s", SPI_result_code_string(rc));
@@ -817,7 +833,9 @@ static void
 rethrow_as_conflict(MemoryContext cxt, const char *stream, bool expected_null, int64 expected)
 {
 	ErrorData  *edata;
+	bool		stream_statement = in_stream_statement;
 
+	in_stream_statement = false;
 	EsClearAllowedWrite();
 	MemoryContextSwitchTo(cxt);
 	edata = CopyErrorData();
@@ -833,7 +851,7 @@ rethrow_as_conflict(MemoryContext cxt, const char *stream, bool expected_null, i
 					   "a concurrent transaction appended events with the same ids or versions.");
 	}
 	if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE &&
-		edata->constraint_name == NULL)
+		edata->constraint_name == NULL && stream_statement)
 	{
 		FlushErrorState();
 		conflict_error(stream, expected_null, expected, -1,
