@@ -622,6 +622,33 @@ stream_row_result(Datum *log_tx_id)
 }
 
 /*
+ * run_stream_statement
+ *		Run one of the statements on the stream row (an INSERT or UPDATE, as
+ *		event says), letting it through the guard and marking it so that a
+ *		serialization failure it raises becomes the expected-version
+ *		conflict.  Returns true and sets *version and *log_tx_id when the
+ *		statement wrote the row, false when it wrote no row.
+ */
+static bool
+run_stream_statement(EsPlan *plan, uint32 event, Datum *values,
+					 int64 *version, Datum *log_tx_id)
+{
+	int			rc;
+
+	EsAllowNextWrite(EsRelationOid("streams"), event);
+	in_stream_statement = true;
+	rc = SPI_execute_plan(EsGetPlan(plan), values, NULL, false, 0);
+	in_stream_statement = false;
+	EsClearAllowedWrite();
+	if (rc != (event == TRIGGER_EVENT_UPDATE ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING))
+		elog(ERROR, "could not write stream row: %s", SPI_result_code_string(rc));
+	if (SPI_processed != 1)
+		return false;
+	*version = stream_row_result(log_tx_id);
+	return true;
+}
+
+/*
  * advance_stream
  *		Lock the stream row and advance its version by n, checking the
  *		expected version.  Returns the new version, or raises the conflict.
@@ -637,41 +664,29 @@ static int64
 advance_stream(const char *stream_str, Datum stream, bool expected_null,
 			   int64 expected, int n, Datum tx_id, Datum *log_tx_id)
 {
-	Oid			streams = EsRelationOid("streams");
 	Datum		values[4];
-	int			rc;
+	int64		version;
 	int			attempt;
 
 	values[0] = stream;
 
 	if (expected_null || expected == ES_EXPECT_STREAM_EXISTS)
 	{
+		/* update_any_plan and insert_stream_plan: (stream, n, tx_id) */
+		values[1] = Int64GetDatum(n);
+		values[2] = tx_id;
 		for (attempt = 0; attempt < 3; attempt++)
 		{
-			values[1] = Int64GetDatum(n);
-			values[2] = tx_id;
-			EsAllowNextWrite(streams, TRIGGER_EVENT_UPDATE);
-			in_stream_statement = true;
-			rc = SPI_execute_plan(EsGetPlan(&update_any_plan), values, NULL, false, 0);
-			in_stream_statement = false;
-			EsClearAllowedWrite();
-			if (rc != SPI_OK_UPDATE_RETURNING)
-				elog(ERROR, "could not update stream: %s", SPI_result_code_string(rc));
-			if (SPI_processed == 1)
-				return stream_row_result(log_tx_id);
+			if (run_stream_statement(&update_any_plan, TRIGGER_EVENT_UPDATE, values,
+									 &version, log_tx_id))
+				return version;
 			if (!expected_null)
 				conflict_error(stream_str, false, expected, 0, NULL);
 
 			/* "any": create the stream; if someone else just did, update it */
-			EsAllowNextWrite(streams, TRIGGER_EVENT_INSERT);
-			in_stream_statement = true;
-			rc = SPI_execute_plan(EsGetPlan(&insert_stream_plan), values, NULL, false, 0);
-			in_stream_statement = false;
-			EsClearAllowedWrite();
-			if (rc != SPI_OK_INSERT_RETURNING)
-				elog(ERROR, "could not insert stream: %s", SPI_result_code_string(rc));
-			if (SPI_processed == 1)
-				return stream_row_result(log_tx_id);
+			if (run_stream_statement(&insert_stream_plan, TRIGGER_EVENT_INSERT, values,
+									 &version, log_tx_id))
+				return version;
 		}
 		conflict_error(stream_str, true, 0, -1,
 					   "the stream was created and removed concurrently.");
@@ -681,30 +696,18 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 	{
 		values[1] = Int64GetDatum(n);
 		values[2] = tx_id;
-		EsAllowNextWrite(streams, TRIGGER_EVENT_INSERT);
-		in_stream_statement = true;
-		rc = SPI_execute_plan(EsGetPlan(&insert_stream_plan), values, NULL, false, 0);
-		in_stream_statement = false;
-		EsClearAllowedWrite();
-		if (rc != SPI_OK_INSERT_RETURNING)
-			elog(ERROR, "could not insert stream: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 1)
-			return stream_row_result(log_tx_id);
+		if (run_stream_statement(&insert_stream_plan, TRIGGER_EVENT_INSERT, values,
+								 &version, log_tx_id))
+			return version;
 	}
 	else
 	{
 		values[1] = Int64GetDatum(expected);
 		values[2] = Int64GetDatum(n);
 		values[3] = tx_id;
-		EsAllowNextWrite(streams, TRIGGER_EVENT_UPDATE);
-		in_stream_statement = true;
-		rc = SPI_execute_plan(EsGetPlan(&update_exact_plan), values, NULL, false, 0);
-		in_stream_statement = false;
-		EsClearAllowedWrite();
-		if (rc != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "could not update stream: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 1)
-			return stream_row_result(log_tx_id);
+		if (run_stream_statement(&update_exact_plan, TRIGGER_EVENT_UPDATE, values,
+								 &version, log_tx_id))
+			return version;
 	}
 
 	conflict_error(stream_str, false, expected, current_stream_version(stream), NULL);
