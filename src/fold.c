@@ -1,0 +1,555 @@
+/*-------------------------------------------------------------------------
+ *
+ * fold.c
+ *	  es_fold and es_fold_state: the state of a stream, computed inside the
+ *	  database by passing its events, in version order, through a reducer
+ *	  (state jsonb, event) RETURNS jsonb, optionally only up to a version or
+ *	  a point in time, starting from the newest usable snapshot.
+ *
+ * The fold, in order:
+ *	1. Check the reducer (routine.c) before anything is read.
+ *	2. Look up the newest usable snapshot (snapshot.c); the state starts
+ *	   from it, or from the initial state.
+ *	3. Read the stream after that version, in version order, under the
+ *	   caller's active snapshot (so a fold sees a prefix of the stream made
+ *	   of whole committed batches), stopping at up_to_version and at the
+ *	   first event recorded after as_of (recorded_at never decreases within
+ *	   a stream, so the events up to as_of are a prefix).  When the caller
+ *	   holds SELECT on es.events and no row level security applies, the
+ *	   rows come from a direct scan of its primary key index (stream_id,
+ *	   version); otherwise -- RLS, column privileges only, a partitioned or
+ *	   inherited es.events, Citus (whose local table is an empty shell) --
+ *	   from an SPI cursor opened in read-only mode, which applies the
+ *	   caller's privileges and policies and uses the same active snapshot.
+ *	4. For each event: upcast it (upcast.c), build the reducer's event
+ *	   argument (the jsonb envelope of event.c, or the es.events row), call
+ *	   the reducer through an FmgrInfo set up once, and keep its result.
+ *	5. Write an automatic snapshot when es.snapshot_every events or more
+ *	   were applied and snapshot.c allows it.
+ *
+ * Memory stays flat however long the stream: the event argument and
+ * everything the reducer allocates live in a per-event context reset after
+ * each event, and the state is double-buffered between two contexts -- the
+ * new state is copied into the context not holding the current one, which
+ * is reset first.  The index scan holds one row at a time; the SPI cursor
+ * fetches batches, each freed before the next.  The scan's own state lives
+ * in the fold's context for the whole fold.  The loop calls
+ * CHECK_FOR_INTERRUPTS for every event, so statement_timeout and cancel stop
+ * a long fold.
+ *
+ * src/fold.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
+
+#include "es_ext.h"
+
+/* rows fetched from the cursor at a time */
+#define ES_FOLD_BATCH 1000
+
+static EsPlan fold_events_plan = {
+	NULL,
+	"SELECT e FROM es.events AS e"
+	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+	"   AND e.version OPERATOR(pg_catalog.>) $2"
+	"   AND e.version OPERATOR(pg_catalog.<=) $3"
+	" ORDER BY e.version",
+	3, {TEXTOID, INT8OID, INT8OID}
+};
+
+/*
+ * The events of the fold, read either by a direct index scan or through an
+ * SPI cursor (see the file header).
+ */
+typedef struct FoldScan
+{
+	bool		direct;
+	TupleDesc	evdesc;			/* es.events' row type */
+	/* direct index scan */
+	Relation	heap;
+	Relation	index;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[3];
+	/* SPI cursor */
+	Portal		portal;
+	SPITupleTable *tuptable;
+	uint64		ntuples;
+	uint64		next;
+	bool		exhausted;
+	HeapTupleHeader row;		/* current row as a composite datum */
+} FoldScan;
+
+/* Error context while the reducer runs. */
+typedef struct FoldErrorContext
+{
+	text	   *stream;
+	int64		version;
+} FoldErrorContext;
+
+static void
+fold_error_callback(void *arg)
+{
+	FoldErrorContext *ctx = (FoldErrorContext *) arg;
+
+	errcontext("while folding stream \"%s\" at version " INT64_FORMAT,
+			   text_to_cstring(ctx->stream), ctx->version);
+}
+
+/* copy a jsonb datum, detoasted, into cxt */
+static Jsonb *
+copy_state(Datum d, MemoryContext cxt)
+{
+	Jsonb	   *j = DatumGetJsonbP(d);
+	Jsonb	   *copy = MemoryContextAlloc(cxt, VARSIZE(j));
+
+	memcpy(copy, j, VARSIZE(j));
+	return copy;
+}
+
+/*
+ * fold_scan_direct_index
+ *		The primary key index of es.events if a direct scan may read the
+ *		stream: the caller holds SELECT on the table, no row level security
+ *		applies, the table is a plain table without children, Citus is not
+ *		installed, and the index leads with (stream_id, version).  Otherwise
+ *		InvalidOid (read through SPI).
+ */
+static Oid
+fold_scan_direct_index(Relation heap, const EsEventAttrs *attrs)
+{
+	Oid			indexoid;
+	Relation	index;
+	bool		ok;
+
+	if (heap->rd_rel->relkind != RELKIND_RELATION || heap->rd_rel->relhassubclass)
+		return InvalidOid;
+	if (pg_class_aclcheck(RelationGetRelid(heap), GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		return InvalidOid;
+	if (check_enable_rls(RelationGetRelid(heap), InvalidOid, true) == RLS_ENABLED)
+		return InvalidOid;
+	if (OidIsValid(get_extension_oid("citus", true)))
+		return InvalidOid;
+	indexoid = RelationGetPrimaryKeyIndex(heap);
+	if (!OidIsValid(indexoid))
+		return InvalidOid;
+	index = index_open(indexoid, AccessShareLock);
+	ok = index->rd_index->indnkeyatts >= 2 &&
+		index->rd_index->indkey.values[0] == attrs->stream_id &&
+		index->rd_index->indkey.values[1] == attrs->version &&
+		index->rd_rel->relam == BTREE_AM_OID;
+	index_close(index, AccessShareLock);
+	return ok ? indexoid : InvalidOid;
+}
+
+/*
+ * fold_scan_begin
+ *		Start reading the events of stream with after < version <= up_to,
+ *		in version order, under the active snapshot.  Must be called inside
+ *		SPI_connect; allocates in the current memory context.
+ */
+static void
+fold_scan_begin(FoldScan *fs, text *stream, int64 after, int64 up_to,
+				const EsEventAttrs *attrs)
+{
+	Oid			indexoid;
+
+	memset(fs, 0, sizeof(FoldScan));
+	fs->heap = table_open(EsRelationOid("events"), AccessShareLock);
+	indexoid = fold_scan_direct_index(fs->heap, attrs);
+	if (OidIsValid(indexoid))
+	{
+		fs->direct = true;
+		fs->index = index_open(indexoid, AccessShareLock);
+		fs->snapshot = RegisterSnapshot(GetActiveSnapshot());
+		ScanKeyEntryInitialize(&fs->keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+							   fs->index->rd_indcollation[0], F_TEXTEQ,
+							   PointerGetDatum(stream));
+		ScanKeyEntryInitialize(&fs->keys[1], 0, 2, BTGreaterStrategyNumber, InvalidOid,
+							   InvalidOid, F_INT8GT, Int64GetDatum(after));
+		ScanKeyEntryInitialize(&fs->keys[2], 0, 2, BTLessEqualStrategyNumber, InvalidOid,
+							   InvalidOid, F_INT8LE, Int64GetDatum(up_to));
+		fs->scan = index_beginscan(fs->heap, fs->index, fs->snapshot, 3, 0);
+		index_rescan(fs->scan, fs->keys, 3, NULL, 0);
+		fs->slot = table_slot_create(fs->heap, NULL);
+	}
+	else
+	{
+		Datum		args[3];
+
+		/* only SPI reads the table; it takes its own lock */
+		table_close(fs->heap, AccessShareLock);
+		fs->heap = NULL;
+		args[0] = PointerGetDatum(stream);
+		args[1] = Int64GetDatum(after);
+		args[2] = Int64GetDatum(up_to);
+		fs->portal = SPI_cursor_open(NULL, EsGetPlan(&fold_events_plan), args, NULL, true);
+	}
+}
+
+/*
+ * fold_scan_next
+ *		The next event, deformed into values/nulls (evdesc's columns), or
+ *		false at the end.  The values stay valid until the next call.  For the
+ *		SPI path, fs->row is the row as a composite datum.
+ */
+static bool
+fold_scan_next(FoldScan *fs, Datum *values, bool *nulls)
+{
+	if (fs->direct)
+	{
+		int			natts = fs->evdesc->natts;
+
+		if (!index_getnext_slot(fs->scan, ForwardScanDirection, fs->slot))
+			return false;
+		slot_getallattrs(fs->slot);
+		memcpy(values, fs->slot->tts_values, sizeof(Datum) * natts);
+		memcpy(nulls, fs->slot->tts_isnull, sizeof(bool) * natts);
+		return true;
+	}
+	else
+	{
+		bool		isnull;
+		HeapTupleData tup;
+
+		if (fs->next >= fs->ntuples)
+		{
+			if (fs->tuptable != NULL)
+				SPI_freetuptable(fs->tuptable);
+			fs->tuptable = NULL;
+			if (fs->exhausted)
+				return false;
+			SPI_cursor_fetch(fs->portal, true, ES_FOLD_BATCH);
+			fs->ntuples = SPI_processed;
+			fs->tuptable = SPI_tuptable;
+			fs->next = 0;
+			if (fs->ntuples < ES_FOLD_BATCH)
+				fs->exhausted = true;
+			if (fs->ntuples == 0)
+				return false;
+		}
+		fs->row = DatumGetHeapTupleHeader(SPI_getbinval(fs->tuptable->vals[fs->next],
+														fs->tuptable->tupdesc, 1, &isnull));
+		fs->next++;
+		tup.t_len = HeapTupleHeaderGetDatumLength(fs->row);
+		ItemPointerSetInvalid(&tup.t_self);
+		tup.t_tableOid = InvalidOid;
+		tup.t_data = fs->row;
+		heap_deform_tuple(&tup, fs->evdesc, values, nulls);
+		return true;
+	}
+}
+
+/*
+ * fold_scan_row
+ *		The current event as an es.events composite datum, allocated in the
+ *		current memory context (or pointing into the SPI batch).
+ */
+static Datum
+fold_scan_row(FoldScan *fs)
+{
+	if (fs->direct)
+		return ExecFetchSlotHeapTupleDatum(fs->slot);
+	return PointerGetDatum(fs->row);
+}
+
+static void
+fold_scan_end(FoldScan *fs)
+{
+	if (fs->direct)
+	{
+		ExecDropSingleTupleTableSlot(fs->slot);
+		index_endscan(fs->scan);
+		UnregisterSnapshot(fs->snapshot);
+		index_close(fs->index, AccessShareLock);
+		table_close(fs->heap, AccessShareLock);
+	}
+	else
+	{
+		if (fs->tuptable != NULL)
+			SPI_freetuptable(fs->tuptable);
+		SPI_cursor_close(fs->portal);
+	}
+}
+
+/*
+ * EsFold
+ *		Fold the stream of req (see the file header).  The resulting state is
+ *		allocated in the caller's memory context; res also reports the
+ *		version reached, the snapshot used and the number of events applied.
+ *		Runs with the caller's snapshot and privileges.
+ */
+void
+EsFold(const EsFoldRequest *req, EsFoldResult *res)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	MemoryContext fold_cxt;
+	MemoryContext state_cxt[2];
+	MemoryContext event_cxt;
+	int			cur = 0;
+	int			form;
+	FmgrInfo	flinfo;
+	Jsonb	   *state;
+	EsUpcaster *upcaster;
+	EsSnapshotKey key;
+	TupleDesc	evdesc;
+	EsEventAttrs attrs;
+	Datum	   *values;
+	bool	   *nulls;
+	FoldScan	scan;
+	ErrorContextCallback errcb;
+	FoldErrorContext ectx;
+	LOCAL_FCINFO(fcinfo, 2);
+
+	/* 1. the reducer, before any event is read */
+	form = EsCheckRoutine(req->reducer, ES_ROUTINE_REDUCER, true);
+
+	fold_cxt = AllocSetContextCreate(caller_cxt, "es_fold", ALLOCSET_SMALL_SIZES);
+	state_cxt[0] = AllocSetContextCreate(fold_cxt, "es_fold state", ALLOCSET_DEFAULT_SIZES);
+	state_cxt[1] = AllocSetContextCreate(fold_cxt, "es_fold state", ALLOCSET_DEFAULT_SIZES);
+	event_cxt = AllocSetContextCreate(fold_cxt, "es_fold event", ALLOCSET_DEFAULT_SIZES);
+	fmgr_info_cxt(req->reducer, &flinfo, fold_cxt);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 2, InvalidOid, NULL, NULL);
+
+	state = copy_state(JsonbPGetDatum(req->initial), state_cxt[cur]);
+	res->version = 0;
+	res->snapshot_version = 0;
+	res->applied = 0;
+
+	if (req->up_to_version <= 0)
+	{
+		res->state = copy_state(JsonbPGetDatum(state), caller_cxt);
+		MemoryContextDelete(fold_cxt);
+		return;
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MemoryContextSwitchTo(fold_cxt);
+
+	upcaster = EsUpcasterBegin();
+	evdesc = lookup_rowtype_tupdesc_copy(EsTypeOid("events"), -1);
+	EsEventAttrsInit(&attrs, evdesc);
+	values = palloc(sizeof(Datum) * evdesc->natts);
+	nulls = palloc(sizeof(bool) * evdesc->natts);
+
+	/* 2. the newest usable snapshot */
+	EsSnapshotKeyInit(&key, req->stream, req->reducer, req->initial);
+	{
+		int64		sv;
+		Jsonb	   *sstate;
+
+		if (EsSnapshotFind(&key, req->up_to_version, req->has_as_of, req->as_of,
+						   state_cxt[1 - cur], &sv, &sstate))
+		{
+			MemoryContextReset(state_cxt[cur]);
+			cur = 1 - cur;
+			state = sstate;
+			res->version = sv;
+			res->snapshot_version = sv;
+		}
+	}
+
+	/* 3. the events after it, under the active snapshot */
+	fold_scan_begin(&scan, req->stream, res->version, req->up_to_version, &attrs);
+	scan.evdesc = evdesc;
+
+	ectx.stream = req->stream;
+	ectx.version = 0;
+	errcb.callback = fold_error_callback;
+	errcb.arg = &ectx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	for (;;)
+	{
+		EsEventView ev;
+		bool		upcast;
+		Datum		evarg;
+		Datum		result;
+
+		CHECK_FOR_INTERRUPTS();
+
+		/* the scan keeps its state in fold_cxt; the event in event_cxt */
+		MemoryContextSwitchTo(fold_cxt);
+		if (!fold_scan_next(&scan, values, nulls))
+			break;
+		MemoryContextSwitchTo(event_cxt);
+
+		EsEventViewFromValues(&ev, &attrs, values, nulls);
+		if (req->has_as_of && DatumGetTimestampTz(ev.recorded_at) > req->as_of)
+			break;
+		ectx.version = DatumGetInt64(ev.version);
+
+		/* 4. upcast, build the event argument, call the reducer */
+		upcast = EsUpcastEvent(upcaster, &ev);
+		if (form == ES_EVENT_AS_JSONB)
+			evarg = JsonbPGetDatum(EsEventEnvelope(&ev));
+		else if (upcast)
+		{
+			values[attrs.data - 1] = ev.data;
+			values[attrs.schema_version - 1] = Int32GetDatum(ev.schema_version);
+			evarg = HeapTupleGetDatum(heap_form_tuple(evdesc, values, nulls));
+		}
+		else
+			evarg = fold_scan_row(&scan);
+
+		fcinfo->args[0].value = JsonbPGetDatum(state);
+		fcinfo->args[0].isnull = false;
+		fcinfo->args[1].value = evarg;
+		fcinfo->args[1].isnull = false;
+		fcinfo->isnull = false;
+		result = FunctionCallInvoke(fcinfo);
+		if (fcinfo->isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("reducer %s returned null", format_procedure(req->reducer)),
+					 errhint("A reducer returns the new state; use 'null'::jsonb for a JSON null.")));
+
+		/* the new state goes to the other buffer; then drop the old one */
+		MemoryContextReset(state_cxt[1 - cur]);
+		state = copy_state(result, state_cxt[1 - cur]);
+		cur = 1 - cur;
+		MemoryContextReset(event_cxt);
+
+		res->version = ectx.version;
+		res->applied++;
+	}
+
+	error_context_stack = errcb.previous;
+	MemoryContextSwitchTo(fold_cxt);
+	fold_scan_end(&scan);
+
+	/* 5. an automatic snapshot */
+	if (req->auto_snapshot && es_snapshot_every > 0 &&
+		res->applied >= es_snapshot_every && EsSnapshotAutoSaveAllowed(&key))
+		EsSnapshotWrite(&key, res->version, state, true);
+
+	res->state = copy_state(JsonbPGetDatum(state), caller_cxt);
+	SPI_finish();
+	MemoryContextSwitchTo(caller_cxt);
+	MemoryContextDelete(fold_cxt);
+}
+
+/*
+ * fold_request
+ *		Validate the arguments shared by es_fold and es_fold_state:
+ *		(stream text, reducer regprocedure, initial jsonb,
+ *		 up_to_version bigint, as_of timestamptz).
+ */
+static void
+fold_request(FunctionCallInfo fcinfo, EsFoldRequest *req)
+{
+	memset(req, 0, sizeof(EsFoldRequest));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream id cannot be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("reducer cannot be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("initial state cannot be null"),
+				 errhint("Use '{}' or 'null'::jsonb for an empty state.")));
+	req->stream = PG_GETARG_TEXT_PP(0);
+	req->reducer = PG_GETARG_OID(1);
+	req->initial = PG_GETARG_JSONB_P(2);
+	req->up_to_version = PG_INT64_MAX;
+	if (!PG_ARGISNULL(3))
+	{
+		req->up_to_version = PG_GETARG_INT64(3);
+		if (req->up_to_version < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("up_to_version " INT64_FORMAT " is out of range", req->up_to_version),
+					 errdetail("Stream versions start at 1; 0 folds no event.")));
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		req->has_as_of = true;
+		req->as_of = PG_GETARG_TIMESTAMPTZ(4);
+	}
+	req->auto_snapshot = true;
+}
+
+PG_FUNCTION_INFO_V1(es_fold);
+
+/*
+ * es_fold(stream text, reducer regprocedure, initial jsonb,
+ *		   up_to_version bigint DEFAULT NULL, as_of timestamptz DEFAULT NULL)
+ *		RETURNS jsonb
+ *		The state after the stream's events (up to the bounds).  A stream
+ *		with no event (or none within the bounds) folds to initial.
+ */
+Datum
+es_fold(PG_FUNCTION_ARGS)
+{
+	EsFoldRequest req;
+	EsFoldResult res;
+
+	fold_request(fcinfo, &req);
+	EsFold(&req, &res);
+	PG_RETURN_JSONB_P(res.state);
+}
+
+PG_FUNCTION_INFO_V1(es_fold_state);
+
+/*
+ * es_fold_state(...same arguments...) RETURNS es.fold_state
+ *		The state with the version it is at (use it as the expected version
+ *		of the next append), the snapshot version it started from (NULL:
+ *		none) and the number of events applied.
+ */
+Datum
+es_fold_state(PG_FUNCTION_ARGS)
+{
+	EsFoldRequest req;
+	EsFoldResult res;
+	TupleDesc	desc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	desc = BlessTupleDesc(desc);
+
+	fold_request(fcinfo, &req);
+	EsFold(&req, &res);
+
+	values[0] = JsonbPGetDatum(res.state);
+	values[1] = Int64GetDatum(res.version);
+	values[2] = Int64GetDatum(res.snapshot_version);
+	nulls[2] = (res.snapshot_version == 0);
+	values[3] = Int64GetDatum(res.applied);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}

@@ -1,0 +1,826 @@
+/*-------------------------------------------------------------------------
+ *
+ * upcast.c
+ *	  Upcasters: user functions that raise the data of an event type from
+ *	  one schema version to the next, applied whenever events are read
+ *	  (es_read_stream, es_read_all, es_fold, es_fold_agg, es_upcast).
+ *	  Stored events never change.
+ *
+ * es.upcasters holds (event_type, from_version, fn).  An event of type T
+ * stored with schema_version v goes through the upcaster registered for
+ * (T, v), then (T, v + 1), and so on while one is registered; the result
+ * carries the last version reached.  fn is stored as its schema-qualified
+ * signature text (routine.c), not as regprocedure: pg_upgrade refuses
+ * databases with reg* columns other than regclass/regrole/regtype, and OIDs
+ * do not survive dump/restore.
+ *
+ * The registry is cached per backend, like a catalog: it is read with a
+ * fresh snapshot (so a REPEATABLE READ transaction sees registrations
+ * committed after it started, as it sees DDL) and kept until
+ *	- es.upcasters changes: a statement trigger on it sends a relcache
+ *	  invalidation of the table at commit, which reaches every backend;
+ *	- any function changes (pg_proc syscache invalidation): an upcaster may
+ *	  have been replaced, dropped or created under its stored name.
+ * The invalidation callbacks only mark the registry stale (and count
+ * themselves: a registry loaded while one arrived stays stale, as does one
+ * whose load failed); the next reader reloads.  A
+ * reload does not free the registry it replaces, since a caller up the stack
+ * (a reducer that reads a stream inside a fold) may still use it: the old one
+ * is retired and freed at the end of the transaction.
+ *
+ * Cost when nothing applies: EsUpcasterBegin returns NULL when the registry
+ * is empty, and readers then skip upcasting entirely; otherwise one hash
+ * lookup per event (memoised for runs of the same type).
+ *
+ * Memory: an EsUpcaster lives in the memory context current at
+ * EsUpcasterBegin (one call of a reader).  Upcast data and tuples are
+ * allocated in its row context, which is reset at the start of the next
+ * upcast: callers consume a result before upcasting the next event.
+ *
+ * src/upcast.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+#include "es_ext.h"
+
+/* One registered upcaster. */
+typedef struct UpcastStep
+{
+	int32		from_version;
+	Oid			fn;				/* InvalidOid: the stored name does not resolve */
+	char	   *fn_name;		/* as stored in es.upcasters.fn */
+	int			slot;			/* index into EsUpcaster.finfo */
+} UpcastStep;
+
+/* The upcasters of one event type, by ascending from_version. */
+typedef struct UpcastType
+{
+	char		event_type[ES_MAX_NAME_BYTES + 1];	/* hash key */
+	int			nsteps;
+	UpcastStep *steps;
+} UpcastType;
+
+/* One loaded version of the registry. */
+typedef struct Registry
+{
+	MemoryContext cxt;			/* holds everything below */
+	HTAB	   *types;			/* UpcastType by event type */
+	int			nslots;			/* number of upcasters */
+	uint8		fingerprint[PG_SHA256_DIGEST_LENGTH];
+} Registry;
+
+/* Per-call state (see the file header). */
+struct EsUpcaster
+{
+	Registry   *reg;
+	MemoryContext cxt;			/* FmgrInfos */
+	MemoryContext row_cxt;		/* reset per upcast event */
+	FmgrInfo  **finfo;			/* by step slot, set on first use */
+	int		   *nargs;			/* by step slot */
+	TupleDesc	row_desc;		/* EsUpcastRow: descriptor row_attrs is for */
+	EsEventAttrs row_attrs;
+	/* memo of the last event type looked up */
+	int			memo_len;		/* -1: empty */
+	char		memo_type[ES_MAX_NAME_BYTES];
+	UpcastType *memo_entry;
+};
+
+/* Error context while an upcaster runs. */
+typedef struct UpcastErrorContext
+{
+	const EsEventView *ev;
+	int32		from_version;
+} UpcastErrorContext;
+
+static Registry *registry = NULL;
+static bool registry_valid = false;
+static uint64 registry_invalidations = 0;	/* callbacks seen so far */
+static Oid	registry_relid = InvalidOid;
+static MemoryContext retired_cxt = NULL;
+static bool callbacks_registered = false;
+
+/* A row of es.upcasters while the registry loads. */
+typedef struct RegistryRow
+{
+	char	   *event_type;
+	int32		from_version;
+	char	   *fn_name;
+} RegistryRow;
+
+static EsPlan register_plan = {
+	NULL,
+	"INSERT INTO es.upcasters AS u (event_type, from_version, fn)"
+	" VALUES ($1, $2, $3)"
+	" ON CONFLICT ON CONSTRAINT upcasters_pkey"
+	" DO UPDATE SET fn = EXCLUDED.fn, created_at = EXCLUDED.created_at",
+	3, {TEXTOID, INT4OID, TEXTOID}
+};
+
+static EsPlan unregister_plan = {
+	NULL,
+	"DELETE FROM es.upcasters AS u"
+	" WHERE u.event_type OPERATOR(pg_catalog.=) $1"
+	"   AND u.from_version OPERATOR(pg_catalog.=) $2",
+	2, {TEXTOID, INT4OID}
+};
+
+static void
+registry_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == registry_relid)
+	{
+		registry_valid = false;
+		registry_invalidations++;
+	}
+}
+
+static void
+registry_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	registry_valid = false;
+	registry_invalidations++;
+}
+
+static void
+registry_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			MemoryContextReset(retired_cxt);
+			break;
+		default:
+			break;
+	}
+}
+
+static int
+registry_row_cmp(const void *a, const void *b)
+{
+	const RegistryRow *ra = (const RegistryRow *) a;
+	const RegistryRow *rb = (const RegistryRow *) b;
+	int			c = strcmp(ra->event_type, rb->event_type);
+
+	if (c != 0)
+		return c;
+	return (ra->from_version > rb->from_version) - (ra->from_version < rb->from_version);
+}
+
+/* OID of the function named by a stored signature, InvalidOid if none */
+static Oid
+resolve_fn(const char *fn_name)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(fn_name);
+	fcinfo->args[0].isnull = false;
+	result = to_regprocedure(fcinfo);
+	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+}
+
+/*
+ * load_registry
+ *		Read es.upcasters with a fresh snapshot into a new Registry and make
+ *		it current; the previous one is retired (freed at transaction end).
+ */
+static void
+load_registry(void)
+{
+	Oid			relid = EsRelationOid("upcasters");
+	Relation	rel;
+	TupleDesc	desc;
+	Snapshot	snap;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	Registry   *reg;
+	HASHCTL		hctl;
+	RegistryRow *rows;
+	int			nrows = 0;
+	int			maxrows = 16;
+	int			i;
+	pg_cryptohash_ctx *hash;
+	uint64		seen;
+
+	if (!callbacks_registered)
+	{
+		retired_cxt = AllocSetContextCreate(TopMemoryContext,
+											"es_ext retired upcaster registries",
+											ALLOCSET_SMALL_SIZES);
+		CacheRegisterRelcacheCallback(registry_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, registry_proc_callback, (Datum) 0);
+		RegisterXactCallback(registry_xact_callback, NULL);
+		callbacks_registered = true;
+	}
+
+	/*
+	 * Built under retired_cxt, so that an error halfway leaves nothing
+	 * behind after the transaction; moved under TopMemoryContext at the end.
+	 */
+	cxt = AllocSetContextCreate(retired_cxt, "es_ext upcaster registry",
+								ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+
+	/*
+	 * Opening the table processes pending invalidations.  Count the ones
+	 * seen before taking the snapshot: one that arrives from now on (even
+	 * while this function looks up functions) may come from a commit that
+	 * this snapshot does not see, and leaves the new registry stale.
+	 */
+	rel = table_open(relid, AccessShareLock);
+	registry_relid = relid;
+	seen = registry_invalidations;
+
+	desc = RelationGetDescr(rel);
+	rows = palloc(sizeof(RegistryRow) * maxrows);
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	scan = table_beginscan(rel, snap, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		Datum		d;
+
+		if (nrows == maxrows)
+		{
+			maxrows *= 2;
+			rows = repalloc(rows, sizeof(RegistryRow) * maxrows);
+		}
+		d = heap_getattr(tup, 1, desc, &isnull);
+		rows[nrows].event_type = TextDatumGetCString(d);
+		d = heap_getattr(tup, 2, desc, &isnull);
+		rows[nrows].from_version = DatumGetInt32(d);
+		d = heap_getattr(tup, 3, desc, &isnull);
+		rows[nrows].fn_name = TextDatumGetCString(d);
+		nrows++;
+	}
+	table_endscan(scan);
+	UnregisterSnapshot(snap);
+	table_close(rel, AccessShareLock);
+
+	if (nrows > 1)
+		qsort(rows, nrows, sizeof(RegistryRow), registry_row_cmp);
+
+	reg = palloc0(sizeof(Registry));
+	reg->cxt = cxt;
+	reg->nslots = nrows;
+	memset(&hctl, 0, sizeof(hctl));
+	hctl.keysize = ES_MAX_NAME_BYTES + 1;
+	hctl.entrysize = sizeof(UpcastType);
+	hctl.hcxt = cxt;
+	reg->types = hash_create("es_ext upcasters", Max(nrows, 4), &hctl,
+							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	hash = pg_cryptohash_create(PG_SHA256);
+	if (pg_cryptohash_init(hash) < 0)
+		elog(ERROR, "could not initialize SHA-256 hash: %s", pg_cryptohash_error(hash));
+
+	for (i = 0; i < nrows;)
+	{
+		int			j;
+		int			k;
+		bool		found;
+		UpcastType *t;
+
+		for (j = i; j < nrows && strcmp(rows[j].event_type, rows[i].event_type) == 0; j++)
+			;
+		t = (UpcastType *) hash_search(reg->types, rows[i].event_type, HASH_ENTER, &found);
+		t->nsteps = j - i;
+		t->steps = palloc(sizeof(UpcastStep) * t->nsteps);
+		for (k = 0; i < j; i++, k++)
+		{
+			UpcastStep *s = &t->steps[k];
+			char		buf[16];
+
+			s->from_version = rows[i].from_version;
+			s->fn_name = rows[i].fn_name;
+			s->fn = resolve_fn(rows[i].fn_name);
+			s->slot = i;
+
+			/* fingerprint: every row and its function's definition */
+			snprintf(buf, sizeof(buf), "%d", s->from_version);
+			if (pg_cryptohash_update(hash, (const uint8 *) rows[i].event_type,
+									 strlen(rows[i].event_type) + 1) < 0 ||
+				pg_cryptohash_update(hash, (const uint8 *) buf, strlen(buf) + 1) < 0 ||
+				pg_cryptohash_update(hash, (const uint8 *) s->fn_name, strlen(s->fn_name) + 1) < 0)
+				elog(ERROR, "could not update SHA-256 hash: %s", pg_cryptohash_error(hash));
+			if (OidIsValid(s->fn))
+				EsHashRoutine(s->fn, hash);
+		}
+	}
+	if (pg_cryptohash_final(hash, reg->fingerprint, sizeof(reg->fingerprint)) < 0)
+		elog(ERROR, "could not finalize SHA-256 hash: %s", pg_cryptohash_error(hash));
+	pg_cryptohash_free(hash);
+
+	MemoryContextSwitchTo(oldcxt);
+
+	/* make it current; retire the previous one */
+	MemoryContextSetParent(cxt, TopMemoryContext);
+	if (registry != NULL)
+		MemoryContextSetParent(registry->cxt, retired_cxt);
+	registry = reg;
+	registry_valid = (registry_invalidations == seen);
+}
+
+static Registry *
+current_registry(void)
+{
+	if (registry == NULL || !registry_valid)
+		load_registry();
+	return registry;
+}
+
+/*
+ * EsUpcastRegistryHash
+ *		Feed the fingerprint of the whole registry (every row and the
+ *		definition of every upcaster) into the SHA-256 context hashctx.  A
+ *		snapshot depends on it: folded states depend on the shapes the
+ *		reducer saw.
+ */
+void
+EsUpcastRegistryHash(void *hashctx)
+{
+	Registry   *reg = current_registry();
+
+	if (pg_cryptohash_update((pg_cryptohash_ctx *) hashctx, reg->fingerprint,
+							 sizeof(reg->fingerprint)) < 0)
+		elog(ERROR, "could not update SHA-256 hash: %s",
+			 pg_cryptohash_error((pg_cryptohash_ctx *) hashctx));
+}
+
+/*
+ * EsUpcasterBegin
+ *		Per-call upcasting state, allocated in the current memory context, or
+ *		NULL when no upcaster is registered (then nothing needs upcasting).
+ */
+EsUpcaster *
+EsUpcasterBegin(void)
+{
+	Registry   *reg = current_registry();
+	EsUpcaster *u;
+
+	if (reg->nslots == 0)
+		return NULL;
+
+	u = palloc0(sizeof(EsUpcaster));
+	u->reg = reg;
+	u->cxt = AllocSetContextCreate(CurrentMemoryContext, "es_ext upcaster",
+								   ALLOCSET_SMALL_SIZES);
+	u->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "es_ext upcast row",
+									   ALLOCSET_DEFAULT_SIZES);
+	u->finfo = MemoryContextAllocZero(u->cxt, sizeof(FmgrInfo *) * reg->nslots);
+	u->nargs = MemoryContextAllocZero(u->cxt, sizeof(int) * reg->nslots);
+	u->memo_len = -1;
+	return u;
+}
+
+/*
+ * find_steps
+ *		The upcasters of an event of the given type at schema version sv:
+ *		returns the type's entry and sets *idx to the step registered for
+ *		from_version = sv, or returns NULL when there is none.
+ */
+static UpcastType *
+find_steps(EsUpcaster *u, Datum event_type, int32 sv, int *idx)
+{
+	text	   *t = DatumGetTextPP(event_type);
+	int			len = VARSIZE_ANY_EXHDR(t);
+	UpcastType *entry;
+	int			lo,
+				hi;
+
+	if (len > ES_MAX_NAME_BYTES)
+		return NULL;
+	if (len == u->memo_len && memcmp(u->memo_type, VARDATA_ANY(t), len) == 0)
+		entry = u->memo_entry;
+	else
+	{
+		char		key[ES_MAX_NAME_BYTES + 1];
+
+		memcpy(key, VARDATA_ANY(t), len);
+		key[len] = '\0';
+		entry = (UpcastType *) hash_search(u->reg->types, key, HASH_FIND, NULL);
+		memcpy(u->memo_type, key, len);
+		u->memo_len = len;
+		u->memo_entry = entry;
+	}
+	if (entry == NULL)
+		return NULL;
+
+	/* binary search for from_version = sv */
+	lo = 0;
+	hi = entry->nsteps - 1;
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		int32		fv = entry->steps[mid].from_version;
+
+		if (fv == sv)
+		{
+			*idx = mid;
+			return entry;
+		}
+		if (fv < sv)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+static void
+upcast_error_callback(void *arg)
+{
+	UpcastErrorContext *ctx = (UpcastErrorContext *) arg;
+
+	errcontext("while upcasting event " INT64_FORMAT " of stream \"%s\" (type \"%s\") from schema version %d",
+			   DatumGetInt64(ctx->ev->version),
+			   TextDatumGetCString(ctx->ev->stream_id),
+			   TextDatumGetCString(ctx->ev->event_type),
+			   ctx->from_version);
+}
+
+/* FmgrInfo of a step, checked and looked up on its first use in this call */
+static FmgrInfo *
+step_finfo(EsUpcaster *u, UpcastStep *step, const char *event_type)
+{
+	if (u->finfo[step->slot] == NULL)
+	{
+		FmgrInfo   *finfo;
+
+		if (!OidIsValid(step->fn))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("upcaster function %s does not exist", step->fn_name),
+					 errdetail("It is registered for event type \"%s\" from schema version %d.",
+							   event_type, step->from_version),
+					 errhint("Create the function again, or remove the upcaster with es_unregister_upcaster.")));
+		u->nargs[step->slot] = EsCheckRoutine(step->fn, ES_ROUTINE_UPCASTER, true);
+		finfo = MemoryContextAllocZero(u->cxt, sizeof(FmgrInfo));
+		fmgr_info_cxt(step->fn, finfo, u->cxt);
+		u->finfo[step->slot] = finfo;
+	}
+	return u->finfo[step->slot];
+}
+
+/*
+ * upcast_apply
+ *		Run the chain of upcasters on ev, starting at step idx of entry.
+ *		Allocates in the current memory context (the row context).
+ */
+static void
+upcast_apply(EsUpcaster *u, EsEventView *ev, UpcastType *entry, int idx)
+{
+	ErrorContextCallback errcb;
+	UpcastErrorContext ectx;
+	Datum		data = ev->data;
+	int32		sv = ev->schema_version;
+
+	ectx.ev = ev;
+	errcb.callback = upcast_error_callback;
+	errcb.arg = &ectx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	for (; idx < entry->nsteps && entry->steps[idx].from_version == sv; idx++)
+	{
+		UpcastStep *step = &entry->steps[idx];
+		FmgrInfo   *finfo;
+		LOCAL_FCINFO(fcinfo, 2);
+		Datum		result;
+		int			nargs;
+
+		ectx.from_version = sv;
+		finfo = step_finfo(u, step, entry->event_type);
+		nargs = u->nargs[step->slot];
+
+		InitFunctionCallInfoData(*fcinfo, finfo, nargs, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = data;
+		fcinfo->args[0].isnull = false;
+		if (nargs == 2)
+		{
+			ev->data = data;
+			ev->schema_version = sv;
+			fcinfo->args[1].value = JsonbPGetDatum(EsEventEnvelope(ev));
+			fcinfo->args[1].isnull = false;
+		}
+		result = FunctionCallInvoke(fcinfo);
+		if (fcinfo->isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("upcaster %s returned null", format_procedure(step->fn)),
+					 errhint("An upcaster returns the event's data in the next schema version.")));
+		data = PointerGetDatum(DatumGetJsonbP(result));
+		if (sv == PG_INT32_MAX)
+			break;
+		sv++;
+	}
+
+	error_context_stack = errcb.previous;
+	ev->data = data;
+	ev->schema_version = sv;
+}
+
+/*
+ * EsUpcastEvent
+ *		Upcast ev in place: when an upcaster applies, set ev->data (allocated
+ *		in u's row context, valid until the next upcast) and
+ *		ev->schema_version, and return true; otherwise leave ev alone and
+ *		return false.  u may be NULL (no upcaster registered).
+ */
+bool
+EsUpcastEvent(EsUpcaster *u, EsEventView *ev)
+{
+	UpcastType *entry;
+	int			idx;
+	MemoryContext oldcxt;
+
+	if (u == NULL)
+		return false;
+	entry = find_steps(u, ev->event_type, ev->schema_version, &idx);
+	if (entry == NULL)
+		return false;
+
+	MemoryContextReset(u->row_cxt);
+	oldcxt = MemoryContextSwitchTo(u->row_cxt);
+	upcast_apply(u, ev, entry, idx);
+	MemoryContextSwitchTo(oldcxt);
+	return true;
+}
+
+/*
+ * EsUpcastEventTuple
+ *		Upcast an es.events row (desc: es.events' row descriptor, attrs its
+ *		column positions).  Returns tuple itself when no upcaster applies,
+ *		otherwise a new tuple with the upcast data and schema_version,
+ *		allocated in u's row context (valid until the next upcast).
+ */
+HeapTuple
+EsUpcastEventTuple(EsUpcaster *u, HeapTuple tuple, TupleDesc desc,
+				   const EsEventAttrs *attrs)
+{
+	bool		isnull;
+	Datum		type;
+	int32		sv;
+	UpcastType *entry;
+	int			idx;
+	MemoryContext oldcxt;
+	Datum	   *values;
+	bool	   *nulls;
+	EsEventView ev;
+	HeapTuple	result;
+
+	if (u == NULL)
+		return tuple;
+	type = heap_getattr(tuple, attrs->event_type, desc, &isnull);
+	if (isnull)
+		return tuple;
+	sv = DatumGetInt32(heap_getattr(tuple, attrs->schema_version, desc, &isnull));
+	if (isnull)
+		return tuple;
+	entry = find_steps(u, type, sv, &idx);
+	if (entry == NULL)
+		return tuple;
+
+	MemoryContextReset(u->row_cxt);
+	oldcxt = MemoryContextSwitchTo(u->row_cxt);
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(tuple, desc, values, nulls);
+	EsEventViewFromValues(&ev, attrs, values, nulls);
+	upcast_apply(u, &ev, entry, idx);
+	values[attrs->data - 1] = ev.data;
+	nulls[attrs->data - 1] = false;
+	values[attrs->schema_version - 1] = Int32GetDatum(ev.schema_version);
+	result = heap_form_tuple(desc, values, nulls);
+	MemoryContextSwitchTo(oldcxt);
+	return result;
+}
+
+/*
+ * EsUpcastRow
+ *		EsUpcastEventTuple for callers that have only the row descriptor of
+ *		es.events (the column positions are looked up once per descriptor).
+ *		u may be NULL: then tuple is returned as is.
+ */
+HeapTuple
+EsUpcastRow(EsUpcaster *u, HeapTuple tuple, TupleDesc desc)
+{
+	if (u == NULL)
+		return tuple;
+	if (u->row_desc != desc)
+	{
+		EsEventAttrsInit(&u->row_attrs, desc);
+		u->row_desc = desc;
+	}
+	return EsUpcastEventTuple(u, tuple, desc, &u->row_attrs);
+}
+
+PG_FUNCTION_INFO_V1(es_upcast);
+
+/*
+ * es_upcast(event es.events) RETURNS es.events
+ *		The row with its data upcast, for rows read from es.events directly.
+ */
+Datum
+es_upcast(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader th = PG_GETARG_HEAPTUPLEHEADER(0);
+	EsUpcaster *u = EsUpcasterBegin();
+	TupleDesc	desc;
+	HeapTupleData tup;
+	HeapTuple	result;
+	EsEventAttrs attrs;
+
+	if (u == NULL)
+		PG_RETURN_HEAPTUPLEHEADER(th);
+
+	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(th), HeapTupleHeaderGetTypMod(th));
+	EsEventAttrsInit(&attrs, desc);
+	tup.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tup.t_self);
+	tup.t_tableOid = InvalidOid;
+	tup.t_data = th;
+	result = EsUpcastEventTuple(u, &tup, desc, &attrs);
+	ReleaseTupleDesc(desc);
+	if (result == &tup)
+		PG_RETURN_HEAPTUPLEHEADER(th);
+	PG_RETURN_DATUM(HeapTupleGetDatum(result));
+}
+
+/*
+ * check_event_type
+ *		Validate an event type argument as es_append does.
+ */
+static void
+check_event_type(text *type)
+{
+	int			len = VARSIZE_ANY_EXHDR(type);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event type cannot be empty")));
+	if (len > ES_MAX_NAME_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event type is too long"),
+				 errdetail("The event type takes %d bytes; the limit is %d bytes.",
+						   len, ES_MAX_NAME_BYTES)));
+}
+
+PG_FUNCTION_INFO_V1(es_register_upcaster);
+
+/*
+ * es_register_upcaster(event_type text, from_version integer,
+ *						fn regprocedure) RETURNS void
+ *		Register (or replace) the upcaster of event_type from from_version
+ *		to from_version + 1.  Runs as the caller: needs INSERT and UPDATE on
+ *		es.upcasters (es_admin) and EXECUTE on fn.
+ */
+Datum
+es_register_upcaster(PG_FUNCTION_ARGS)
+{
+	text	   *type;
+	int32		from_version;
+	Oid			fn;
+	Datum		values[3];
+	int			rc;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event type cannot be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("from_version cannot be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("upcaster function cannot be null")));
+	type = PG_GETARG_TEXT_PP(0);
+	from_version = PG_GETARG_INT32(1);
+	fn = PG_GETARG_OID(2);
+
+	check_event_type(type);
+	if (from_version < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("from_version %d is out of range", from_version),
+				 errdetail("Schema versions start at 1.")));
+	if (from_version == PG_INT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("from_version %d is out of range", from_version),
+				 errdetail("An upcaster raises the schema version by one.")));
+	EsCheckRoutine(fn, ES_ROUTINE_UPCASTER, true);
+
+	values[0] = PointerGetDatum(type);
+	values[1] = Int32GetDatum(from_version);
+	values[2] = CStringGetTextDatum(EsRoutineSignature(fn));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_plan(EsGetPlan(&register_plan), values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not register upcaster: %s", SPI_result_code_string(rc));
+	SPI_finish();
+
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(es_unregister_upcaster);
+
+/*
+ * es_unregister_upcaster(event_type text, from_version integer)
+ *		RETURNS boolean
+ *		Remove an upcaster; false when none was registered.
+ */
+Datum
+es_unregister_upcaster(PG_FUNCTION_ARGS)
+{
+	Datum		values[2];
+	int			rc;
+	bool		found;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event type cannot be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("from_version cannot be null")));
+	values[0] = PG_GETARG_DATUM(0);
+	values[1] = PG_GETARG_DATUM(1);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_plan(EsGetPlan(&unregister_plan), values, NULL, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "could not unregister upcaster: %s", SPI_result_code_string(rc));
+	found = SPI_processed > 0;
+	SPI_finish();
+
+	PG_RETURN_BOOL(found);
+}
+
+PG_FUNCTION_INFO_V1(es_upcasters_changed);
+
+/*
+ * es_upcasters_changed
+ *		AFTER ... FOR EACH STATEMENT trigger on es.upcasters: queue a relcache
+ *		invalidation of the table, delivered to every backend at commit (and
+ *		to this one at the next command), so that their cached registries
+ *		reload.  Covers direct writes as well as es_register_upcaster.
+ */
+Datum
+es_upcasters_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_upcasters_changed() must be called as a trigger")));
+	if (!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_upcasters_changed() must be fired AFTER ... FOR EACH STATEMENT")));
+
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);	/* ignored for statement triggers */
+}
