@@ -1,0 +1,964 @@
+/*-------------------------------------------------------------------------
+ *
+ * es_relay.c
+ *	  es_relay: deliver the outbox messages of one es_ext consumer group,
+ *	  one JSON line per message, to standard output or to a command.
+ *
+ * The relay connects with a libpq connection string, LISTENs on es_outbox
+ * and claims batches with es.es_outbox_claim().  A batch goes to standard
+ * output in one write(2) (acknowledged once it returned) or, when a command
+ * is given after "--", to the command's standard input (acknowledged when
+ * the command exits with status 0, given back with es_outbox_nack()
+ * otherwise, to be retried after the group's backoff).  After a full batch
+ * it claims again at once; otherwise it waits for a notification, a signal
+ * or the poll interval.
+ *
+ * Delivery is at least once: a relay killed between output and ack leaves
+ * the batch leased; when the lease ends, the batch is claimed again and
+ * delivered a second time.  Nothing is acknowledged before it was output.
+ * Within a group, each stream's messages are output in version order, also
+ * with several relays (the claim takes a stream's messages only from the
+ * one that holds its oldest undelivered message).
+ *
+ * When the server goes away, the relay reconnects with exponential backoff
+ * (100 ms doubling to 10 s, with jitter).  SIGTERM and SIGINT stop it
+ * cleanly: the batch in progress is finished (output, ack) and it exits
+ * with status 0.  A self-pipe makes signals interrupt the wait at once.
+ *
+ * src/relay/es_relay.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libpq-fe.h"
+
+#ifndef ES_RELAY_VERSION
+#define ES_RELAY_VERSION "unknown"
+#endif
+
+#define NOTIFY_CHANNEL		"es_outbox"
+#define BACKOFF_MIN_MS		100
+#define BACKOFF_MAX_MS		10000
+
+/* exit statuses */
+#define EXIT_USAGE			1
+#define EXIT_FATAL			2
+
+typedef struct RelayOptions
+{
+	const char *conninfo;		/* NULL: libpq defaults (PG* environment) */
+	const char *group;
+	int			batch_size;
+	int			lease_s;
+	double		poll_s;
+	int			cleanup_s;		/* 0: never */
+	const char *retention;
+	bool		create_group;
+	bool		once;
+	int			verbose;
+	char	  **command;		/* NULL: standard output */
+} RelayOptions;
+
+/* what serve() ended with */
+typedef enum ServeResult
+{
+	SERVE_RECONNECT,			/* the connection broke */
+	SERVE_STOP,					/* SIGTERM/SIGINT */
+	SERVE_DONE,					/* --once: nothing left */
+	SERVE_FATAL					/* give up */
+} ServeResult;
+
+static volatile sig_atomic_t stop_requested = 0;
+static int	wake_pipe[2] = {-1, -1};
+static const char *progname = "es_relay";
+
+static void relay_log(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+
+static void
+relay_log(const char *fmt,...)
+{
+	va_list		ap;
+	char		buf[64];
+	struct timeval tv;
+	struct tm	tm;
+
+	gettimeofday(&tv, NULL);
+	localtime_r(&tv.tv_sec, &tm);
+	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03d %s: ", buf, (int) (tv.tv_usec / 1000), progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void
+handle_stop(int signo)
+{
+	int			save_errno = errno;
+
+	stop_requested = 1;
+	if (wake_pipe[1] >= 0)
+	{
+		ssize_t		rc = write(wake_pipe[1], "x", 1);
+
+		(void) rc;
+	}
+	errno = save_errno;
+}
+
+static void
+usage(void)
+{
+	printf("%s delivers the outbox messages of an es_ext consumer group, one JSON line\n"
+		   "per message, to standard output or to a command, at least once and in\n"
+		   "order per stream.\n\n", progname);
+	printf("Usage:\n"
+		   "  %s [OPTION]... -g GROUP [-- COMMAND [ARG]...]\n\n", progname);
+	printf("Options:\n"
+		   "  -d, --dbname=CONNSTR          connection string or URI (default: the PG*\n"
+		   "                                environment variables, as psql)\n"
+		   "  -g, --group=NAME              consumer group to deliver (required)\n"
+		   "  -b, --batch-size=N            messages per claim, 1..10000 (default: 100)\n"
+		   "  -l, --lease=SECONDS           lease of a claimed batch; it is claimed again\n"
+		   "                                when not acknowledged by then (default: 60)\n"
+		   "  -p, --poll-interval=SECONDS   claim at least this often without a\n"
+		   "                                notification, e.g. 0.5 (default: 1)\n"
+		   "  -c, --cleanup-interval=SECONDS  run es_outbox_cleanup() this often,\n"
+		   "                                0 = never (default: 60)\n"
+		   "  -r, --retention=INTERVAL      keep delivered outbox rows this long before\n"
+		   "                                cleanup deletes them (default: 0)\n"
+		   "      --create-group            create the group if it does not exist\n"
+		   "      --once                    exit when a claim finds nothing\n"
+		   "  -v, --verbose                 log batches and wake-ups to standard error\n"
+		   "  -V, --version                 print the version and exit\n"
+		   "  -h, --help                    show this help and exit\n\n");
+	printf("Output:\n"
+		   "  One JSON object per line and message, in claim order (version order within\n"
+		   "  a stream): group, position, attempt, event_id, stream_id, version, type,\n"
+		   "  schema_version, data, metadata, global_position, recorded_at.\n"
+		   "  Without COMMAND, lines go to standard output and a batch is acknowledged\n"
+		   "  once they are flushed.  With COMMAND (run without a shell; use\n"
+		   "  -- sh -c '...' for one), each batch is written to the standard input of a\n"
+		   "  new COMMAND process, with ES_RELAY_GROUP and ES_RELAY_COUNT in its\n"
+		   "  environment; it is acknowledged when COMMAND exits with status 0 and\n"
+		   "  given back for a retry after the group's backoff otherwise (the next\n"
+		   "  batches are then halved, to isolate a failing message).\n\n");
+	printf("Delivery is at least once: a batch output but not acknowledged (the relay\n"
+		   "was killed, the connection broke) is delivered again when its lease ends.\n"
+		   "Wake-ups come from LISTEN %s.  The relay reconnects with backoff when the\n"
+		   "server goes away; SIGTERM or SIGINT finishes the batch in progress and\n"
+		   "stops it.  Its role needs es_consumer (or es_admin).\n\n", NOTIFY_CHANNEL);
+	printf("Exit status: 0 when stopped by a signal or done (--once), 1 for bad\n"
+		   "usage, 2 when it cannot go on (the group does not exist, output failed).\n");
+}
+
+static bool
+parse_int(const char *s, int min, int max, int *out)
+{
+	char	   *end;
+	long		v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return false;
+	*out = (int) v;
+	return true;
+}
+
+static bool
+parse_seconds(const char *s, double min, double *out)
+{
+	char	   *end;
+	double		v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > 86400.0)
+		return false;
+	*out = v;
+	return true;
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+drain_wake_pipe(void)
+{
+	char		buf[64];
+
+	while (read(wake_pipe[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+/*
+ * wait_for
+ *		Wait up to timeout_ms for input on sock (-1: none) or a signal.
+ *		Returns 1 when sock is readable, 0 otherwise.
+ */
+static int
+wait_for(int sock, int64_t timeout_ms)
+{
+	fd_set		rfds;
+	struct timeval tv;
+	int			maxfd = wake_pipe[0];
+	int			rc;
+
+	if (stop_requested)
+		return 0;
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	FD_ZERO(&rfds);
+	FD_SET(wake_pipe[0], &rfds);
+	if (sock >= 0)
+	{
+		FD_SET(sock, &rfds);
+		if (sock > maxfd)
+			maxfd = sock;
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	rc = select(maxfd + 1, &rfds, NULL, NULL, &tv);
+	if (rc <= 0)
+		return 0;
+	if (FD_ISSET(wake_pipe[0], &rfds))
+		drain_wake_pipe();
+	return (sock >= 0 && FD_ISSET(sock, &rfds)) ? 1 : 0;
+}
+
+/* the next reconnection delay: doubling from 100 ms to 10 s, +-25% jitter */
+static int64_t
+next_backoff(int64_t *backoff_ms)
+{
+	int64_t		delay;
+
+	*backoff_ms = (*backoff_ms == 0) ? BACKOFF_MIN_MS : *backoff_ms * 2;
+	if (*backoff_ms > BACKOFF_MAX_MS)
+		*backoff_ms = BACKOFF_MAX_MS;
+	delay = *backoff_ms * 3 / 4 + random() % (*backoff_ms / 2 + 1);
+	return delay;
+}
+
+static const char *
+result_sqlstate(const PGresult *res)
+{
+	const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+	return s ? s : "";
+}
+
+/* first line of an error message, for one-line logs */
+static const char *
+one_line(const char *msg, char *buf, size_t len)
+{
+	size_t		n = strcspn(msg, "\n");
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, msg, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+static void
+log_result_error(const char *what, PGconn *conn, const PGresult *res)
+{
+	char		buf[512];
+	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+
+	relay_log("%s failed: %s", what, one_line(msg, buf, sizeof(buf)));
+}
+
+/*
+ * setup
+ *		Prepare a new connection: asynchronous commit for the relay's own
+ *		transactions (a lost ack or claim only means a redelivery), the
+ *		group (--create-group), LISTEN, prepared statements.  Returns
+ *		SERVE_RECONNECT to retry, SERVE_FATAL to give up, SERVE_DONE when
+ *		ready.
+ */
+static ServeResult
+setup(PGconn *conn, const RelayOptions *opt)
+{
+	PGresult   *res;
+	const char *params[1];
+
+	res = PQexec(conn, "SET synchronous_commit = off");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		log_result_error("SET synchronous_commit", conn, res);
+		PQclear(res);
+		return SERVE_RECONNECT;
+	}
+	PQclear(res);
+
+	if (opt->create_group)
+	{
+		params[0] = opt->group;
+		res = PQexecParams(conn, "SELECT es.es_outbox_create_group($1)", 1, NULL, params,
+						   NULL, NULL, 0);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK)
+			relay_log("created consumer group \"%s\"", opt->group);
+		else if (strcmp(result_sqlstate(res), "42710") != 0)
+		{
+			log_result_error("creating the consumer group", conn, res);
+			PQclear(res);
+			return PQstatus(conn) == CONNECTION_OK ? SERVE_FATAL : SERVE_RECONNECT;
+		}
+		PQclear(res);
+	}
+
+	res = PQexec(conn, "LISTEN " NOTIFY_CHANNEL);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		log_result_error("LISTEN", conn, res);
+		PQclear(res);
+		return SERVE_RECONNECT;
+	}
+	PQclear(res);
+
+	res = PQprepare(conn, "claim",
+					"SELECT c.lease, c.position, pg_catalog.jsonb_build_object("
+					" 'group', $1::text, 'position', c.position, 'attempt', c.attempts,"
+					" 'event_id', c.event_id, 'stream_id', c.stream_id, 'version', c.version,"
+					" 'type', c.event_type, 'schema_version', c.schema_version, 'data', c.data,"
+					" 'metadata', c.metadata, 'global_position', c.global_position,"
+					" 'recorded_at', c.recorded_at)::text"
+					"  FROM es.es_outbox_claim($1::text, $2::integer, $3::interval) AS c",
+					3, NULL);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		log_result_error("preparing the claim", conn, res);
+		PQclear(res);
+		return PQstatus(conn) == CONNECTION_OK ? SERVE_FATAL : SERVE_RECONNECT;
+	}
+	PQclear(res);
+
+	res = PQprepare(conn, "ack",
+					"SELECT es.es_outbox_ack($1::text, $2::uuid, $3::bigint[])", 3, NULL);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+	{
+		PQclear(res);
+		res = PQprepare(conn, "nack",
+						"SELECT es.es_outbox_nack($1::text, $2::uuid, $3::bigint[], $4::text)",
+						4, NULL);
+	}
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		log_result_error("preparing ack and nack", conn, res);
+		PQclear(res);
+		return PQstatus(conn) == CONNECTION_OK ? SERVE_FATAL : SERVE_RECONNECT;
+	}
+	PQclear(res);
+	return SERVE_DONE;
+}
+
+/*
+ * drain_notifications
+ *		Consume input and take the notifications received, logging them
+ *		(verbose).  Notifications also arrive during other commands (the
+ *		claim, the ack) and then wait in libpq, not in the socket, so this
+ *		must run before every wait.  Returns how many it took, -1 when the
+ *		connection broke.
+ */
+static int
+drain_notifications(PGconn *conn, const RelayOptions *opt)
+{
+	PGnotify   *n;
+	int			count = 0;
+
+	if (!PQconsumeInput(conn))
+		return -1;
+	while ((n = PQnotifies(conn)) != NULL)
+	{
+		if (opt->verbose)
+			relay_log("woken by a notification from server process %d", n->be_pid);
+		PQfreemem(n);
+		count++;
+	}
+	return count;
+}
+
+/* Write all of buf to fd; false on error (errno set). */
+static bool
+write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0)
+	{
+		ssize_t		n = write(fd, buf, len);
+
+		if (n < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		buf += n;
+		len -= (size_t) n;
+	}
+	return true;
+}
+
+/*
+ * batch_text
+ *		The batch as JSON lines, malloc'd; its length in *len.
+ */
+static char *
+batch_text(PGresult *res, size_t *len)
+{
+	int			n = PQntuples(res);
+	size_t		total = 0;
+	char	   *buf;
+	char	   *p;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		total += PQgetlength(res, i, 2) + 1;
+	buf = malloc(total + 1);
+	if (buf == NULL)
+	{
+		relay_log("out of memory");
+		exit(EXIT_FATAL);
+	}
+	p = buf;
+	for (i = 0; i < n; i++)
+	{
+		int			l = PQgetlength(res, i, 2);
+
+		memcpy(p, PQgetvalue(res, i, 2), l);
+		p += l;
+		*p++ = '\n';
+	}
+	*p = '\0';
+	*len = total;
+	return buf;
+}
+
+/*
+ * deliver_stdout
+ *		Write the batch to standard output in one write (a relay killed in
+ *		the middle leaves whole lines in a file).  False when that fails
+ *		(the reader went away): the batch is not acknowledged.
+ */
+static bool
+deliver_stdout(PGresult *res)
+{
+	size_t		len;
+	char	   *buf = batch_text(res, &len);
+	bool		ok = write_all(STDOUT_FILENO, buf, len);
+
+	if (!ok)
+		relay_log("could not write to standard output: %s", strerror(errno));
+	free(buf);
+	return ok;
+}
+
+/*
+ * deliver_command
+ *		Run the command with the batch on its standard input.  Returns true
+ *		when it exited with status 0; otherwise sets reason.
+ */
+static bool
+deliver_command(PGresult *res, const RelayOptions *opt, char *reason, size_t reason_len)
+{
+	int			n = PQntuples(res);
+	int			fds[2];
+	pid_t		pid;
+	int			status;
+	bool		write_ok;
+
+	if (pipe(fds) != 0)
+	{
+		snprintf(reason, reason_len, "could not create a pipe: %s", strerror(errno));
+		return false;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0)
+	{
+		snprintf(reason, reason_len, "could not fork: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return false;
+	}
+	if (pid == 0)
+	{
+		char		count[32];
+
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		close(fds[1]);
+		if (dup2(fds[0], STDIN_FILENO) < 0)
+			_exit(127);
+		close(fds[0]);
+		snprintf(count, sizeof(count), "%d", n);
+		setenv("ES_RELAY_GROUP", opt->group, 1);
+		setenv("ES_RELAY_COUNT", count, 1);
+		execvp(opt->command[0], opt->command);
+		fprintf(stderr, "%s: could not execute \"%s\": %s\n", progname, opt->command[0],
+				strerror(errno));
+		_exit(127);
+	}
+
+	close(fds[0]);
+	{
+		size_t		len;
+		char	   *buf = batch_text(res, &len);
+
+		write_ok = write_all(fds[1], buf, len);
+		free(buf);
+	}
+	close(fds[1]);
+
+	/* a stop request lets the command finish: its batch is then acked or given back */
+	while (waitpid(pid, &status, 0) < 0)
+	{
+		if (errno != EINTR)
+		{
+			snprintf(reason, reason_len, "could not wait for the command: %s", strerror(errno));
+			return false;
+		}
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && write_ok)
+		return true;
+	if (WIFEXITED(status))
+		snprintf(reason, reason_len, "command exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(reason, reason_len, "command was terminated by signal %d", WTERMSIG(status));
+	else
+		snprintf(reason, reason_len, "command did not read its input");
+	return false;
+}
+
+/* "{p1,p2,...}" of the batch's positions, malloc'd */
+static char *
+positions_array(PGresult *res)
+{
+	int			n = PQntuples(res);
+	size_t		len = 3;
+	char	   *buf;
+	char	   *p;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		len += strlen(PQgetvalue(res, i, 1)) + 1;
+	buf = malloc(len);
+	if (buf == NULL)
+	{
+		relay_log("out of memory");
+		exit(EXIT_FATAL);
+	}
+	p = buf;
+	*p++ = '{';
+	for (i = 0; i < n; i++)
+	{
+		const char *v = PQgetvalue(res, i, 1);
+		size_t		l = strlen(v);
+
+		if (i > 0)
+			*p++ = ',';
+		memcpy(p, v, l);
+		p += l;
+	}
+	*p++ = '}';
+	*p = '\0';
+	return buf;
+}
+
+/*
+ * settle
+ *		Ack (ok) or nack the batch.  False when the connection broke: the
+ *		batch stays leased and is delivered again when its lease ends.
+ */
+static bool
+settle(PGconn *conn, const RelayOptions *opt, PGresult *batch, bool ok, const char *reason)
+{
+	char	   *positions = positions_array(batch);
+	const char *params[4];
+	PGresult   *res;
+	int			n = PQntuples(batch);
+	bool		result = true;
+
+	params[0] = opt->group;
+	params[1] = PQgetvalue(batch, 0, 0);
+	params[2] = positions;
+	params[3] = reason;
+	res = PQexecPrepared(conn, ok ? "ack" : "nack", ok ? 3 : 4, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		log_result_error(ok ? "ack" : "nack", conn, res);
+		result = (PQstatus(conn) == CONNECTION_OK);
+	}
+	else
+	{
+		long		settled = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+
+		if (settled < n)
+			relay_log("%d of %d messages of the batch had lost their lease (they were or will be delivered again)",
+					  n - (int) settled, n);
+	}
+	PQclear(res);
+	free(positions);
+	return result;
+}
+
+static void
+run_cleanup(PGconn *conn, const RelayOptions *opt, bool *enabled)
+{
+	const char *params[1];
+	PGresult   *res;
+
+	params[0] = opt->retention;
+	res = PQexecParams(conn, "SELECT es.es_outbox_cleanup($1::interval)", 1, NULL, params,
+					   NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		log_result_error("outbox cleanup", conn, res);
+		if (strcmp(result_sqlstate(res), "42501") == 0)
+		{
+			relay_log("cleanup disabled (the role may not delete from es.outbox)");
+			*enabled = false;
+		}
+	}
+	else if (opt->verbose)
+		relay_log("cleanup deleted %s delivered outbox rows", PQgetvalue(res, 0, 0));
+	PQclear(res);
+}
+
+/*
+ * serve
+ *		Claim, deliver and settle batches until the connection breaks, a
+ *		stop is requested, or (--once) a claim comes back empty.  Claims
+ *		again at once after a non-empty batch; after an empty one, waits for
+ *		a notification, a signal or the poll interval.
+ */
+static ServeResult
+serve(PGconn *conn, const RelayOptions *opt)
+{
+	int			batch = opt->batch_size;
+	char		batch_str[16];
+	char		lease_str[32];
+	bool		cleanup_enabled = (opt->cleanup_s > 0);
+	int64_t		next_cleanup = now_ms() + (int64_t) opt->cleanup_s * 1000;
+
+	snprintf(lease_str, sizeof(lease_str), "%d seconds", opt->lease_s);
+
+	for (;;)
+	{
+		PGresult   *res;
+		const char *params[3];
+		int			n;
+
+		if (stop_requested)
+			return SERVE_STOP;
+		if (drain_notifications(conn, opt) < 0)
+			return SERVE_RECONNECT;
+
+		snprintf(batch_str, sizeof(batch_str), "%d", batch);
+		params[0] = opt->group;
+		params[1] = batch_str;
+		params[2] = lease_str;
+		res = PQexecPrepared(conn, "claim", 3, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
+			const char *state = result_sqlstate(res);
+
+			log_result_error("claim", conn, res);
+			PQclear(res);
+			if (PQstatus(conn) != CONNECTION_OK)
+				return SERVE_RECONNECT;
+			/* no such group, function or schema, or no privilege: give up */
+			if (strcmp(state, "42704") == 0 || strcmp(state, "42883") == 0 ||
+				strcmp(state, "3F000") == 0 || strcmp(state, "42501") == 0)
+				return SERVE_FATAL;
+			wait_for(-1, (int64_t) (opt->poll_s * 1000));
+			continue;
+		}
+
+		n = PQntuples(res);
+		if (n > 0)
+		{
+			char		reason[256];
+			bool		ok;
+
+			reason[0] = '\0';
+			if (opt->command == NULL)
+			{
+				if (!deliver_stdout(res))
+				{
+					PQclear(res);
+					return SERVE_FATAL;
+				}
+				ok = true;
+			}
+			else
+				ok = deliver_command(res, opt, reason, sizeof(reason));
+
+			if (opt->verbose || !ok)
+				relay_log("%s %d messages (lease %s)%s%s", ok ? "delivered" : "could not deliver",
+						  n, PQgetvalue(res, 0, 0), ok ? "" : ": ", reason);
+			if (!settle(conn, opt, res, ok, reason))
+			{
+				PQclear(res);
+				return SERVE_RECONNECT;
+			}
+			PQclear(res);
+
+			/* a failing batch: halve the next ones, to isolate the culprit */
+			if (!ok)
+				batch = batch > 1 ? batch / 2 : 1;
+			else if (batch < opt->batch_size)
+				batch = batch * 2 < opt->batch_size ? batch * 2 : opt->batch_size;
+
+			/*
+			 * A full batch: more is probably waiting, claim again at once.
+			 * Otherwise wait: a notification that came in the meantime ends
+			 * the wait at once, and without one there is most likely
+			 * nothing new (messages that waited behind a stream held by
+			 * another relay of the group are found at the next poll).
+			 */
+			if (ok && n == atoi(batch_str))
+				continue;
+		}
+		else
+			PQclear(res);
+
+		if (cleanup_enabled && now_ms() >= next_cleanup)
+		{
+			run_cleanup(conn, opt, &cleanup_enabled);
+			next_cleanup = now_ms() + (int64_t) opt->cleanup_s * 1000;
+			if (PQstatus(conn) != CONNECTION_OK)
+				return SERVE_RECONNECT;
+		}
+
+		if (n == 0 && opt->once)
+			return SERVE_DONE;
+
+		/*
+		 * Nothing more claimable now: wait for a wake-up, a signal or the
+		 * poll interval -- unless a notification came in the meantime (it
+		 * may already sit in libpq, read with the claim or the ack).
+		 */
+		{
+			int			got = drain_notifications(conn, opt);
+
+			if (got < 0)
+				return SERVE_RECONNECT;
+			if (got > 0)
+				continue;
+		}
+		if (wait_for(PQsocket(conn), (int64_t) (opt->poll_s * 1000)) == 1 &&
+			!PQconsumeInput(conn))
+			return SERVE_RECONNECT;
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct option long_options[] = {
+		{"dbname", required_argument, NULL, 'd'},
+		{"group", required_argument, NULL, 'g'},
+		{"batch-size", required_argument, NULL, 'b'},
+		{"lease", required_argument, NULL, 'l'},
+		{"poll-interval", required_argument, NULL, 'p'},
+		{"cleanup-interval", required_argument, NULL, 'c'},
+		{"retention", required_argument, NULL, 'r'},
+		{"create-group", no_argument, NULL, 1},
+		{"once", no_argument, NULL, 2},
+		{"verbose", no_argument, NULL, 'v'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}
+	};
+	RelayOptions opt;
+	struct sigaction sa;
+	int			c;
+	int64_t		backoff_ms = 0;
+	bool		ever_connected = false;
+	int			exit_status = 0;
+
+	memset(&opt, 0, sizeof(opt));
+	opt.batch_size = 100;
+	opt.lease_s = 60;
+	opt.poll_s = 1.0;
+	opt.cleanup_s = 60;
+	opt.retention = "0";
+
+	while ((c = getopt_long(argc, argv, "d:g:b:l:p:c:r:vVh", long_options, NULL)) != -1)
+	{
+		switch (c)
+		{
+			case 'd':
+				opt.conninfo = optarg;
+				break;
+			case 'g':
+				opt.group = optarg;
+				break;
+			case 'b':
+				if (!parse_int(optarg, 1, 10000, &opt.batch_size))
+				{
+					fprintf(stderr, "%s: invalid batch size \"%s\": must be between 1 and 10000\n",
+							progname, optarg);
+					exit(EXIT_USAGE);
+				}
+				break;
+			case 'l':
+				if (!parse_int(optarg, 1, 86400, &opt.lease_s))
+				{
+					fprintf(stderr, "%s: invalid lease \"%s\": must be between 1 and 86400 seconds\n",
+							progname, optarg);
+					exit(EXIT_USAGE);
+				}
+				break;
+			case 'p':
+				if (!parse_seconds(optarg, 0.01, &opt.poll_s))
+				{
+					fprintf(stderr, "%s: invalid poll interval \"%s\": must be between 0.01 and 86400 seconds\n",
+							progname, optarg);
+					exit(EXIT_USAGE);
+				}
+				break;
+			case 'c':
+				if (!parse_int(optarg, 0, 86400, &opt.cleanup_s))
+				{
+					fprintf(stderr, "%s: invalid cleanup interval \"%s\": must be between 0 and 86400 seconds\n",
+							progname, optarg);
+					exit(EXIT_USAGE);
+				}
+				break;
+			case 'r':
+				opt.retention = optarg;
+				break;
+			case 1:
+				opt.create_group = true;
+				break;
+			case 2:
+				opt.once = true;
+				break;
+			case 'v':
+				opt.verbose++;
+				break;
+			case 'V':
+				printf("es_relay (es_ext) %s\n", ES_RELAY_VERSION);
+				exit(0);
+			case 'h':
+				usage();
+				exit(0);
+			default:
+				fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
+				exit(EXIT_USAGE);
+		}
+	}
+	if (optind < argc)
+		opt.command = &argv[optind];
+	if (opt.group == NULL || opt.group[0] == '\0')
+	{
+		fprintf(stderr, "%s: no consumer group given (-g)\n", progname);
+		fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
+		exit(EXIT_USAGE);
+	}
+
+	if (pipe(wake_pipe) != 0 ||
+		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
+		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0 ||
+		fcntl(wake_pipe[0], F_SETFD, FD_CLOEXEC) != 0 ||
+		fcntl(wake_pipe[1], F_SETFD, FD_CLOEXEC) != 0)
+	{
+		fprintf(stderr, "%s: could not create a pipe: %s\n", progname, strerror(errno));
+		exit(EXIT_FATAL);
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = handle_stop;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0;			/* no SA_RESTART: a signal interrupts the wait */
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned int) (getpid() ^ now_ms()));
+
+	while (!stop_requested)
+	{
+		const char *keys[3];
+		const char *vals[3];
+		PGconn	   *conn;
+		ServeResult r;
+
+		keys[0] = "dbname";
+		vals[0] = opt.conninfo;
+		keys[1] = "fallback_application_name";
+		vals[1] = "es_relay";
+		keys[2] = NULL;
+		vals[2] = NULL;
+		conn = PQconnectdbParams(keys, vals, 1);
+		if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+		{
+			char		buf[512];
+			int64_t		delay = next_backoff(&backoff_ms);
+
+			relay_log("could not connect: %s; retrying in %d ms",
+					  one_line(conn ? PQerrorMessage(conn) : "out of memory", buf, sizeof(buf)),
+					  (int) delay);
+			PQfinish(conn);
+			wait_for(-1, delay);
+			continue;
+		}
+
+		r = setup(conn, &opt);
+		if (r == SERVE_DONE)
+		{
+			relay_log("%s consumer group \"%s\" (server process %d)",
+					  ever_connected ? "reconnected; delivering" : "delivering",
+					  opt.group, PQbackendPID(conn));
+			ever_connected = true;
+			backoff_ms = 0;
+			r = serve(conn, &opt);
+		}
+		PQfinish(conn);
+
+		if (r == SERVE_STOP || r == SERVE_DONE)
+			break;
+		if (r == SERVE_FATAL)
+		{
+			exit_status = EXIT_FATAL;
+			break;
+		}
+		{
+			int64_t		delay = next_backoff(&backoff_ms);
+
+			relay_log("connection lost; reconnecting in %d ms", (int) delay);
+			wait_for(-1, delay);
+		}
+	}
+
+	if (exit_status == 0)
+		relay_log("stopped");
+	return exit_status;
+}
