@@ -1,0 +1,1126 @@
+
+# Copyright (c) es_ext contributors
+#
+# test/t/022_fuzz.pl
+#
+# Fuzzing with malformed input.  A generator (this file, fixed seed) builds
+# thousands of calls of every public function of schema es -- wrong JSON
+# shapes, huge and deeply nested payloads, NULLs everywhere, extreme
+# numbers, odd Unicode, very long names, hostile reducers and upcasters,
+# fabricated event rows -- and stores them in fuzz.cases.  A PL/pgSQL
+# driver (fuzz.run) runs them in chunks; for each case it
+#
+#   1. builds the arguments (a value PostgreSQL's own types reject, such as
+#      a JSON string with \u0000, is counted as "rejected by its type" and
+#      never reaches the function);
+#   2. calls the function in a subtransaction and records the outcome;
+#   3. on success, checks the result where it can be checked (es_append's
+#      events are in the store as given, at the versions and positions it
+#      returned; reads return what the store holds, in order, within the
+#      bounds; folds count what they should);
+#   4. on error, checks that the store is unchanged (a fingerprint of the
+#      events, streams, outbox, snapshots, upcasters, groups and routes).
+#
+# The test asserts that no call returned a wrong result, none left a
+# partial write, every error has a SQLSTATE the README documents for that
+# function (the table %documented below, copied from the README's
+# reference), the server never crashed (alive after every chunk, no
+# "terminated by signal" in its log), and the store's invariants hold at
+# the end.  When a chunk kills the server, its cases are rerun one by one
+# to name the culprit.  Set ES_FUZZ_CASES to change the number of cases.
+
+use strict;
+use warnings;
+
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $seed = 20261123;
+my $target = $ENV{ES_FUZZ_CASES} // 5000;
+srand($seed);
+
+my $node = PostgreSQL::Test::Cluster->new('es_fuzz');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+log_min_messages = warning
+log_min_error_statement = panic
+log_statement = none
+max_stack_depth = 1MB
+restart_after_crash = on
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION es_ext');
+my $has_fold = $node->safe_psql('postgres',
+	"SELECT to_regprocedure('es.es_fold(text,regprocedure,jsonb,bigint,timestamptz)') IS NOT NULL") eq 't';
+my $has_outbox = $node->safe_psql('postgres',
+	"SELECT to_regprocedure('es.es_outbox_claim(text,integer,interval)') IS NOT NULL") eq 't';
+
+# ---------------------------------------------------------------------
+# The documented SQLSTATEs of each function (README, "Reference")
+# ---------------------------------------------------------------------
+my %documented = (
+	es_append => [qw(40001 42710 22004 22023 22003 22039 2203C 2203A 22P02 54000 42501)],
+	es_read_stream => [qw(22004 22003 22023)],
+	es_stream_version => [],
+	es_read_all => [qw(22004 22023)],
+	es_log_horizon => [],
+	es_events_by_correlation => [],
+	es_events_by_causation => [],
+	# es_fold, es_fold_state: plus "any error raised by the reducer or an
+	# upcaster" -- the hostile reducers below raise FZ001, recurse (54001)
+	es_fold => [qw(22004 22003 42883 42809 42P13 42501)],
+	es_fold_state => [qw(22004 22003 42883 42809 42P13 42501)],
+	es_fold_agg => [qw(22004 22003 42883 42809 42P13 42501 22000 22023)],
+	es_snapshot_save => [qw(22004 22003 22023 0A000 42501 42883 42809 42P13)],
+	es_snapshot_delete => [qw(42883)],
+	es_register_upcaster => [qw(22004 22023 54000 22003 42809 42P13 42501 42883)],
+	es_unregister_upcaster => [qw(22004)],
+	es_upcast => [],
+	# projections: "Errors: 42704 no such trigger on es.events, 42809 not an
+	# AFTER INSERT trigger, 22004/22023 bad arguments"; 2D000 inside a
+	# transaction block (the fuzz driver calls in a subtransaction)
+	es_projection_replay => [qw(42704 42809 22004 22023)],
+	es_rebuild_projection => [qw(2D000 42704 42809 22004 22023)],
+	# trigger functions called directly
+	trigger => [qw(39P01 0A000)],
+	# the outbox (sql/es_ext--0.1.0.sql, the RAISEs of each function)
+	es_outbox_route => [qw(22023 54000)],
+	es_outbox_unroute => [],
+	es_outbox_create_group => [qw(22004 22023 54000 42710)],
+	es_outbox_drop_group => [qw(22004 42704)],
+	es_outbox_claim => [qw(22004 22023 42704)],
+	es_outbox_ack => [qw(22004 42704)],
+	es_outbox_nack => [qw(22004 22023 42704)],
+	es_outbox_replay => [qw(22004 42704)],
+	es_outbox_discard => [qw(22004 42704)],
+	es_outbox_cleanup => [qw(22004 22023)],
+	es_outbox_notify => [],
+	es_outbox_notify_status => [],
+);
+# errors our hostile reducers and upcasters raise on purpose ("any error
+# raised by the reducer or an upcaster" is documented for the folds)
+my @reducer_errors = qw(FZ001 54001);
+
+# everything a call may write, summed up: unchanged after a failed call
+my @counted = ('es.events', 'es.streams', 'es.projection_status', 'fuzz.proj');
+push @counted, 'es.snapshots', 'es.upcasters' if $has_fold;
+push @counted, 'es.outbox', 'es.outbox_deliveries', 'es.outbox_groups', 'es.outbox_routes', 'es.outbox_dead'
+  if $has_outbox;
+my $fingerprint = 'SELECT concat_ws(\'/\', (SELECT sum(version) FROM es.streams), '
+  . join(', ', map { "(SELECT count(*) FROM $_)" } @counted) . ')';
+
+# ---------------------------------------------------------------------
+# The schema of the fuzzer: helpers, reducers, upcasters, a projection
+# ---------------------------------------------------------------------
+$node->safe_psql(
+	'postgres', qq{
+CREATE SCHEMA fuzz;
+CREATE TABLE fuzz.proj (stream_id text, version bigint);
+CREATE FUNCTION fuzz.fingerprint() RETURNS text LANGUAGE sql AS \$\$ $fingerprint \$\$;
+});
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE fuzz.cases (
+	id		integer PRIMARY KEY,
+	fn		text NOT NULL,
+	kind	text NOT NULL,		-- which documented set applies
+	build	text NOT NULL,		-- SELECT ARRAY[...]::text[]: the arguments
+	call	text NOT NULL,		-- uses $1 (the arguments); returns text
+	checks	text);				-- uses $1 and $2 (the result); returns boolean
+CREATE TABLE fuzz.results (
+	id		integer PRIMARY KEY,
+	fn		text NOT NULL,
+	kind	text NOT NULL,
+	outcome	text NOT NULL,		-- ok, error, input, wrong, partial
+	sqlstate text,
+	message	text,
+	ms		numeric);
+
+CREATE PROCEDURE fuzz.run(lo integer, hi integer) LANGUAGE plpgsql AS $$
+DECLARE
+	c		record;
+	vals	text[];
+	res		text;
+	good	boolean;
+	st		text;
+	msg		text;
+	before	text;
+	outcome	text;
+	n		integer := 0;
+	t0		timestamptz;
+BEGIN
+	FOR c IN SELECT * FROM fuzz.cases WHERE id BETWEEN lo AND hi ORDER BY id LOOP
+		st := NULL;
+		msg := NULL;
+		t0 := clock_timestamp();
+		BEGIN
+			EXECUTE c.build INTO vals;
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+			INSERT INTO fuzz.results VALUES (c.id, c.fn, c.kind, 'input', st, left(msg, 200),
+											 extract(epoch FROM clock_timestamp() - t0) * 1000);
+			CONTINUE;
+		END;
+		before := fuzz.fingerprint();
+		BEGIN
+			EXECUTE c.call INTO res USING vals;
+			outcome := 'ok';
+			IF c.checks IS NOT NULL THEN
+				EXECUTE c.checks INTO good USING vals, res;
+				IF good IS NOT TRUE THEN
+					outcome := 'wrong';
+					msg := left(res, 200);
+				END IF;
+			END IF;
+		EXCEPTION WHEN OTHERS OR query_canceled THEN
+			GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+			outcome := 'error';
+		END;
+		IF outcome = 'error' AND fuzz.fingerprint() IS DISTINCT FROM before THEN
+			outcome := 'partial';
+		END IF;
+		INSERT INTO fuzz.results VALUES (c.id, c.fn, c.kind, outcome, st, left(msg, 200),
+										 extract(epoch FROM clock_timestamp() - t0) * 1000);
+		n := n + 1;
+		IF n % 50 = 0 THEN
+			COMMIT;
+		END IF;
+	END LOOP;
+	COMMIT;
+END $$;
+
+-- a projection for es_projection_replay / es_rebuild_projection
+CREATE FUNCTION fuzz.proj_fn() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO fuzz.proj VALUES (NEW.stream_id, NEW.version);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER fz_proj AFTER INSERT ON es.events FOR EACH ROW
+	WHEN (NEW.category = 'fzp') EXECUTE FUNCTION fuzz.proj_fn();
+CREATE TRIGGER fz_before BEFORE INSERT ON es.events FOR EACH STATEMENT
+	EXECUTE FUNCTION fuzz.proj_fn();
+ALTER TABLE es.events DISABLE TRIGGER fz_before;
+
+-- streams the reads and folds find
+SELECT es.es_append('fz-' || s, NULL,
+	(SELECT jsonb_agg(jsonb_build_object('type', CASE WHEN i % 3 = 0 THEN 'B' ELSE 'A' END,
+										 'data', jsonb_build_object('i', i),
+										 'metadata', jsonb_build_object('correlation_id', 'c-' || s,
+																		'causation_id', 'k-' || i))
+					  ORDER BY i)
+	   FROM generate_series(1, s * 5) AS i))
+  FROM generate_series(1, 4) AS s;
+SELECT es.es_append('fzp-1', NULL, '[{"type": "P", "data": {}}, {"type": "P", "data": {}}]');
+});
+
+if ($has_fold)
+{
+	$node->safe_psql(
+		'postgres', q{
+CREATE FUNCTION fuzz.count_fold(state jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT jsonb_build_object('n', COALESCE((state->>'n')::bigint, 0) + 1)
+$$;
+CREATE FUNCTION fuzz.row_fold(state jsonb, e es.events) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT jsonb_build_object('n', COALESCE((state->>'n')::bigint, 0) + 1, 'v', e.version)
+$$;
+CREATE FUNCTION fuzz.null_fold(state jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT NULL::jsonb';
+CREATE FUNCTION fuzz.raise_fold(state jsonb, e jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	IF (e->>'version')::bigint >= 2 THEN
+		RAISE EXCEPTION 'reducer fails' USING ERRCODE = 'FZ001';
+	END IF;
+	RETURN state;
+END $$;
+CREATE FUNCTION fuzz.recursive_fold(state jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT es.es_fold(e->>'stream_id', 'fuzz.recursive_fold(jsonb,jsonb)', state)
+$$;
+CREATE FUNCTION fuzz.appending_fold(state jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT CASE WHEN (e->>'version')::bigint <= 3
+				THEN jsonb_build_object('appended', (es.es_append(e->>'stream_id', NULL, '[{"type": "Echo", "data": {}}]')).version)
+				ELSE state END
+$$;
+CREATE FUNCTION fuzz.snapshotting_fold(state jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT jsonb_build_object('deleted', es.es_snapshot_delete(e->>'stream_id'), 'state', state)
+$$;
+CREATE FUNCTION fuzz.growing_fold(state jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT state || jsonb_build_object('k' || (e->>'version'), repeat('x', 100))
+$$;
+CREATE FUNCTION fuzz.setof_fold(state jsonb, e jsonb) RETURNS SETOF jsonb LANGUAGE sql AS 'SELECT state';
+CREATE FUNCTION fuzz.text_fold(state jsonb, e jsonb) RETURNS text LANGUAGE sql AS 'SELECT state::text';
+CREATE FUNCTION fuzz.one_arg(state jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT state';
+CREATE PROCEDURE fuzz.proc_fold(state jsonb, e jsonb) LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION fuzz.up_ident(data jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT data';
+CREATE FUNCTION fuzz.up_ident2(data jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT data || jsonb_build_object('up', e->'schema_version')
+$$;
+SELECT es.es_append('fzu-1', NULL, '[{"type": "FzUp", "data": {"a": 1}}, {"type": "FzUp", "data": {"a": 2}, "schema_version": 2}]');
+SELECT es.es_register_upcaster('FzUp', 1, 'fuzz.up_ident2(jsonb,jsonb)');
+});
+}
+if ($has_outbox)
+{
+	$node->safe_psql(
+		'postgres', q{
+SELECT es.es_outbox_route('fz');
+SELECT es.es_outbox_create_group('fzg');
+});
+}
+
+# Wait until the server accepts queries again (after a crash, the
+# postmaster reinitializes).
+sub server_ready
+{
+	for (1 .. 1200)
+	{
+		my ($rc) = $node->psql('postgres', 'SELECT 1');
+		return if $rc == 0;
+		usleep(100_000);
+	}
+	die 'the server does not come back';
+}
+
+# Run SQL in its own session; returns (crashed, rc, stderr).
+sub run_isolated
+{
+	my ($sql) = @_;
+	my $offset = -s $node->logfile;
+	my ($rc, $out, $err) = $node->psql('postgres', $sql);
+	my $lost = $err =~ /server closed the connection unexpectedly|connection to server was lost/;
+	server_ready() if $lost;
+	my $crashed = $lost || $node->log_contains(qr/terminated by signal|PANIC:|TRAP:/, $offset);
+	return ($crashed, $rc, $err);
+}
+
+# ---------------------------------------------------------------------
+# Value generators: each returns a SQL expression
+# ---------------------------------------------------------------------
+my $json = JSON::PP->new->ascii->canonical->allow_nonref;
+my $case_id = 0;
+
+sub pick { return $_[ int(rand(@_)) ]; }
+sub q_lit { my ($s) = @_; $s =~ s/'/''/g; return "'$s'"; }
+sub jlit { return q_lit($json->encode($_[0])) . '::jsonb'; }
+
+sub g_name
+{
+	my $r = rand;
+	return pick(
+		'NULL', "''", "'a'", "' '", "'-'", "'--'", "'a-b-c'", "'fz'", "'fzp'", "'A'", "'B'",
+		"'%'", "'_'", "'fz%'", "'\\'", q{'"'}, q{''''}, "'%s%n%x'", "'\$1'",
+		"';DROP TABLE es.events;--'", "'NULL'", "E'\\t\\n\\r'", "chr(1) || chr(31)",
+		"U&'\\202E-rtl'", "U&'e\\0301-combining'", "U&'\\FEFF-bom'", "U&'\\200D'",
+		"U&'\\+01F642-emoji'", "U&'\\+10FFFF'", "'ストリーム-1'",
+		"repeat('x', 1024)", "repeat('x', 1025)", "repeat('é', 512)", "repeat('é', 513)",
+		"repeat('x', 63)", "repeat('x', 64)", "repeat('x', 100000)", "repeat('🙂', 300000)")
+	  if $r < 0.5;
+	return pick("'fz-1'", "'fz-2'", "'fz-3'", "'fz-4'", "'fzp-1'", "'fzu-1'", "'nope-1'")
+	  if $r < 0.8;
+	return "'fz-n" . $case_id . "'";
+}
+
+sub g_bigint
+{
+	return pick('NULL', '0', '1', '-1', '-2', '2', '3', '5', '10', '19', '20', '21', '1000',
+		'2147483647', '2147483648', '-2147483649', '9223372036854775807',
+		'(-9223372036854775807 - 1)');
+}
+
+sub g_int
+{
+	return pick('NULL', '0', '1', '-1', '2', '3', '100', '1000', '10000', '10001',
+		'2147483646', '2147483647', '(-2147483647 - 1)');
+}
+
+sub g_interval
+{
+	return pick('NULL', "'0'", "'-1 second'", "'1 microsecond'", "'1 millisecond'",
+		"'30 seconds'", "'1 hour'", "'1 mon'", "'178000000 years'", "'-178000000 years'",
+		"'2147483647 days'", "'P1Y2M3DT4H5M6S'", "'1 day -1 second'");
+}
+
+sub g_timestamptz
+{
+	return pick('NULL', 'now()', "'infinity'", "'-infinity'", "'epoch'",
+		"'4713-01-01 00:00:00+00 BC'", "'294276-12-31 23:59:59+00'", "now() - interval '1 hour'",
+		"'2000-01-01'");
+}
+
+sub g_bool { return pick('NULL', 'true', 'false'); }
+
+sub g_uuid
+{
+	return pick('NULL', 'gen_random_uuid()', "'00000000-0000-0000-0000-000000000000'",
+		"'ffffffff-ffff-ffff-ffff-ffffffffffff'");
+}
+
+sub g_bigint_array
+{
+	return pick('NULL', "'{}'", "'{NULL}'", "'{1}'", "'{1,2,3}'", "'{-1,0}'",
+		"'{9223372036854775807}'", "ARRAY(SELECT generate_series(1, 10000))::bigint[]",
+		"'{{1,2},{3,4}}'", "'[0:1]={1,2}'", "(SELECT array_agg(position) FROM es.outbox)");
+}
+
+sub g_cursor
+{
+	return pick(
+		'NULL', "'(0,0,0)'", "'(,,)'", "'(0,,1)'", "'(-1,0,0)'", "'(0,1,)'",
+		"'(2147483647,18446744073709551615,9223372036854775807)'",
+		"'(0,1,-9223372036854775808)'", "'(-2147483648,0,0)'",
+		"ROW(NULL, NULL, NULL)::es.log_cursor",
+		"(SELECT log_cursor FROM es.es_read_all(NULL, 3) ORDER BY log_cursor DESC LIMIT 1)",
+		"(SELECT log_cursor FROM es.es_read_all(NULL, 1000) ORDER BY random() LIMIT 1)",
+		"'(0,abc,1)'", "'(0,1)'");
+}
+
+sub g_text_array
+{
+	return pick('NULL', "'{}'", "'{A}'", "'{A,B}'", "'{NULL}'", "'{A,NULL}'", "'{\"\"}'",
+		"'{{A,B},{C,D}}'", "'[0:1]={A,B}'", "ARRAY(SELECT 'T' || i FROM generate_series(1, 1000) AS i)",
+		"ARRAY[repeat('x', 100000)]", "'{%}'", "'{FzUp}'");
+}
+
+sub g_reducer
+{
+	# the expensive hostile ones (recursion to the stack limit) rarely
+	return pick("'fuzz.recursive_fold(jsonb,jsonb)'", "'fuzz.growing_fold(jsonb,jsonb)'")
+	  if rand() < 0.02;
+	return pick(
+		'NULL', "'fuzz.count_fold(jsonb,jsonb)'", "'fuzz.count_fold(jsonb,jsonb)'",
+		"'fuzz.row_fold(jsonb,es.events)'", "'pg_catalog.jsonb_concat(jsonb,jsonb)'",
+		"'fuzz.null_fold(jsonb,jsonb)'", "'fuzz.raise_fold(jsonb,jsonb)'",
+		"'fuzz.appending_fold(jsonb,jsonb)'", "'fuzz.snapshotting_fold(jsonb,jsonb)'",
+		"'fuzz.setof_fold(jsonb,jsonb)'", "'fuzz.text_fold(jsonb,jsonb)'",
+		"'fuzz.one_arg(jsonb)'", "'fuzz.proc_fold(jsonb,jsonb)'",
+		"'pg_catalog.jsonb_agg(anyelement)'", "'pg_catalog.row_number()'", "'pg_catalog.now()'",
+		"'pg_catalog.jsonb_set(jsonb,text[],jsonb,boolean)'", "'-'",
+		"'4294967295'", "'12345'", "'es.es_append(text,bigint,jsonb)'",
+		"'es.es_guard()'", "'fuzz.up_ident(jsonb)'");
+}
+
+sub g_upcaster_fn
+{
+	return pick('NULL', "'fuzz.up_ident(jsonb)'", "'fuzz.up_ident2(jsonb,jsonb)'",
+		"'fuzz.count_fold(jsonb,jsonb)'", "'fuzz.row_fold(jsonb,es.events)'",
+		"'fuzz.text_fold(jsonb,jsonb)'", "'fuzz.setof_fold(jsonb,jsonb)'",
+		"'fuzz.proc_fold(jsonb,jsonb)'", "'pg_catalog.jsonb_agg(anyelement)'",
+		"'pg_catalog.now()'", "'-'", "'4294967295'");
+}
+
+# a JSON value of any kind, sometimes odd
+sub j_value
+{
+	my ($depth) = @_;
+	$depth //= 0;
+	my $r = rand;
+	return pick(0, 1, -1, 1.5, 1e308, -1e308, 1e-300, '', 'x', "\x{202e}", "\x{1F642}",
+		"e\x{301}", "\x{FEFF}", JSON::PP::true, JSON::PP::false, undef,
+		'9' x 100, "\x{10FFFF}", "a\"b\\c", "\t\n", 'a' x 1000)
+	  if $r < 0.5 || $depth > 3;
+	return [ map { j_value($depth + 1) } 1 .. int(rand(4)) ] if $r < 0.7;
+	return { map { (pick('a', 'b', '', "\x{e9}", 'type', 'data') => j_value($depth + 1)) } 1 .. int(rand(4)) };
+}
+
+# one event object, valid or not
+sub j_event
+{
+	my %e = (type => pick('A', 'B', 'Fz', 'FzUp'), data => { k => int(rand(100)) });
+	my $r = rand;
+	if ($r < 0.45)
+	{
+		# a valid event, with optional members
+		$e{metadata} = pick(undef, {}, { correlation_id => 'c-x', causation_id => 'k-y' }, { a => j_value() })
+		  if rand() < 0.4;
+		$e{id} = sprintf('%08x-%04x-4%03x-8%03x-%012x', int(rand(2**32)), int(rand(65536)),
+			int(rand(4096)), int(rand(4096)), int(rand(2**47)))
+		  if rand() < 0.3;
+		$e{schema_version} = pick(1, 2, 3, 2147483647, 1.0) if rand() < 0.2;
+		$e{data} = j_value() if rand() < 0.3;
+		return \%e;
+	}
+	my $m = int(rand(18));
+	if ($m == 0) { delete $e{type}; }
+	elsif ($m == 1) { delete $e{data}; }
+	elsif ($m == 2) { $e{type} = pick(1, undef, [], {}, JSON::PP::true, '', 'x' x 1025, "\x{e9}" x 513); }
+	elsif ($m == 3) { $e{metadata} = pick(1, 'x', [], JSON::PP::true); }
+	elsif ($m == 4) { $e{metadata} = { correlation_id => pick(1, undef, [], {}, JSON::PP::true) }; }
+	elsif ($m == 5) { $e{metadata} = { causation_id => pick(1, undef, [], {}) }; }
+	elsif ($m == 6) { $e{id} = pick(1, [], {}, JSON::PP::true); }
+	elsif ($m == 7)
+	{
+		$e{id} = pick('', 'not-a-uuid', '{12345678-1234-1234-1234-123456789abc}',
+			'12345678123456781234567812345678', 'ZZZZZZZZ-ZZZZ-ZZZZ-ZZZZ-ZZZZZZZZZZZZ',
+			'12345678-1234-1234-1234-123456789abcd', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11');
+	}
+	elsif ($m == 8)
+	{
+		$e{schema_version} = pick(0, -1, 1.5, 1e10, '1', undef, 2147483648, -0.0, 1e100, [], 0.999999);
+	}
+	elsif ($m == 9) { $e{pick('metdata', '', 'TYPE', 'type ', 'Data', "\x{e9}")} = 1; }
+	elsif ($m == 10) { return pick(1, 'x', undef, [], [[]], JSON::PP::true, -0.5); }
+	elsif ($m == 11) { $e{data} = undef; }
+	elsif ($m == 12) { $e{data} = j_value(); $e{type} = "\x{1F642}" x 100; }
+	elsif ($m == 13) { $e{type} = "\x{202e}\x{200d}" . 'x' x 1010; }
+	elsif ($m == 14) { $e{data} = { 'k' x 10000 => 'v' x 10000 }; }
+	elsif ($m == 15) { $e{metadata} = { correlation_id => 'c' x 3000 }; }
+	elsif ($m == 16) { return {}; }
+	else { $e{type} = 'A' x 1024; }
+	return \%e;
+}
+
+# an events argument (jsonb)
+sub g_events
+{
+	my $r = rand;
+	if ($r < 0.55)
+	{
+		my @batch = map { j_event() } 1 .. 1 + int(rand(5));
+		return jlit(\@batch);
+	}
+	if ($r < 0.8)
+	{
+		return pick(
+			'NULL', "'[]'", "'{}'", "'1'", "'\"x\"'", "'null'", "'true'",
+			q{'{"type": "A", "data": {}}'}, "'[[]]'", "'[null]'", "'[1, 2]'",
+			q{'[{"type": "A", "data": {}, "type": "B"}]'},
+			q{'[{"type": "A", "data": "\u0000"}]'}, q{'[{"type": "\ud800", "data": {}}]'},
+			q{'[{"type": "A", "data": 1e1000000}]'}, q{'[{"type": "A", "data": {}}]garbage'},
+			q{'[{"type": "A", "data": {}, "id": "11111111-1111-4111-8111-111111111111"}, {"type": "A", "data": {}, "id": "11111111-1111-4111-8111-111111111111"}]'}
+		);
+	}
+	# built on the server: huge, deep, many; the heaviest rarely
+	return pick(
+		q{jsonb_build_array(jsonb_build_object('type', 'A', 'data', repeat('x', 2000000)))},
+		q{jsonb_build_array(jsonb_build_object('type', 'A', 'data', repeat('x', 900000)))},
+		q{(SELECT jsonb_agg(jsonb_build_object('type', 'A', 'data', i)) FROM generate_series(1, 10001) AS i)},
+		q{('[{"type": "A", "data": ' || repeat('[', 200000) || repeat(']', 200000) || '}]')::jsonb})
+	  if rand() < 0.1;
+	return pick(
+		q{jsonb_build_array(jsonb_build_object('type', 'A', 'data', repeat('x', 100000)))},
+		q{(SELECT jsonb_agg(jsonb_build_object('type', 'A', 'data', i)) FROM generate_series(1, 300) AS i)},
+		q{('[{"type": "A", "data": ' || repeat('[', 5000) || repeat(']', 5000) || '}]')::jsonb},
+		q{('[{"type": "A", "data": ' || repeat('{"a":', 2000) || '1' || repeat('}', 2000) || '}]')::jsonb},
+		q{(SELECT jsonb_build_array(jsonb_object_agg('k' || i, i) || '{"type": "A", "data": {}}') FROM generate_series(1, 5) AS i)},
+		q{(SELECT jsonb_agg(e) FROM (SELECT jsonb_build_object('type', 'A', 'data', '{}'::jsonb, 'id', event_id) AS e FROM es.events WHERE stream_id = 'fz-2' ORDER BY version LIMIT 3) AS x)},
+		q{(SELECT jsonb_agg(e ORDER BY v DESC) FROM (SELECT jsonb_build_object('type', 'A', 'data', '{}'::jsonb, 'id', event_id) AS e, version AS v FROM es.events WHERE stream_id = 'fz-2' ORDER BY version LIMIT 3) AS x)},
+		q{(SELECT jsonb_agg(e) FROM (SELECT jsonb_build_object('type', event_type, 'data', data, 'metadata', metadata, 'id', event_id) AS e FROM es.events WHERE stream_id = 'fz-1' ORDER BY version) AS x)},
+		q{jsonb_build_array(jsonb_build_object('type', 'A', 'data', '{}'::jsonb, 'id', gen_random_uuid()), jsonb_build_object('type', 'A', 'data', '{}'::jsonb, 'id', (SELECT event_id FROM es.events WHERE stream_id = 'fz-3' AND version = 1)))},
+		q{jsonb_build_array(jsonb_build_object('type', 'A', 'data', '{}'::jsonb, 'metadata', jsonb_build_object('correlation_id', repeat('c', 3000))))}
+	);
+}
+
+sub g_initial
+{
+	return pick('NULL', "'{}'", "'{}'", "'null'", "'[]'", "'1'", "'\"x\"'",
+		q{jsonb_build_object('big', repeat('x', 1000000))},
+		q{(repeat('[', 1000) || repeat(']', 1000))::jsonb}, q{'{"n": -9223372036854775808}'});
+}
+
+# a fabricated es.events row (for es_upcast and es_fold_agg); while the
+# known crash below is there, the columns whose NULL crashes the server are
+# never NULL
+my $null_crash;
+sub crashable { return $null_crash ? $_[0] : 'NULL'; }
+
+sub g_event_row
+{
+	my @f = (
+		pick('NULL', '1', '-1'), pick(crashable("'fz-1'"), "'fz-1'", "''", "repeat('x', 2000)"),
+		pick('NULL', '1', '0', '-5', '9223372036854775807'), pick(crashable('gen_random_uuid()'), 'gen_random_uuid()'),
+		pick(crashable("'A'"), "'A'", "'FzUp'", "''"), pick('NULL', '1', '0', '-3', '2', '2147483647'),
+		pick(crashable("'{}'"), "'{}'", "'null'", "'[1]'"), pick('NULL', "'{}'"),
+		pick('NULL', 'now()', "'infinity'"), pick('NULL', "'fz'"), pick('NULL', '0', '-1'),
+		pick('NULL', "'1'", "'0'"));
+	my @t = qw(bigint text bigint uuid text integer jsonb jsonb timestamptz text integer xid8);
+	return 'ROW(' . join(', ', map { "$f[$_]::$t[$_]" } 0 .. $#f) . ')::es.events';
+}
+
+# ---------------------------------------------------------------------
+# Known crash (reported): es_fold_agg and es_upcast dereference the
+# NOT NULL columns of the es.events row they are given (stream_id,
+# event_id, event_type, data) without checking them; a composite value
+# of type es.events is not bound by the table's NOT NULL constraints, so
+# any es_reader can crash the server with, e.g.,
+#   SELECT es.es_fold_agg('r(jsonb,jsonb)', '{}',
+#          ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'x', 0, '1')::es.events);
+# Probed here: while it crashes, the generator leaves those columns
+# non-NULL so that the rest of the fuzzing runs; once fixed, it covers
+# them too.
+# ---------------------------------------------------------------------
+#
+# Known crash 2 (reported): es_fold_agg with the reducer OID 0 ('-') and
+# at least one row skips the reducer check (0 is also its cache's "not set
+# yet" value) and calls through an uninitialized FmgrInfo:
+#   SELECT es.es_fold_agg('-', '{}', e) FROM es.events AS e;
+# While it crashes, es_fold_agg is not fuzzed with '-'.
+my $oid0_crash;
+SKIP:
+{
+	skip 'es_fold_agg is not installed', 3 unless $has_fold;
+	my @probe = (
+		[ 'es_fold_agg with a NULL stream_id', \$null_crash,
+		  q{SELECT es.es_fold_agg('fuzz.count_fold(jsonb,jsonb)', '{}',
+				ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'fz', 0, '1')::es.events)} ],
+		[ 'es_upcast with a NULL data (type with an upcaster)', \$null_crash,
+		  q{SELECT es.es_upcast(ROW(1, 'fzu-1', 1, gen_random_uuid(), 'FzUp', 1, NULL, NULL, now(), 'fzu', 0, '1')::es.events)} ],
+		[ 'es_fold_agg with the reducer OID 0', \$oid0_crash,
+		  q{SELECT es.es_fold_agg('-', '{}', e) FROM es.events AS e WHERE e.stream_id = 'fz-1'} ]);
+	for my $p (@probe)
+	{
+		my ($what, $flag, $sql) = @$p;
+		my ($crashed, $rc, $err) = run_isolated("\\set VERBOSITY verbose\n$sql");
+		$$flag ||= $crashed;
+		local $TODO = 'known crash, reported' if $crashed;
+		ok(!$crashed && $err =~ /ERROR:  (22004|42883):/, "$what: an error (22004 or 42883), not a crash")
+		  or diag $err;
+	}
+	note 'known crash present: fabricated rows keep stream_id, event_id, event_type and data non-NULL'
+	  if $null_crash;
+	note "known crash present: es_fold_agg is not fuzzed with the reducer '-'" if $oid0_crash;
+}
+
+my $log_offset = -s $node->logfile;
+
+# ---------------------------------------------------------------------
+# The cases: function => [weight, types, generators, call, checks]
+# ---------------------------------------------------------------------
+my @cases;
+
+sub add_case
+{
+	my ($fn, $kind, $types, $exprs, $call, $checks) = @_;
+	$case_id++;
+	my $build = 'SELECT ARRAY['
+	  . join(', ', map { "($exprs->[$_])::$types->[$_]::text" } 0 .. $#$types)
+	  . ']::text[]';
+	push @cases, [ $case_id, $fn, $kind, $build, $call, $checks ];
+	return;
+}
+
+# argument $i as its type, in a call
+sub arg { my ($i, $t) = @_; return "\$1[$i]::$t"; }
+
+my $append_check = q{
+	SELECT (SELECT s.version FROM es.streams AS s WHERE s.stream_id = $1[1]) >= (r->>'version')::bigint
+	   AND jsonb_array_length(r->'positions') = jsonb_array_length(b)
+	   AND NOT EXISTS (
+		SELECT FROM jsonb_array_elements(b) WITH ORDINALITY AS x(ev, i)
+		  LEFT JOIN es.events AS e
+			ON e.stream_id = $1[1] AND e.version = (r->>'version')::bigint - jsonb_array_length(b) + x.i
+		 WHERE e.stream_id IS NULL
+			OR e.global_position <> (r->'positions'->>(x.i::int - 1))::bigint
+			OR (x.ev->>'id' IS NOT NULL AND e.event_id <> (x.ev->>'id')::uuid)
+			-- an idempotent retry (every id given) returns the original
+			-- events, whatever the retry carries; otherwise they are the batch
+			OR (NOT t.retry
+				AND (e.event_type IS DISTINCT FROM x.ev->>'type'
+					 OR e.data IS DISTINCT FROM x.ev->'data'
+					 OR e.metadata IS DISTINCT FROM NULLIF(x.ev->'metadata', 'null')
+					 OR e.schema_version <> COALESCE((x.ev->>'schema_version')::numeric, 1))))
+	  FROM (SELECT ($2::jsonb)->0 AS r, $1[3]::jsonb AS b,
+				   NOT EXISTS (SELECT FROM jsonb_array_elements($1[3]::jsonb) AS y(ev) WHERE y.ev->>'id' IS NULL) AS retry) AS t};
+
+my %gen = (
+	es_append => [
+		40,
+		sub {
+			add_case('es_append', 'es_append', [qw(text bigint jsonb)],
+				[ g_name(), rand() < 0.5 ? 'NULL' : g_bigint(), g_events() ],
+				'SELECT json_agg(x)::text FROM es.es_append($1[1]::text, $1[2]::bigint, $1[3]::jsonb) AS x',
+				$append_check);
+		}
+	],
+	es_read_stream => [
+		8,
+		sub {
+			add_case(
+				'es_read_stream', 'es_read_stream', [qw(text bigint bigint text)],
+				[
+					g_name(), g_bigint(), g_bigint(),
+					pick("'forward'", "'backward'", "'BACKWARD'", "'Forward'", 'NULL', "''", "' forward'", "'sideways'")
+				],
+				q{WITH r AS (SELECT row_number() OVER () AS rn, e.*
+							   FROM es.es_read_stream($1[1]::text, $1[2]::bigint, $1[3]::bigint, $1[4]::text) AS e),
+					  p AS (SELECT COALESCE((SELECT version FROM es.streams WHERE stream_id = $1[1]), 0) AS v,
+								   lower($1[4]) = 'backward' AS back, $1[2]::bigint AS f, $1[3]::bigint AS m)
+				  SELECT CASE WHEN (SELECT count(*) FROM r) =
+								   LEAST(COALESCE(p.m, 9223372036854775807),
+										 CASE WHEN p.back THEN GREATEST(LEAST(COALESCE(p.f, p.v), p.v), 0)
+											  ELSE GREATEST(p.v - COALESCE(p.f, 1) + 1, 0) END)
+							   AND NOT EXISTS (SELECT FROM r WHERE r.stream_id <> $1[1]
+												  OR r.version <> CASE WHEN p.back THEN LEAST(COALESCE(p.f, p.v), p.v) - r.rn + 1
+																	   ELSE COALESCE(p.f, 1) + r.rn - 1 END)
+							  THEN 'ok' ELSE 'wrong' END
+					FROM p},
+				q{SELECT $2 = 'ok'});
+		}
+	],
+	es_stream_version => [
+		3,
+		sub {
+			add_case('es_stream_version', 'es_stream_version', ['text'], [ g_name() ],
+				'SELECT es.es_stream_version($1[1]::text)::text',
+				q{SELECT $2 IS NOT DISTINCT FROM
+						 CASE WHEN $1[1] IS NOT NULL THEN (SELECT count(*) FROM es.events WHERE stream_id = $1[1])::text END});
+		}
+	],
+	es_read_all => [
+		8,
+		sub {
+			add_case(
+				'es_read_all', 'es_read_all', [qw(es.log_cursor integer text text[])],
+				[ g_cursor(), g_int(), rand() < 0.5 ? 'NULL' : g_name(), rand() < 0.5 ? 'NULL' : g_text_array() ],
+				q{WITH r AS (SELECT a.global_position, a.stream_id, a.version, a.event_type, a.log_cursor,
+									lag(a.log_cursor) OVER () AS prev
+							   FROM es.es_read_all($1[1]::es.log_cursor, $1[2]::integer, $1[3]::text, $1[4]::text[]) AS a)
+				  SELECT CASE WHEN (SELECT count(*) FROM r) <= $1[2]::integer
+							   AND NOT EXISTS (SELECT FROM r
+												WHERE ($1[3] IS NOT NULL AND split_part(r.stream_id, '-', 1) <> $1[3])
+												   OR ($1[4] IS NOT NULL AND NOT r.event_type = ANY ($1[4]::text[]))
+												   OR ($1[1] IS NOT NULL AND NOT r.log_cursor > $1[1]::es.log_cursor)
+												   OR NOT r.log_cursor > r.prev
+												   OR r.log_cursor IS DISTINCT FROM
+													  (SELECT ROW(e.era, e.tx_id, e.global_position)::es.log_cursor
+														 FROM es.events AS e
+														WHERE e.stream_id = r.stream_id AND e.version = r.version))
+							  THEN 'ok' ELSE 'wrong' END},
+				q{SELECT $2 = 'ok'});
+		}
+	],
+	es_log_horizon => [
+		1,
+		sub {
+			add_case('es_log_horizon', 'es_log_horizon', [], [],
+				'SELECT es.es_log_horizon()::text',
+				q{SELECT $2::xid8 <= pg_snapshot_xmin(pg_current_snapshot())});
+		}
+	],
+	es_events_by_correlation => [
+		3,
+		sub {
+			my $id = pick(g_name(), "'c-1'", "'c-3'", "'c-x'");
+			add_case('es_events_by_correlation', 'es_events_by_correlation', ['text'], [$id],
+				q{SELECT count(*)::text FROM es.es_events_by_correlation($1[1]::text)},
+				q{SELECT $2::bigint = (SELECT count(*) FROM es.events WHERE metadata->>'correlation_id' = $1[1])});
+		}
+	],
+	es_events_by_causation => [
+		2,
+		sub {
+			my $id = pick(g_name(), "'k-1'", "'k-2'");
+			add_case('es_events_by_causation', 'es_events_by_causation', ['text'], [$id],
+				q{SELECT count(*)::text FROM es.es_events_by_causation($1[1]::text)},
+				q{SELECT $2::bigint = (SELECT count(*) FROM es.events WHERE metadata->>'causation_id' = $1[1])});
+		}
+	],
+	trigger => [
+		1,
+		sub {
+			my $fn = pick('es_guard', 'es_project', $has_outbox ? 'es_outbox_routes_changed' : 'es_guard',
+				$has_fold ? 'es_upcasters_changed' : 'es_guard');
+			add_case($fn, 'trigger', [], [], "SELECT es.$fn()::text", undef);
+		}
+	],
+	es_projection_replay => [
+		3,
+		sub {
+			add_case('es_projection_replay', 'es_projection_replay', [qw(name es.log_cursor integer boolean)],
+				[ pick('NULL', "'fz_proj'", "'fz_before'", "'nope'", "''", "repeat('x', 100)", "'es_guard_write'"),
+				  g_cursor(), g_int(), g_bool() ],
+				q{SELECT json_agg(r)::text FROM es.es_projection_replay($1[1]::name, $1[2]::es.log_cursor, $1[3]::integer, $1[4]::boolean) AS r},
+				undef);
+		}
+	],
+	es_rebuild_projection => [
+		1,
+		sub {
+			add_case('es_rebuild_projection', 'es_rebuild_projection', [qw(name text integer boolean)],
+				[ pick('NULL', "'fz_proj'", "'fz_before'", "'nope'", "''"),
+				  pick('NULL', "'TRUNCATE fuzz.proj'", "'SELECT 1'", "''"), g_int(), g_bool() ],
+				q{CALL es.es_rebuild_projection($1[1]::name, $1[2]::text, $1[3]::integer, $1[4]::boolean)},
+				undef);
+		}
+	],
+);
+
+if ($has_fold)
+{
+	my $fold_args = sub {
+		return (
+			[qw(text regprocedure jsonb bigint timestamptz)],
+			[ g_name(), g_reducer(), g_initial(), rand() < 0.5 ? 'NULL' : g_bigint(), rand() < 0.6 ? 'NULL' : g_timestamptz() ]);
+	};
+	# with count_fold from '{}', the count is what the bounds let through
+	my $fold_check = q{
+		SELECT $1[2]::regprocedure <> 'fuzz.count_fold(jsonb,jsonb)'::regprocedure OR $1[3]::jsonb <> '{}'
+			OR COALESCE((($2::jsonb)->>'n')::bigint, 0) =
+			   (SELECT count(*) FROM es.events
+				 WHERE stream_id = $1[1] AND version <= COALESCE($1[4]::bigint, 9223372036854775807)
+				   AND ($1[5] IS NULL OR recorded_at <= $1[5]::timestamptz))};
+	$gen{es_fold} = [
+		8,
+		sub {
+			my ($t, $e) = $fold_args->();
+			add_case('es_fold', 'es_fold', $t, $e,
+				'SELECT es.es_fold($1[1]::text, $1[2]::regprocedure, $1[3]::jsonb, $1[4]::bigint, $1[5]::timestamptz)::text',
+				$fold_check);
+		}
+	];
+	$gen{es_fold_state} = [
+		4,
+		sub {
+			my ($t, $e) = $fold_args->();
+			add_case('es_fold_state', 'es_fold_state', $t, $e,
+				'SELECT (es.es_fold_state($1[1]::text, $1[2]::regprocedure, $1[3]::jsonb, $1[4]::bigint, $1[5]::timestamptz)).state::text',
+				$fold_check);
+		}
+	];
+	$gen{es_fold_agg} = [
+		4,
+		sub {
+			my $r = rand;
+			my ($from, $order);
+			if ($r < 0.5)
+			{
+				$from = 'FROM es.events AS e WHERE e.stream_id = $1[3]';
+				$order = pick('ORDER BY e.version', 'ORDER BY e.version DESC', '', 'ORDER BY random()');
+			}
+			elsif ($r < 0.7)
+			{
+				$from = 'FROM generate_series(1, 3) AS g LEFT JOIN es.events AS e ON e.stream_id = $1[3] AND e.version = g * 2';
+				$order = 'ORDER BY g';
+			}
+			else
+			{
+				$from = 'FROM (VALUES (' . g_event_row() . '), (' . g_event_row() . ')) AS v(e)';
+				$order = '';
+			}
+			my $reducer = g_reducer();
+			$reducer = "'fuzz.count_fold(jsonb,jsonb)'" if $oid0_crash && $reducer eq "'-'";
+			# an ordered aggregate sorts its arguments with every row: no
+			# 1 MB initial state here
+			my $initial = g_initial();
+			$initial = "'{}'" if $initial =~ /1000000/;
+			add_case('es_fold_agg', 'es_fold_agg', [qw(regprocedure jsonb text)],
+				[ $reducer, $initial, g_name() ],
+				"SELECT es.es_fold_agg(\$1[1]::regprocedure, \$1[2]::jsonb, e $order)::text $from", undef);
+		}
+	];
+	$gen{es_snapshot_save} = [
+		4,
+		sub {
+			add_case('es_snapshot_save', 'es_snapshot_save', [qw(text regprocedure jsonb bigint)],
+				[ g_name(), g_reducer(), g_initial(), rand() < 0.5 ? 'NULL' : g_bigint() ],
+				'SELECT es.es_snapshot_save($1[1]::text, $1[2]::regprocedure, $1[3]::jsonb, $1[4]::bigint)::text',
+				q{SELECT EXISTS (SELECT FROM es.snapshots WHERE stream_id = $1[1] AND version = $2::bigint)});
+		}
+	];
+	$gen{es_snapshot_delete} = [
+		2,
+		sub {
+			add_case('es_snapshot_delete', 'es_snapshot_delete', [qw(text regprocedure)],
+				[ g_name(), g_reducer() ],
+				'SELECT es.es_snapshot_delete($1[1]::text, $1[2]::regprocedure)::text',
+				q{SELECT NOT EXISTS (SELECT FROM es.snapshots AS s
+									  WHERE ($1[1] IS NULL OR s.stream_id = $1[1])
+										AND ($1[2] IS NULL OR s.reducer::regprocedure = $1[2]::regprocedure))});
+		}
+	];
+	$gen{es_register_upcaster} = [
+		3,
+		sub {
+			# hostile or odd functions only for types no stored event has
+			my $fn = g_upcaster_fn();
+			my $type = $fn =~ /up_ident/ ? pick("'FzUp'", "'FzNone'") : pick(g_name(), "'FzNone'");
+			$type = "'FzNone'" if $type =~ /^'(A|B|fz|fzp)'$/;
+			add_case('es_register_upcaster', 'es_register_upcaster', [qw(text integer regprocedure)],
+				[ $type, g_int(), $fn ],
+				'SELECT es.es_register_upcaster($1[1]::text, $1[2]::integer, $1[3]::regprocedure)::text',
+				q{SELECT EXISTS (SELECT FROM es.upcasters WHERE event_type = $1[1] AND from_version = $1[2]::integer)});
+		}
+	];
+	$gen{es_unregister_upcaster} = [
+		1,
+		sub {
+			add_case('es_unregister_upcaster', 'es_unregister_upcaster', [qw(text integer)],
+				[ pick(g_name(), "'FzNone'", "'FzUp'"), g_int() ],
+				'SELECT es.es_unregister_upcaster($1[1]::text, $1[2]::integer)::text',
+				q{SELECT NOT EXISTS (SELECT FROM es.upcasters WHERE event_type = $1[1] AND from_version = $1[2]::integer)});
+		}
+	];
+	$gen{es_upcast} = [
+		2,
+		sub {
+			add_case('es_upcast', 'es_upcast', [], [],
+				'SELECT es.es_upcast(' . g_event_row() . ')::text', undef);
+		}
+	];
+}
+
+if ($has_outbox)
+{
+	my $group = sub { return pick(g_name(), "'fzg'", "'fzg'", "'nope'"); };
+	%gen = (
+		%gen,
+		es_outbox_route => [
+			2,
+			sub {
+				add_case('es_outbox_route', 'es_outbox_route', [qw(text text)], [ g_name(), g_name() ],
+					'SELECT es.es_outbox_route($1[1]::text, $1[2]::text)::text',
+					q{SELECT EXISTS (SELECT FROM es.outbox_routes
+									  WHERE category IS NOT DISTINCT FROM $1[1] AND event_type IS NOT DISTINCT FROM $1[2])});
+			}
+		],
+		es_outbox_unroute => [
+			1,
+			sub {
+				add_case('es_outbox_unroute', 'es_outbox_unroute', [qw(text text)], [ g_name(), g_name() ],
+					'SELECT es.es_outbox_unroute($1[1]::text, $1[2]::text)::text', undef);
+			}
+		],
+		es_outbox_create_group => [
+			2,
+			sub {
+				add_case('es_outbox_create_group', 'es_outbox_create_group',
+					[qw(text integer interval interval boolean)],
+					[ g_name(), g_int(), g_interval(), g_interval(), g_bool() ],
+					'SELECT es.es_outbox_create_group($1[1]::text, $1[2]::integer, $1[3]::interval, $1[4]::interval, $1[5]::boolean)::text',
+					q{SELECT EXISTS (SELECT FROM es.outbox_groups WHERE name = $1[1] AND group_id = $2::integer)});
+			}
+		],
+		es_outbox_drop_group => [
+			1,
+			sub {
+				my $g = g_name();
+				$g = "'nope'" if $g eq "'fzg'";
+				add_case('es_outbox_drop_group', 'es_outbox_drop_group', ['text'], [$g],
+					'SELECT es.es_outbox_drop_group($1[1]::text)::text', undef);
+			}
+		],
+		es_outbox_claim => [
+			3,
+			sub {
+				add_case('es_outbox_claim', 'es_outbox_claim', [qw(text integer interval)],
+					[ $group->(), g_int(), g_interval() ],
+					'SELECT count(*)::text FROM es.es_outbox_claim($1[1]::text, $1[2]::integer, $1[3]::interval)',
+					q{SELECT $2::bigint <= $1[2]::integer});
+			}
+		],
+		es_outbox_ack => [
+			2,
+			sub {
+				add_case('es_outbox_ack', 'es_outbox_ack', [qw(text uuid bigint[])],
+					[ $group->(), pick(g_uuid(), '(SELECT lease FROM es.outbox_deliveries WHERE lease IS NOT NULL LIMIT 1)'),
+					  g_bigint_array() ],
+					'SELECT es.es_outbox_ack($1[1]::text, $1[2]::uuid, $1[3]::bigint[])::text', undef);
+			}
+		],
+		es_outbox_nack => [
+			2,
+			sub {
+				add_case('es_outbox_nack', 'es_outbox_nack', [qw(text uuid bigint[] text interval)],
+					[ $group->(), pick(g_uuid(), '(SELECT lease FROM es.outbox_deliveries WHERE lease IS NOT NULL LIMIT 1)'),
+					  g_bigint_array(), g_name(), g_interval() ],
+					'SELECT es.es_outbox_nack($1[1]::text, $1[2]::uuid, $1[3]::bigint[], $1[4]::text, $1[5]::interval)::text',
+					undef);
+			}
+		],
+		es_outbox_replay => [
+			1,
+			sub {
+				add_case('es_outbox_replay', 'es_outbox_replay', [qw(text bigint[])],
+					[ $group->(), g_bigint_array() ],
+					'SELECT es.es_outbox_replay($1[1]::text, $1[2]::bigint[])::text', undef);
+			}
+		],
+		es_outbox_discard => [
+			1,
+			sub {
+				add_case('es_outbox_discard', 'es_outbox_discard', [qw(text bigint[])],
+					[ $group->(), g_bigint_array() ],
+					'SELECT es.es_outbox_discard($1[1]::text, $1[2]::bigint[])::text', undef);
+			}
+		],
+		es_outbox_cleanup => [
+			1,
+			sub {
+				add_case('es_outbox_cleanup', 'es_outbox_cleanup', [qw(interval integer)],
+					[ g_interval(), g_int() ],
+					'SELECT es.es_outbox_cleanup($1[1]::interval, $1[2]::integer)::text', undef);
+			}
+		],
+		es_outbox_notify => [
+			1,
+			sub {
+				add_case('es_outbox_notify', 'es_outbox_notify', [], [],
+					'SELECT es.es_outbox_notify()::text', undef);
+			}
+		],
+		es_outbox_notify_status => [
+			1,
+			sub {
+				add_case('es_outbox_notify_status', 'es_outbox_notify_status', [], [],
+					'SELECT row_to_json(s)::text FROM es.es_outbox_notify_status() AS s', undef);
+			}
+		]);
+}
+
+# every public function of schema es must have a generator: a new function
+# without one fails here
+my @public = split /\n/, $node->safe_psql(
+	'postgres', q{
+	SELECT p.proname FROM pg_proc AS p
+	 WHERE p.pronamespace = 'es'::regnamespace
+	   AND p.proname NOT IN ('es_fold_agg_step', 'es_fold_agg_final')
+	   AND p.prorettype <> 'trigger'::regtype
+	 ORDER BY 1});
+my @uncovered = grep { !$gen{$_} } @public;
+is(join(', ', @uncovered), '', 'every public function of schema es has a fuzz generator');
+
+# the cases, by weight, in a seeded random order
+my @pool = map { ($_) x $gen{$_}[0] } sort keys %gen;
+$gen{ pick(@pool) }[1]->() while @cases < $target;
+
+# load them with COPY-like speed: one INSERT per 200 cases
+my $t0 = time;
+for (my $i = 0; $i < @cases; $i += 200)
+{
+	my @chunk = @cases[ $i .. ($i + 199 < $#cases ? $i + 199 : $#cases) ];
+	$node->safe_psql('postgres',
+		'INSERT INTO fuzz.cases VALUES '
+		  . join(",\n", map { my $c = $_; '(' . join(', ', $c->[0], map { defined $_ ? q_lit($_) : 'NULL' } @$c[ 1 .. 5 ]) . ')' } @chunk));
+}
+note sprintf('%d cases generated (seed %d) in %.1fs', scalar @cases, $seed, time - $t0);
+
+# ---------------------------------------------------------------------
+# Run them in chunks; after each, the server must be alive
+# ---------------------------------------------------------------------
+my $chunk = 250;
+my @crashes;
+for (my $lo = 1; $lo <= @cases; $lo += $chunk)
+{
+	my $hi = $lo + $chunk - 1;
+	my ($crashed, $rc, $err) = run_isolated("CALL fuzz.run($lo, $hi)");
+	next if $rc == 0 && !$crashed;
+
+	# the server died (or the driver failed): find the case, one by one
+	diag "fuzz chunk $lo..$hi failed: $err";
+	for my $id ($lo .. $hi)
+	{
+		next if $node->safe_psql('postgres', "SELECT count(*) FROM fuzz.results WHERE id = $id") ne '0';
+		($crashed, $rc, $err) = run_isolated("CALL fuzz.run($id, $id)");
+		if ($rc != 0 || $crashed)
+		{
+			my $c = $cases[ $id - 1 ];
+			push @crashes, "case $id ($c->[1]): $c->[3] ;; $c->[4]";
+			diag "case $id crashed the server or the driver: $err\n  build: $c->[3]\n  call: $c->[4]";
+			$node->safe_psql('postgres',
+				"INSERT INTO fuzz.results VALUES ($id, '$c->[1]', '$c->[2]', 'crash', NULL, NULL, NULL) ON CONFLICT DO NOTHING");
+		}
+	}
+}
+my $elapsed = time - $t0;
+is(join("\n", @crashes), '', 'no fuzz case crashed the server');
+is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server is alive after the fuzzing');
+ok(!$node->log_contains(qr/terminated by signal|PANIC:|TRAP:/, $log_offset),
+	'the server log shows no crash, no PANIC, no failed assertion');
+
+# ---------------------------------------------------------------------
+# The outcomes
+# ---------------------------------------------------------------------
+my $summary = $node->safe_psql(
+	'postgres', q{
+	SELECT fn || ': ' || sum(n) || ' (' || string_agg(outcome || ' ' || n, ', ' ORDER BY outcome) || ')'
+	  FROM (SELECT fn, outcome, count(*) AS n FROM fuzz.results GROUP BY 1, 2) AS s
+	 GROUP BY fn ORDER BY fn});
+note "outcomes per function:\n$summary";
+note "slowest cases:\n" . $node->safe_psql('postgres',
+	q{SELECT r.id || ' ' || r.fn || ' ' || round(r.ms) || ' ms ' || r.outcome || ' ' || COALESCE(r.sqlstate, '') || E'\n    ' || c.build || E'\n    ' || left(c.call, 300)
+		FROM fuzz.results AS r JOIN fuzz.cases AS c USING (id) ORDER BY r.ms DESC NULLS LAST LIMIT 8});
+note "time per function:\n" . $node->safe_psql('postgres',
+	q{SELECT fn || ' ' || round(sum(ms)) || ' ms' FROM fuzz.results GROUP BY fn ORDER BY sum(ms) DESC LIMIT 10});
+my ($total, $calls, $oks, $errors, $inputs) = split /\|/, $node->safe_psql(
+	'postgres', q{
+	SELECT count(*), count(*) FILTER (WHERE outcome <> 'input'), count(*) FILTER (WHERE outcome = 'ok'),
+		   count(*) FILTER (WHERE outcome = 'error'), count(*) FILTER (WHERE outcome = 'input')
+	  FROM fuzz.results});
+note 'the store at the end: ' . $node->safe_psql('postgres',
+	q{SELECT count(*) || ' events in ' || (SELECT count(*) FROM es.streams) || ' streams, '
+			 || pg_size_pretty(pg_total_relation_size('es.events')) || ', longest stream '
+			 || (SELECT max(version) FROM es.streams) FROM es.events});
+note sprintf(
+	'fuzz: %d cases, %d calls (%d succeeded, %d failed with an error), %d inputs rejected by their type before any call, %.0fs',
+	$total, $calls, $oks, $errors, $inputs, $elapsed);
+is($total, scalar @cases, "every one of the " . scalar(@cases) . " cases ran");
+cmp_ok($calls, '>=', 0.8 * @cases, 'most cases reached the function');
+
+is( $node->safe_psql(
+		'postgres',
+		q{SELECT string_agg(r.id || ' ' || r.fn || ': ' || COALESCE(r.message, '') || E'\n  ' || c.build, E'\n' ORDER BY r.id)
+			FROM fuzz.results AS r JOIN fuzz.cases AS c USING (id) WHERE r.outcome = 'wrong'}),
+	'',
+	'no call succeeded with a wrong result');
+is( $node->safe_psql(
+		'postgres',
+		q{SELECT string_agg(id || ' ' || fn || ': ' || sqlstate || ' ' || message, E'\n' ORDER BY id)
+			FROM fuzz.results WHERE outcome = 'partial'}),
+	'',
+	'no failed call left a partial write');
+
+# every error's SQLSTATE is documented for its function
+my %allowed;
+for my $kind (keys %documented)
+{
+	$allowed{$kind} = { map { $_ => 1 } @{ $documented{$kind} } };
+	if ($kind =~ /^es_fold|es_snapshot_save/)
+	{
+		$allowed{$kind}{$_} = 1 for @reducer_errors;
+	}
+}
+# errors without a documented SQLSTATE that are known and reported: the
+# test lists them as TODO until they are fixed or documented
+my @known = (
+	[ qr/^es_outbox_(claim|nack|create_group|cleanup): 22008/,
+	  'interval arguments are not bounded: an interval that overflows a timestamp gives 22008' ],
+	[ qr/^es_upcast: 22004/,
+	  'the README lists no SQLSTATE for es_upcast (22004: a NULL column in the es.events value given)' ],
+);
+my (@undocumented, @known_found);
+for my $row (split /\n/,
+	$node->safe_psql(
+		'postgres', q{
+	SELECT kind, sqlstate, count(*), min(id), translate(min(message), E'|\n\r', '/  ')
+	  FROM fuzz.results WHERE outcome = 'error' GROUP BY 1, 2 ORDER BY 1, 2}))
+{
+	my ($kind, $state, $n, $id, $msg) = split /\|/, $row;
+	next if $allowed{$kind}{$state};
+	my $line = "$kind: $state x$n (case $id: $msg)";
+	if (grep { $line =~ $_->[0] } @known) { push @known_found, $line; }
+	else { push @undocumented, $line; }
+}
+is(join("\n", @undocumented), '', 'every error has a SQLSTATE documented for its function');
+{
+	local $TODO = 'known, reported: ' . join('; ', map { $_->[1] } @known);
+	is(join("\n", @known_found), '', 'no known undocumented SQLSTATE occurred');
+}
+
+# the store's invariants after thousands of calls
+is( $node->safe_psql(
+		'postgres', q{
+	SELECT (SELECT count(*)
+			  FROM es.streams AS s
+			  FULL JOIN (SELECT stream_id, count(*) AS n, max(version) AS m FROM es.events GROUP BY 1) AS e USING (stream_id)
+			 WHERE s.version IS DISTINCT FROM e.n OR s.version IS DISTINCT FROM e.m)
+		 + (SELECT count(*)
+			  FROM (SELECT version, row_number() OVER (PARTITION BY stream_id ORDER BY version) AS rn
+					  FROM es.events) AS t
+			 WHERE version <> rn)
+		 + (SELECT count(*) - count(DISTINCT global_position) FROM es.events)}),
+	'0',
+	'after the fuzzing: versions contiguous, es.streams agrees, positions unique');
+
+$node->stop;
+done_testing();
