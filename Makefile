@@ -2,16 +2,17 @@
 EXTENSION    = es_ext
 EXTVERSION   = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
 MODULE_big   = es_ext
-OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o src/projection.o
+OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o src/projection.o src/event.o src/routine.o src/upcast.o src/snapshot.o src/fold.o src/fold_agg.o \
+               src/outbox.o src/notify.o
 
 DATA         = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # pg_regress: one file per topic (sql/<topic>.sql, expected/<topic>.out)
-REGRESS      = setup append read_stream read_all immutability privileges search_path limits projection
+REGRESS      = setup append read_stream read_all immutability privileges search_path limits projection fold snapshot upcast outbox example_orders privilege_audit search_path_audit
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected
-ISOLATION      = append_conflict append_any read_all_gap read_all_abort read_all_stream_order projection
+ISOLATION      = append_conflict append_any read_all_gap read_all_abort read_all_stream_order projection fold_consistent outbox_claim outbox_order outbox_notify
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 TAP_TESTS    = 1
@@ -20,9 +21,30 @@ PROVE_TESTS  = test/t/*.pl
 PG_CPPFLAGS  = -I$(srcdir)/src
 PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
+# es_relay, the outbox consumer program (libpq): built by "make", installed
+# into pg_config --bindir by "make install" (PGXS allows one MODULE_big or
+# PROGRAM per Makefile, so it has rules of its own)
+RELAY        = src/relay/es_relay
+EXTRA_CLEAN  = $(RELAY)
+
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+RELAY_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir)
+RELAY_LDFLAGS  = -L$(shell $(PG_CONFIG) --libdir)
+
+all: $(RELAY)
+
+$(RELAY): src/relay/es_relay.c
+	$(CC) $(CFLAGS) -Wall -Wextra -Werror $(RELAY_CPPFLAGS) -DES_RELAY_VERSION='"$(EXTVERSION)"' \
+		-o $@ $< $(RELAY_LDFLAGS) -lpq
+
+install: install-relay
+.PHONY: install-relay
+install-relay: $(RELAY)
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) $(RELAY) '$(DESTDIR)$(bindir)/es_relay'
 
 .PHONY: test demo demo-stop bench
 test:
@@ -36,3 +58,12 @@ demo-stop:
 
 bench:
 	bash bench/run
+
+# static analysis (cppcheck, clang-tidy) and the suites against an
+# AddressSanitizer build: see test/lint and test/asan
+.PHONY: lint asan-check
+lint:
+	bash test/lint
+
+asan-check:
+	bash test/asan

@@ -3,17 +3,19 @@
 -- is marked; anything else failing stops the demo.
 \set ON_ERROR_STOP 1
 \pset footer off
+\set SHOW_CONTEXT never
 \echo
 \echo '== 1. Commands: create two orders, add and remove items, confirm one'
-SELECT orders.create_order('1001', 'c-ann') AS version;
-SELECT orders.add_item('1001', 'BOOK-42', 2, 12.50) AS version;
-SELECT orders.add_item('1001', 'PEN-7', 5, 1.20) AS version;
-SELECT orders.create_order('1002', 'c-ann') AS version;
-SELECT orders.add_item('1002', 'MUG-1', 1, 8.00) AS version;
-SELECT orders.remove_item('1001', 'PEN-7') AS version;
-SELECT orders.add_item('1001', 'PEN-9', 3, 2.00) AS version;
-SELECT orders.confirm_order('1001') AS version;
-
+\pset tuples_only on
+SELECT format('%-45s -> version %s', 'create_order(''1001'', ''c-ann'')', orders.create_order('1001', 'c-ann'));
+SELECT format('%-45s -> version %s', 'add_item(''1001'', ''BOOK-42'', 2, 12.50)', orders.add_item('1001', 'BOOK-42', 2, 12.50));
+SELECT format('%-45s -> version %s', 'add_item(''1001'', ''PEN-7'', 5, 1.20)', orders.add_item('1001', 'PEN-7', 5, 1.20));
+SELECT format('%-45s -> version %s', 'create_order(''1002'', ''c-ann'')', orders.create_order('1002', 'c-ann'));
+SELECT format('%-45s -> version %s', 'add_item(''1002'', ''MUG-1'', 1, 8.00)', orders.add_item('1002', 'MUG-1', 1, 8.00));
+SELECT format('%-45s -> version %s', 'remove_item(''1001'', ''PEN-7'')', orders.remove_item('1001', 'PEN-7'));
+SELECT format('%-45s -> version %s', 'add_item(''1001'', ''PEN-9'', 3, 2.00)', orders.add_item('1001', 'PEN-9', 3, 2.00));
+SELECT format('%-45s -> version %s', 'confirm_order(''1001'')', orders.confirm_order('1001'));
+\pset tuples_only off
 \echo
 \echo '== 2. The events behind order 1001'
 SELECT version, event_type, data FROM es.es_read_stream('order-1001');

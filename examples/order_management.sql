@@ -98,7 +98,7 @@ BEGIN
 	IF NOT (state ->> 'status') = ANY (allowed) THEN
 		RAISE EXCEPTION 'cannot % order "%" because it is %', command, order_id, state ->> 'status'
 			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = format('%s is allowed only for orders that are %s.', initcap(command),
+				  HINT = format('Only orders that are %s accept this command.',
 								array_to_string(allowed, ' or '));
 	END IF;
 END

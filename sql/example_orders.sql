@@ -1,9 +1,9 @@
 -- example_orders: the worked example (examples/order_management.sql):
 -- commands, business-rule errors, the read model, time travel, rebuild
 
-\set QUIET 1
+\set ECHO none
 \i examples/order_management.sql
-\unset QUIET
+\set ECHO all
 SELECT store_mark();
 
 -- commands return the order's new version
@@ -17,6 +17,7 @@ SELECT orders.add_item('o-2', 'C', 3, 1.00) AS v;
 SELECT orders.confirm_order('o-1') AS v;
 SELECT orders.create_order('o-3', 'c-2') AS v;
 SELECT orders.cancel_order('o-3', 'changed my mind') AS v;
+SELECT orders.create_order('o-4', 'c-2') AS v;
 
 SELECT version, event_type, data FROM es.es_read_stream('order-o-1');
 SELECT orders.load('o-1');
@@ -39,7 +40,6 @@ SELECT try($$SELECT orders.add_item('o-2', 'C', 1, 2.00)$$);
 SELECT try($$SELECT orders.remove_item('o-2', 'Z')$$);
 SELECT try($$SELECT orders.confirm_order('o-3')$$);
 SELECT try($$SELECT orders.cancel_order('o-3', 'again')$$);
-SELECT orders.create_order('o-4', 'c-2') AS v;
 SELECT try($$SELECT orders.confirm_order('o-4')$$);
 SELECT * FROM store_counts();
 
@@ -54,7 +54,9 @@ SELECT orders.load('o-1', up_to_version => 1) ->> 'status' AS status_at_v1;
 -- rebuild equals the inline read model
 CREATE TEMP TABLE inline_summary AS SELECT * FROM orders.order_summary;
 UPDATE orders.order_summary SET total_amount = 0, status = 'broken';
+SET client_min_messages = warning;	-- progress NOTICEs count the whole log
 CALL es.es_rebuild_projection('order_summary', 'TRUNCATE orders.order_summary');
+RESET client_min_messages;
 SELECT count(*) AS differences FROM (
 	(SELECT * FROM orders.order_summary EXCEPT SELECT * FROM inline_summary)
 	UNION ALL (SELECT * FROM inline_summary EXCEPT SELECT * FROM orders.order_summary)) d;

@@ -95,3 +95,20 @@ SELECT try($$SELECT * FROM es.es_read_all(NULL, 10, '')$$);
 SELECT try($$SELECT * FROM es.es_read_all(NULL, 10, NULL, '{}')$$);
 SELECT try($$SELECT * FROM es.es_read_all(NULL, 10, NULL, ARRAY['A', NULL])$$);
 SELECT try($$SELECT * FROM es.es_read_all('(zero,1,1)')$$);
+
+-- a database restored into another cluster: es.config still names the
+-- cluster it came from (a restore writes it with triggers off, as simulated
+-- here).  Readers treat the restored history as final, and the first append
+-- starts a new era, so what is appended from now on sorts after it even
+-- though transaction ids restarted.
+SET session_replication_role = replica;
+UPDATE es.config SET system_identifier = system_identifier + 1;
+RESET session_replication_role;
+\c
+SELECT (SELECT count(*) FROM es.es_read_all(NULL, 1000000)) = (SELECT count(*) FROM es.events) AS all_final;
+SELECT version FROM es.es_append('ra-era', 0, '[{"type": "AfterRestore", "data": {}}]');
+SELECT era, system_identifier = (SELECT system_identifier FROM pg_control_system()) AS this_cluster FROM es.config;
+SELECT era FROM es.events WHERE stream_id = 'ra-era';
+SELECT stream_id, (log_cursor).era FROM es.es_read_all(NULL, 1000000) ORDER BY log_cursor DESC LIMIT 1;
+SELECT version FROM es.es_append('ra-era', 1, '[{"type": "Again", "data": {}}]');
+SELECT version, era FROM es.events WHERE stream_id = 'ra-era' ORDER BY version;

@@ -20,6 +20,9 @@
  *	4. Insert the whole batch with one INSERT ... SELECT ... FROM unnest()
  *	   (or a one-row INSERT for a single event), tagged with the top-level
  *	   transaction id that orders the global log (see read.c).
+ *	5. When outbox routes exist, write the routed events to the outbox in
+ *	   the same transaction (outbox.c): one more statement, and none at all
+ *	   when no route selects an event of the batch.
  *
  * All statements go through SPI saved plans written with qualified names, so
  * constraints, RLS and user triggers on es.events keep working and a hostile
@@ -137,11 +140,9 @@ static EsPlan insert_one_plan = {
 	"INSERT INTO es.events AS e"
 	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id,"
 	"   schema_version)"
-	" SELECT $1, $2, $3, $4, $5, $6, $7, c.era, $8, $10"
-	"   FROM es.config AS c"
-	"  WHERE c.system_identifier OPERATOR(pg_catalog.=) $9"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10)"
 	" RETURNING e.version, e.global_position",
-	10, {TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT8OID,
+	10, {TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT4OID,
 		INT4OID}
 };
 
@@ -150,17 +151,29 @@ static EsPlan insert_many_plan = {
 	"INSERT INTO es.events AS e"
 	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id,"
 	"   schema_version)"
-	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, c.era, $8, u.s"
+	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, $9, $8, u.s"
 	"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4),"
 	"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"
 	"                   pg_catalog.unnest($10))"
-	"          WITH ORDINALITY AS u(i, t, d, m, s, o),"
-	"        es.config AS c"
-	"  WHERE c.system_identifier OPERATOR(pg_catalog.=) $9"
+	"          WITH ORDINALITY AS u(i, t, d, m, s, o)"
 	" RETURNING e.version, e.global_position",
 	10, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
-		TIMESTAMPTZOID, XID8OID, INT8OID, INT4ARRAYOID}
+		TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID}
 };
+
+static EsPlan era_plan = {
+	NULL,
+	"SELECT c.era FROM es.config AS c"
+	" WHERE c.system_identifier OPERATOR(pg_catalog.=) $1",
+	1, {INT8OID}
+};
+
+/*
+ * The log era of this database, cached per backend (see log_era), keyed by
+ * the OID of es.config so that a re-created extension is read again.
+ */
+static Oid	cached_era_config = InvalidOid;
+static int32 cached_era = 0;
 
 static EsPlan advance_era_plan = {
 	NULL,
@@ -717,12 +730,11 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 /*
  * insert_events
  *		Insert the batch as versions first_version .. first_version + n - 1.
- *		Returns the number of rows inserted (0 when es.config belongs to
- *		another cluster) and fills positions[] in batch order.
+ *		Fills positions[] in batch order.
  */
-static uint64
+static void
 insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
-			  Datum recorded_at, Datum tx_id, Datum sysid, int64 *positions)
+			  Datum recorded_at, Datum tx_id, int32 era, int64 *positions)
 {
 	Oid			events_rel = EsRelationOid("events");
 	Datum		values[10];
@@ -735,7 +747,7 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 	values[0] = stream;
 	values[6] = recorded_at;
 	values[7] = tx_id;
-	values[8] = sysid;
+	values[8] = Int32GetDatum(era);
 
 	if (n == 1)
 	{
@@ -790,6 +802,13 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert events: %s", SPI_result_code_string(rc));
 
+	if (SPI_processed != (uint64) n)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("a trigger on table \"es.events\" skipped %d of the %d events of the batch",
+						n - (int) SPI_processed, n),
+				 errdetail("A BEFORE INSERT row trigger on es.events returned NULL."),
+				 errhint("Projections are AFTER INSERT triggers; a stream cannot have gaps.")));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -799,7 +818,29 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		Assert(v >= first_version && v < first_version + n);
 		positions[v - first_version] = gp;
 	}
-	return SPI_processed;
+}
+
+/*
+ * write_outbox
+ *		Hand the inserted batch to the outbox (outbox.c), which writes the
+ *		events that a route selects.  Called only when routes exist.
+ */
+static void
+write_outbox(text *stream, EsEvent *events, int n, int64 first_version,
+			 const int64 *positions, Datum recorded_at)
+{
+	EsOutboxEvent *out = palloc(sizeof(EsOutboxEvent) * n);
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		out[i].id = UUIDPGetDatum(&events[i].id);
+		out[i].type = events[i].type;
+		out[i].schema_version = events[i].schema_version;
+		out[i].data = events[i].data;
+		out[i].metadata = events[i].metadata;
+	}
+	EsOutboxAppend(stream, n, first_version, positions, out, recorded_at);
 }
 
 /*
@@ -823,6 +864,55 @@ advance_era(Datum sysid)
 	if (SPI_processed == 1)
 		ereport(NOTICE,
 				(errmsg("es_ext: this cluster's system identifier differs from the one recorded in es.config; the global log starts a new era")));
+}
+
+/*
+ * log_era
+ *		The era to tag new events with: es.config's, read while es.config
+ *		belongs to this cluster.  When it does not (the database was restored
+ *		from another cluster), the era is advanced first.  Cached per backend:
+ *		the era changes only by that advance, and a backend caches an era only
+ *		once es.config belongs to its own cluster, so the cached value cannot
+ *		go stale (an era this transaction has just set is not cached, since
+ *		the transaction may still abort).
+ */
+static int32
+log_era(void)
+{
+	Oid			config = EsRelationOid("config");
+	Datum		sysid = Int64GetDatum((int64) GetSystemIdentifier());
+	int			attempt;
+
+	if (cached_era_config == config)
+		return cached_era;
+
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		int			rc = SPI_execute_plan(EsGetPlan(&era_plan), &sysid, NULL, false, 1);
+
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read es.config: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+			int32		era = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+
+			if (attempt == 0)
+			{
+				cached_era_config = config;
+				cached_era = era;
+			}
+			return era;
+		}
+		if (attempt == 0)
+			advance_era(sysid);
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not append while the log era changes"),
+			 errhint("Retry the transaction.")));
+	return 0;					/* keep compiler quiet */
 }
 
 /*
@@ -943,7 +1033,7 @@ es_append(PG_FUNCTION_ARGS)
 
 		if (!replay)
 		{
-			Datum		sysid = Int64GetDatum((int64) GetSystemIdentifier());
+			int32		era = log_era();
 			Datum		tx_id = FullTransactionIdGetDatum(GetTopFullTransactionId());
 			Datum		recorded_at;
 			int64		first_version;
@@ -956,17 +1046,12 @@ es_append(PG_FUNCTION_ARGS)
 			/* taken under the stream lock: non-decreasing within a stream */
 			recorded_at = TimestampTzGetDatum(GetCurrentTimestamp());
 
-			if (insert_events(stream_datum, events, n, first_version,
-							  recorded_at, log_tx_id, sysid, positions) == 0)
-			{
-				advance_era(sysid);
-				if (insert_events(stream_datum, events, n, first_version,
-								  recorded_at, log_tx_id, sysid, positions) != (uint64) n)
-					ereport(ERROR,
-							(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-							 errmsg("could not append to stream \"%s\" while the log era changes", stream_str),
-							 errhint("Retry the transaction.")));
-			}
+			insert_events(stream_datum, events, n, first_version,
+						  recorded_at, log_tx_id, era, positions);
+
+			/* 5. the outbox, in this transaction */
+			if (EsOutboxActive())
+				write_outbox(stream, events, n, first_version, positions, recorded_at);
 		}
 
 		SPI_finish();

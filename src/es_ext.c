@@ -3,8 +3,10 @@
  * es_ext.c
  *	  Module magic and initialization of es_ext.
  *
- * _PG_init only registers the extension's settings; everything else lives in
- * one file per concern (append.c, read.c, guard.c).
+ * _PG_init only registers the extension's settings and, when the library is
+ * in shared_preload_libraries, the shared memory and the launcher of the
+ * outbox notify workers (notify.c); everything else lives in one file per
+ * concern (append.c, read.c, guard.c, outbox.c, ...).
  *
  * src/es_ext.c
  *
@@ -13,6 +15,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "es_ext.h"
@@ -27,6 +30,25 @@ int			es_max_batch_size = 64 * 1024 * 1024;
 
 /* Largest single event accepted by es_append, in bytes of its JSON. */
 int			es_max_event_size = 1024 * 1024;
+
+/* es_fold writes a snapshot after folding this many events (0 = never). */
+int			es_snapshot_every = 1000;
+
+/* How a commit that wrote outbox deliveries wakes consumers (notify.c). */
+int			es_notify_mode = ES_NOTIFY_COMMIT;
+
+/* A notify worker exits after this many milliseconds without work. */
+int			es_notify_worker_idle_timeout = 2000;
+
+/* A notify worker sends at most one NOTIFY per this many milliseconds. */
+int			es_notify_worker_interval = 5;
+
+static const struct config_enum_entry notify_options[] = {
+	{"off", ES_NOTIFY_OFF, false},
+	{"commit", ES_NOTIFY_COMMIT, false},
+	{"worker", ES_NOTIFY_WORKER, false},
+	{NULL, 0, false}
+};
 
 void		_PG_init(void);
 
@@ -66,5 +88,55 @@ _PG_init(void)
 							GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("es.snapshot_every",
+							"Sets after how many folded events es_fold stores an automatic snapshot.",
+							"0 turns automatic snapshots off.",
+							&es_snapshot_every,
+							1000,
+							0,
+							INT_MAX,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	/* the best available mode is the default: worker when preloaded */
+	DefineCustomEnumVariable("es.notify",
+							 "Sets how a commit that wrote outbox deliveries wakes the consumers.",
+							 "off: no wake-up; commit: the transaction sends NOTIFY es_outbox; "
+							 "worker: a background worker sends it (needs shared_preload_libraries).",
+							 &es_notify_mode,
+							 process_shared_preload_libraries_in_progress ?
+							 ES_NOTIFY_WORKER : ES_NOTIFY_COMMIT,
+							 notify_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("es.notify_worker_idle_timeout",
+							"Sets how long an outbox notify worker waits for work before it exits.",
+							NULL,
+							&es_notify_worker_idle_timeout,
+							2000,
+							100,
+							3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("es.notify_worker_interval",
+							"Sets the shortest time between two NOTIFYs of an outbox notify worker.",
+							"The commits of that interval share one notification; 0 notifies as fast as possible.",
+							&es_notify_worker_interval,
+							5,
+							0,
+							1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("es");
+
+	/* worker notify mode: shared state, launcher (only when preloaded) */
+	if (process_shared_preload_libraries_in_progress)
+		EsNotifyRegister();
 }

@@ -418,23 +418,7 @@ es_projection_replay(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_count must be greater than zero")));
 	if (!PG_ARGISNULL(1))
-	{
-		HeapTupleHeader c = PG_GETARG_HEAPTUPLEHEADER(1);
-		bool		n1,
-					n2,
-					n3;
-		Datum		d1 = GetAttributeByNum(c, 1, &n1);
-		Datum		d2 = GetAttributeByNum(c, 2, &n2);
-		Datum		d3 = GetAttributeByNum(c, 3, &n3);
-
-		if (n1 || n2 || n3)
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("log cursor fields cannot be null")));
-		after_era = DatumGetInt32(d1);
-		after_tx = d2;
-		after_pos = DatumGetInt64(d3);
-	}
+		EsParseCursor(PG_GETARG_HEAPTUPLEHEADER(1), &after_era, &after_tx, &after_pos);
 
 	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");

@@ -90,7 +90,7 @@ static EsPlan config_plan = {
 
 #define LOG_SELECT \
 	"SELECT e.global_position, e.stream_id, e.version, e.event_id, e.event_type," \
-	"       e.data, e.metadata, e.recorded_at, e.era, e.tx_id" \
+	"       e.data, e.metadata, e.recorded_at, e.era, e.tx_id, e.schema_version" \
 	"  FROM es.events AS e" \
 	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)" \
 	"   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)"
@@ -137,7 +137,8 @@ EsLogHorizon(Snapshot snap)
  * fetch_into_tuplestore
  *		Drain an SPI cursor into the SRF's tuplestore.  Each fetched row is
  *		turned into a result row by make_row (or, when make_row is NULL, the
- *		row's first column is a whole-row datum of the result's row type).
+ *		row's first column is a whole-row datum of the result's row type, an
+ *		es.events row, upcast through the EsUpcaster arg unless it is NULL).
  */
 typedef HeapTuple (*EsRowMaker) (HeapTuple row, TupleDesc rowdesc, void *arg);
 
@@ -168,7 +169,9 @@ fetch_into_tuplestore(Portal portal, ReturnSetInfo *rsinfo, EsRowMaker make_row,
 				ItemPointerSetInvalid(&tup.t_self);
 				tup.t_tableOid = InvalidOid;
 				tup.t_data = th;
-				tuplestore_puttuple(rsinfo->setResult, &tup);
+				/* old event shapes are upcast on read (upcast.c) */
+				tuplestore_puttuple(rsinfo->setResult,
+									EsUpcastRow((EsUpcaster *) arg, &tup, rsinfo->setDesc));
 			}
 			else
 			{
@@ -260,7 +263,7 @@ es_read_stream(PG_FUNCTION_ARGS)
 	portal = SPI_cursor_open(NULL,
 							 EsGetPlan(backward ? &stream_backward_plan : &stream_forward_plan),
 							 values, nulls, true);
-	fetch_into_tuplestore(portal, rsinfo, NULL, NULL);
+	fetch_into_tuplestore(portal, rsinfo, NULL, EsUpcasterBegin());
 	SPI_cursor_close(portal);
 	SPI_finish();
 
@@ -273,19 +276,20 @@ typedef struct EsLogRowState
 	TupleDesc	outdesc;		/* es_read_all's result */
 	TupleDesc	cursordesc;		/* es.log_cursor */
 	Datum		horizon;
+	EsUpcaster *upcaster;		/* NULL when no upcaster is registered */
 } EsLogRowState;
 
 /*
  * make_log_row
  *		Result row of es_read_all from a row of the log query: the eight
- *		event columns, the row's cursor and the horizon.
+ *		event columns (data upcast), the row's cursor and the horizon.
  */
 static HeapTuple
 make_log_row(HeapTuple row, TupleDesc rowdesc, void *arg)
 {
 	EsLogRowState *st = (EsLogRowState *) arg;
-	Datum		in[10];
-	bool		innulls[10];
+	Datum		in[11];
+	bool		innulls[11];
 	Datum		out[10];
 	bool		outnulls[10];
 	Datum		cur[3];
@@ -294,6 +298,25 @@ make_log_row(HeapTuple row, TupleDesc rowdesc, void *arg)
 	heap_deform_tuple(row, rowdesc, in, innulls);
 	memcpy(out, in, sizeof(Datum) * 8);
 	memcpy(outnulls, innulls, sizeof(bool) * 8);
+
+	/* old event shapes are upcast on read (upcast.c): only data changes */
+	if (st->upcaster != NULL)
+	{
+		EsEventView ev;
+
+		ev.global_position = in[0];
+		ev.stream_id = in[1];
+		ev.version = in[2];
+		ev.event_id = in[3];
+		ev.event_type = in[4];
+		ev.data = in[5];
+		ev.metadata = in[6];
+		ev.metadata_isnull = innulls[6];
+		ev.recorded_at = in[7];
+		ev.schema_version = DatumGetInt32(in[10]);
+		if (EsUpcastEvent(st->upcaster, &ev))
+			out[5] = ev.data;
+	}
 
 	cur[0] = in[8];				/* era */
 	cur[1] = in[9];				/* tx_id */
@@ -334,6 +357,31 @@ EsCurrentEra(void)
 	return era;
 }
 
+/*
+ * EsParseCursor
+ *		Split an es.log_cursor value into era, tx_id (an xid8 Datum) and
+ *		global_position; every field must be non-null.
+ */
+void
+EsParseCursor(HeapTupleHeader cursor, int32 *era, Datum *tx_id, int64 *position)
+{
+	bool		n1,
+				n2,
+				n3;
+	Datum		d1 = GetAttributeByNum(cursor, 1, &n1);
+	Datum		d2 = GetAttributeByNum(cursor, 2, &n2);
+	Datum		d3 = GetAttributeByNum(cursor, 3, &n3);
+
+	if (n1 || n2 || n3)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("log cursor fields cannot be null"),
+				 errhint("Pass the log_cursor of the last row read, or NULL to read from the start.")));
+	*era = DatumGetInt32(d1);
+	*tx_id = d2;
+	*position = DatumGetInt64(d3);
+}
+
 PG_FUNCTION_INFO_V1(es_read_all);
 
 /*
@@ -362,22 +410,10 @@ es_read_all(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(0))
 	{
-		HeapTupleHeader cursor = PG_GETARG_HEAPTUPLEHEADER(0);
-		bool		n1,
-					n2,
-					n3;
-		Datum		d1 = GetAttributeByNum(cursor, 1, &n1);
-		Datum		d2 = GetAttributeByNum(cursor, 2, &n2);
-		Datum		d3 = GetAttributeByNum(cursor, 3, &n3);
+		Datum		tx;
 
-		if (n1 || n2 || n3)
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("log cursor fields cannot be null"),
-					 errhint("Pass the log_cursor of the last row read, or NULL to read from the start.")));
-		after_era = DatumGetInt32(d1);
-		after_tx = DatumGetFullTransactionId(d2);
-		after_pos = DatumGetInt64(d3);
+		EsParseCursor(PG_GETARG_HEAPTUPLEHEADER(0), &after_era, &tx, &after_pos);
+		after_tx = DatumGetFullTransactionId(tx);
 	}
 
 	if (PG_ARGISNULL(1))
@@ -415,6 +451,7 @@ es_read_all(PG_FUNCTION_ARGS)
 	st.outdesc = rsinfo->setDesc;
 	st.cursordesc = lookup_rowtype_tupdesc_copy(TupleDescAttr(rsinfo->setDesc, 8)->atttypid, -1);
 	st.cursordesc = BlessTupleDesc(st.cursordesc);
+	st.upcaster = EsUpcasterBegin();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -442,6 +479,43 @@ es_read_all(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	return (Datum) 0;
+}
+
+static EsPlan stream_version_plan = {
+	NULL,
+	"SELECT s.version FROM es.streams AS s"
+	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+PG_FUNCTION_INFO_V1(es_stream_version);
+
+/*
+ * es_stream_version(stream text) RETURNS bigint
+ *		The stream's current version, 0 when it does not exist (STRICT).
+ *		In C with a saved plan: a SQL function would be planned anew on every
+ *		call, and command handlers call this once per command.
+ */
+Datum
+es_stream_version(PG_FUNCTION_ARGS)
+{
+	Datum		stream = PG_GETARG_DATUM(0);
+	int64		version = 0;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_plan(EsGetPlan(&stream_version_plan), &stream, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read stream version: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_finish();
+	PG_RETURN_INT64(version);
 }
 
 PG_FUNCTION_INFO_V1(es_log_horizon);
