@@ -151,6 +151,12 @@ es_fold_agg_step(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("reducer cannot be null")));
 	reducer = PG_GETARG_OID(1);
+	/* '-'::regprocedure is OID 0, which query_state would take for "checked" */
+	if (!OidIsValid(reducer))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("reducer cannot be \"-\""),
+				 errhint("Name a function (state jsonb, event jsonb or es.events) returning jsonb.")));
 
 	if (PG_ARGISNULL(0))
 	{
