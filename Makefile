@@ -3,12 +3,16 @@ EXTENSION    = es_ext
 EXTVERSION   = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
 MODULE_big   = es_ext
 OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o src/projection.o src/event.o src/routine.o src/upcast.o src/snapshot.o src/fold.o src/fold_agg.o \
-               src/outbox.o src/notify.o
+               src/outbox.o src/notify.o src/era.o src/dump.o
 
-DATA         = $(wildcard sql/$(EXTENSION)--*.sql)
+# sql/$(EXTENSION)--$(EXTVERSION).sql, the install script of the current version, is
+# generated from sql/install/ (below) and never committed: DATA names it even
+# before it exists; the other scripts (released installs, upgrades) are committed
+EXT_INSTALL_SQL = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA         = $(filter-out $(EXT_INSTALL_SQL),$(wildcard sql/$(EXTENSION)--*.sql)) $(EXT_INSTALL_SQL)
 
 # pg_regress: one file per topic (sql/<topic>.sql, expected/<topic>.out)
-REGRESS      = setup append read_stream read_all immutability privileges search_path limits projection fold snapshot upcast outbox example_orders privilege_audit search_path_audit
+REGRESS      = setup append read_stream read_all immutability privileges search_path limits projection fold snapshot upcast outbox_routes outbox_groups outbox_claim outbox_dead outbox_cleanup outbox_replay outbox_notify outbox_privileges outbox_errors example_orders privilege_audit search_path_audit restore
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected
@@ -25,7 +29,7 @@ PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-in
 # into pg_config --bindir by "make install" (PGXS allows one MODULE_big or
 # PROGRAM per Makefile, so it has rules of its own)
 RELAY        = src/relay/es_relay
-EXTRA_CLEAN  = $(RELAY)
+EXTRA_CLEAN  = $(RELAY) $(EXT_INSTALL_SQL)
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
@@ -34,7 +38,11 @@ include $(PGXS)
 RELAY_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir)
 RELAY_LDFLAGS  = -L$(shell $(PG_CONFIG) --libdir)
 
-all: $(RELAY)
+all: $(RELAY) $(EXT_INSTALL_SQL)
+
+# the install script: the area files of sql/install/ in name order (pg_cron's way)
+$(EXT_INSTALL_SQL): $(sort $(wildcard sql/install/*.sql))
+	cat $^ > $@
 
 $(RELAY): src/relay/es_relay.c
 	$(CC) $(CFLAGS) -Wall -Wextra -Werror $(RELAY_CPPFLAGS) -DES_RELAY_VERSION='"$(EXTVERSION)"' \
@@ -61,9 +69,13 @@ bench:
 
 # static analysis (cppcheck, clang-tidy) and the suites against an
 # AddressSanitizer build: see test/lint and test/asan
-.PHONY: lint asan-check
+.PHONY: lint asan-check package
 lint:
 	bash test/lint
 
 asan-check:
 	bash test/asan
+
+# the Debian package (debian/, pg_buildext): build it, install it, check it
+package:
+	bash test/package
