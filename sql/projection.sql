@@ -187,6 +187,21 @@ SELECT try($$SELECT * FROM es.es_projection_replay(NULL, NULL, 10, false)$$);
 CREATE TRIGGER proj_before BEFORE INSERT ON es.events FOR EACH STATEMENT EXECUTE FUNCTION es.es_guard();
 SELECT try($$SELECT * FROM es.es_projection_replay('proj_before', NULL, 10, false)$$);
 DROP TRIGGER proj_before ON es.events;
+-- only a user's AFTER INSERT trigger is rebuilt: anything else is refused
+-- before a trigger is paused or a status row written
+CREATE FUNCTION proj.before_noop() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+CREATE TRIGGER proj_before_row BEFORE INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION proj.before_noop();
+SELECT try($$CALL es.es_rebuild_projection('proj_before_row', 'SELECT 1')$$);
+SELECT tgenabled FROM pg_trigger WHERE tgname = 'proj_before_row';
+DROP TRIGGER proj_before_row ON es.events;
+DROP FUNCTION proj.before_noop();
+SELECT try($$CALL es.es_rebuild_projection('es_guard_write', NULL)$$);
+SELECT try($$CALL es.es_rebuild_projection('es_restored', NULL)$$);
+SELECT try($$SELECT * FROM es.es_projection_replay('es_restored', NULL, 10, false)$$);
+SELECT tgname, tgenabled FROM pg_trigger
+ WHERE tgrelid = 'es.events'::regclass AND tgname LIKE 'es\_%' ORDER BY 1;
+SELECT count(*) AS status_rows FROM es.projection_status
+ WHERE projection IN ('proj_before_row', 'es_guard_write', 'es_restored');
 SELECT try($$SELECT es.es_project()$$);
 
 -- es_project misuse is reported at the first append

@@ -128,6 +128,15 @@ static EsPlan insert_stream_plan = {
 	3, {TEXTOID, INT8OID, XID8OID}
 };
 
+/* the stream row's log_tx_id came from another cluster: take ours (era.c) */
+static EsPlan reset_log_tx_id_plan = {
+	NULL,
+	"UPDATE es.streams AS s SET log_tx_id = $2"
+	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
+	" RETURNING s.log_tx_id",
+	2, {TEXTOID, XID8OID}
+};
+
 static EsPlan stream_version_plan = {
 	NULL,
 	"SELECT s.version FROM es.streams AS s"
@@ -159,29 +168,6 @@ static EsPlan insert_many_plan = {
 	" RETURNING e.version, e.global_position",
 	10, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
 		TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID}
-};
-
-static EsPlan era_plan = {
-	NULL,
-	"SELECT c.era FROM es.config AS c"
-	" WHERE c.system_identifier OPERATOR(pg_catalog.=) $1",
-	1, {INT8OID}
-};
-
-/*
- * The log era of this database, cached per backend (see log_era), keyed by
- * the OID of es.config so that a re-created extension is read again.
- */
-static Oid	cached_era_config = InvalidOid;
-static int32 cached_era = 0;
-
-static EsPlan advance_era_plan = {
-	NULL,
-	"UPDATE es.config AS c"
-	"   SET era = c.era OPERATOR(pg_catalog.+) 1, system_identifier = $1"
-	" WHERE c.system_identifier OPERATOR(pg_catalog.<>) $1"
-	" RETURNING c.era",
-	1, {INT8OID}
 };
 
 static void
@@ -658,6 +644,27 @@ run_stream_statement(EsPlan *plan, uint32 event, Datum *values,
 	if (SPI_processed != 1)
 		return false;
 	*version = stream_row_result(log_tx_id);
+
+	/*
+	 * Under the row lock now: every log_tx_id of this cluster is below its
+	 * next transaction id.  One at or above it was restored from another
+	 * cluster (an older era, see era.c): order this append by its own id.
+	 */
+	if (EsForeignTransactionId(*log_tx_id))
+	{
+		Datum		reset[2];
+
+		/* every stream statement takes the stream first, the tx_id last */
+		reset[0] = values[0];
+		reset[1] = values[plan->nargs - 1];
+		EsAllowNextWrite(EsRelationOid("streams"), TRIGGER_EVENT_UPDATE);
+		rc = SPI_execute_plan(EsGetPlan(&reset_log_tx_id_plan), reset, NULL, false, 0);
+		EsClearAllowedWrite();
+		if (rc != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+			elog(ERROR, "could not reset the log_tx_id of stream row: %s",
+				 SPI_result_code_string(rc));
+		*log_tx_id = reset[1];
+	}
 	return true;
 }
 
@@ -671,7 +678,8 @@ run_stream_statement(EsPlan *plan, uint32 event, Datum *values,
  *		that value, which is never below the stream's previous one, so the
  *		log keeps every stream's version order even when a transaction that
  *		took its xid early appends after one that took a later xid (see
- *		read.c for why this keeps the horizon safe).
+ *		read.c for why this keeps the horizon safe).  A log_tx_id restored
+ *		from another cluster is replaced (see run_stream_statement).
  */
 static int64
 advance_stream(const char *stream_str, Datum stream, bool expected_null,
@@ -844,78 +852,6 @@ write_outbox(text *stream, EsEvent *events, int n, int64 first_version,
 }
 
 /*
- * advance_era
- *		es.config belongs to another cluster (the events were restored here):
- *		start a new era, so that the restored history sorts before what is
- *		appended from now on.
- */
-static void
-advance_era(Datum sysid)
-{
-	Datum		values[1];
-	int			rc;
-
-	values[0] = sysid;
-	EsAllowNextWrite(EsRelationOid("config"), TRIGGER_EVENT_UPDATE);
-	rc = SPI_execute_plan(EsGetPlan(&advance_era_plan), values, NULL, false, 0);
-	EsClearAllowedWrite();
-	if (rc != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not advance the log era: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 1)
-		ereport(NOTICE,
-				(errmsg("es_ext: this cluster's system identifier differs from the one recorded in es.config; the global log starts a new era")));
-}
-
-/*
- * log_era
- *		The era to tag new events with: es.config's, read while es.config
- *		belongs to this cluster.  When it does not (the database was restored
- *		from another cluster), the era is advanced first.  Cached per backend:
- *		the era changes only by that advance, and a backend caches an era only
- *		once es.config belongs to its own cluster, so the cached value cannot
- *		go stale (an era this transaction has just set is not cached, since
- *		the transaction may still abort).
- */
-static int32
-log_era(void)
-{
-	Oid			config = EsRelationOid("config");
-	Datum		sysid = Int64GetDatum((int64) GetSystemIdentifier());
-	int			attempt;
-
-	if (cached_era_config == config)
-		return cached_era;
-
-	for (attempt = 0; attempt < 2; attempt++)
-	{
-		int			rc = SPI_execute_plan(EsGetPlan(&era_plan), &sysid, NULL, false, 1);
-
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not read es.config: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 1)
-		{
-			bool		isnull;
-			int32		era = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-														  SPI_tuptable->tupdesc, 1, &isnull));
-
-			if (attempt == 0)
-			{
-				cached_era_config = config;
-				cached_era = era;
-			}
-			return era;
-		}
-		if (attempt == 0)
-			advance_era(sysid);
-	}
-	ereport(ERROR,
-			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-			 errmsg("could not append while the log era changes"),
-			 errhint("Retry the transaction.")));
-	return 0;					/* keep compiler quiet */
-}
-
-/*
  * rethrow_as_conflict
  *		Called in PG_CATCH of the append: errors that mean "a concurrent
  *		append got there first" become the expected-version conflict, so no
@@ -1033,7 +969,7 @@ es_append(PG_FUNCTION_ARGS)
 
 		if (!replay)
 		{
-			int32		era = log_era();
+			int32		era = EsAppendEra();
 			Datum		tx_id = FullTransactionIdGetDatum(GetTopFullTransactionId());
 			Datum		recorded_at;
 			int64		first_version;

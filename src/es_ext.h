@@ -16,6 +16,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/reltrigger.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
@@ -38,10 +40,19 @@ extern int	es_max_event_size;
 extern void EsAllowNextWrite(Oid relid, uint32 event);
 extern void EsClearAllowedWrite(void);
 
-/* read.c: the global log horizon and era (EsCurrentEra needs SPI) */
+/* read.c: the global log horizon and cursors */
 extern FullTransactionId EsLogHorizon(Snapshot snap);
-extern int32 EsCurrentEra(void);
 extern void EsParseCursor(HeapTupleHeader cursor, int32 *era, Datum *tx_id, int64 *position);
+
+/* dump.c: what makes a logical dump restore */
+extern bool EsRestoreCopy(Relation rel);
+extern bool EsOwnTrigger(const Trigger *trig);
+extern void EsRestoreCopyBegin(Relation rel);
+
+/* era.c: the leading part of the log cursor (all need SPI) */
+extern int32 EsCurrentEra(void);
+extern int32 EsAppendEra(void);
+extern bool EsForeignTransactionId(Datum tx_id);
 
 /* spi_util.c: saved plans and catalog lookups */
 typedef struct EsPlan

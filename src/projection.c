@@ -291,6 +291,11 @@ find_projection_trigger(Relation rel, const char *tgname)
 					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 					 errmsg("trigger \"%s\" on table \"es.events\" is not an AFTER INSERT trigger", tgname),
 					 errhint("A projection is an AFTER INSERT trigger on es.events.")));
+		if (EsOwnTrigger(tg))
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("trigger \"%s\" on table \"es.events\" belongs to es_ext, not to a projection",
+							tgname)));
 		return tg;
 	}
 	ereport(ERROR,

@@ -82,12 +82,6 @@ static EsPlan stream_backward_plan = {
 	3, {TEXTOID, INT8OID, INT8OID}
 };
 
-static EsPlan config_plan = {
-	NULL,
-	"SELECT c.era, c.system_identifier FROM es.config AS c",
-	0, {InvalidOid}
-};
-
 #define LOG_SELECT \
 	"SELECT e.global_position, e.stream_id, e.version, e.event_id, e.event_type," \
 	"       e.data, e.metadata, e.recorded_at, e.era, e.tx_id, e.schema_version" \
@@ -327,34 +321,6 @@ make_log_row(HeapTuple row, TupleDesc rowdesc, void *arg)
 	outnulls[9] = false;
 
 	return heap_form_tuple(st->outdesc, out, outnulls);
-}
-
-/*
- * EsCurrentEra
- *		The era new events get: es.config's, or the next one if es.config was
- *		restored from another cluster and no append has advanced it yet (all
- *		events there are then final).
- */
-int32
-EsCurrentEra(void)
-{
-	bool		isnull;
-	int32		era;
-	int64		sysid;
-	int			rc;
-
-	rc = SPI_execute_plan(EsGetPlan(&config_plan), NULL, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not read es.config: %s", SPI_result_code_string(rc));
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table \"es.config\" must contain exactly one row")));
-	era = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	sysid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (sysid != (int64) GetSystemIdentifier())
-		era++;
-	return era;
 }
 
 /*

@@ -68,6 +68,7 @@ my %documented = (
 	es_stream_version => [],
 	es_read_all => [qw(22004 22023)],
 	es_log_horizon => [],
+	es_user_objects => [],
 	es_events_by_correlation => [],
 	es_events_by_causation => [],
 	# es_fold, es_fold_state: plus "any error raised by the reducer or an
@@ -695,6 +696,16 @@ my %gen = (
 			add_case('es_log_horizon', 'es_log_horizon', [], [],
 				'SELECT es.es_log_horizon()::text',
 				q{SELECT $2::xid8 <= pg_snapshot_xmin(pg_current_snapshot())});
+		}
+	],
+	es_user_objects => [
+		1,
+		sub {
+			add_case('es_user_objects', 'es_user_objects', [], [],
+				q{SELECT count(*)::text FROM es.es_user_objects() AS u WHERE u.kind = 'trigger'},
+				q{SELECT $2::bigint = (SELECT count(*) FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
+										WHERE c.relnamespace = 'es'::regnamespace AND NOT t.tgisinternal
+										  AND t.tgname NOT LIKE 'es\_%')});
 		}
 	],
 	es_events_by_correlation => [

@@ -1,0 +1,425 @@
+/*-------------------------------------------------------------------------
+ *
+ * dump.c
+ *	  What makes a logical dump of an event store restore: the restore COPY
+ *	  and the user's objects on es_ext's tables.
+ *
+ * pg_dump writes the rows of es_ext's tables (they are registered with
+ * pg_extension_config_dump) as COPY ... FROM stdin after the restore's own
+ * CREATE EXTENSION.  The guard triggers refuse every write that does not
+ * come from es_ext's functions; they let a restore COPY through: a COPY FROM
+ * into the very table the guard fires for, run by the table's owner or a
+ * superuser (EsRestoreCopy).  Those roles can disable the guard anyway, so
+ * this grants nothing new; every other role, and every other statement of
+ * the owner, is still refused.
+ *
+ * pg_dump leaves out what users add to an extension's tables: triggers (the
+ * projections), indexes, row level security and its policies.  es_ext carries
+ * them itself.  The dump filter of es.user_objects makes pg_dump write, as
+ * the table's rows, what es.es_user_objects() finds in the catalog at dump
+ * time: one row per object with its definition.  A restore COPY of those rows
+ * leaves them pending.  An object is re-created once the rows of its table
+ * are restored too, so that a projection trigger does not fire for restored
+ * events: every es_ext table has an AFTER INSERT ... FOR EACH STATEMENT
+ * trigger (es_restored) that, after a restore COPY into it, records that
+ * table as restored (a 'restored rows' row of es.user_objects).  A deferred
+ * constraint trigger on es.user_objects (es_user_objects_pending) then
+ * re-creates, at the commit of that restore step, the pending objects of
+ * every restored table (at commit, because an object cannot be created on a
+ * table while the COPY into it runs).  A definition must parse as exactly one
+ * statement of the expected kind on the named es_ext table.  Each restore
+ * step that writes es.user_objects locks it in SHARE ROW EXCLUSIVE mode
+ * before writing, and reads it with a fresh snapshot at commit, so in a
+ * parallel restore whichever commits second sees the other: no order of the
+ * restore leaves an object behind or re-creates it before its table's rows.  A restore COPY into a table that already has user
+ * triggers is refused (EsRestoreCopyBegin): they would apply restored rows
+ * a second time.
+ *
+ * src/dump.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/dependency.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "tcop/pquery.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/portal.h"
+#include "utils/rel.h"
+
+#include "es_ext.h"
+
+/*
+ * EsRestoreCopy
+ *		True when the statement being executed is a COPY FROM into rel, run by
+ *		rel's owner or a superuser: the shape of a restore.
+ */
+bool
+EsRestoreCopy(Relation rel)
+{
+	Portal		portal = ActivePortal;
+	ListCell   *lc;
+
+	if (portal == NULL || portal->commandTag != CMDTAG_COPY)
+		return false;
+	if (!pg_class_ownercheck(RelationGetRelid(rel), GetUserId()))
+		return false;
+
+	foreach(lc, portal->stmts)
+	{
+		PlannedStmt *ps = lfirst_node(PlannedStmt, lc);
+		CopyStmt   *copy;
+
+		if (ps->utilityStmt == NULL || !IsA(ps->utilityStmt, CopyStmt))
+			continue;
+		copy = (CopyStmt *) ps->utilityStmt;
+		if (copy->is_from && copy->relation != NULL &&
+			RangeVarGetRelid(copy->relation, NoLock, true) == RelationGetRelid(rel))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * EsOwnTrigger
+ *		Is trig one of es_ext's own triggers?  They are the triggers whose
+ *		function belongs to the extension, except es_project, the dispatching
+ *		function users build projections with.
+ */
+bool
+EsOwnTrigger(const Trigger *trig)
+{
+	Oid			ext;
+
+	if (trig->tgisinternal)
+		return true;
+	ext = get_extension_oid("es_ext", true);
+	if (!OidIsValid(ext) || getExtensionOfObject(ProcedureRelationId, trig->tgfoid) != ext)
+		return false;
+	return strcmp(get_func_name(trig->tgfoid), "es_project") != 0;
+}
+
+/*
+ * check_restore_target
+ *		Refuse a restore COPY into a table that has user triggers: they would
+ *		fire for the restored rows (a projection would apply them again on top
+ *		of its restored read model).
+ */
+static void
+check_restore_target(Relation rel)
+{
+	TriggerDesc *td = rel->trigdesc;
+	int			i;
+
+	if (td == NULL)
+		return;
+	for (i = 0; i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+
+		if (t->tgenabled != TRIGGER_DISABLED && !EsOwnTrigger(t))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot restore rows into table \"es.%s\" while it has user triggers",
+							RelationGetRelationName(rel)),
+					 errdetail("Trigger \"%s\" would fire for the restored rows.", t->tgname),
+					 errhint("Restore into a new database: es_ext re-creates the user triggers of its tables after their rows.")));
+	}
+}
+
+/* The parse tree a definition of the given kind must have. */
+static RangeVar *
+definition_target(const char *kind, const char *definition)
+{
+	List	   *raw;
+	Node	   *stmt;
+
+	raw = raw_parser(definition, RAW_PARSE_DEFAULT);
+	if (list_length(raw) != 1)
+		return NULL;
+	stmt = linitial_node(RawStmt, raw)->stmt;
+
+	if (strcmp(kind, "trigger") == 0 && IsA(stmt, CreateTrigStmt))
+		return ((CreateTrigStmt *) stmt)->relation;
+	if (strcmp(kind, "policy") == 0 && IsA(stmt, CreatePolicyStmt))
+		return ((CreatePolicyStmt *) stmt)->table;
+	if (strcmp(kind, "index") == 0 && IsA(stmt, IndexStmt))
+		return ((IndexStmt *) stmt)->relation;
+	if (strcmp(kind, "row security") == 0 && IsA(stmt, AlterTableStmt))
+	{
+		AlterTableStmt *alter = (AlterTableStmt *) stmt;
+		AlterTableCmd *cmd;
+
+		if (list_length(alter->cmds) != 1)
+			return NULL;
+		cmd = linitial_node(AlterTableCmd, alter->cmds);
+		if (cmd->subtype == AT_EnableRowSecurity || cmd->subtype == AT_ForceRowSecurity)
+			return alter->relation;
+	}
+	return NULL;
+}
+
+static void
+run_utility(const char *sql)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "could not execute \"%s\": %s", sql, SPI_result_code_string(rc));
+}
+
+static bool
+object_exists(Oid relid, const char *kind, const char *name)
+{
+	Datum		values[2];
+	const char *sql;
+	int			rc;
+
+	if (strcmp(kind, "row security") == 0)
+		return false;			/* enabling twice is harmless */
+	if (strcmp(kind, "trigger") == 0)
+		sql = "SELECT FROM pg_catalog.pg_trigger AS t"
+			" WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2";
+	else if (strcmp(kind, "policy") == 0)
+		sql = "SELECT FROM pg_catalog.pg_policy AS p"
+			" WHERE p.polrelid OPERATOR(pg_catalog.=) $1 AND p.polname OPERATOR(pg_catalog.=) $2";
+	else
+		sql = "SELECT FROM pg_catalog.pg_index AS x"
+			" JOIN pg_catalog.pg_class AS c ON c.oid OPERATOR(pg_catalog.=) x.indexrelid"
+			" WHERE x.indrelid OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2";
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetDatum(name);
+	rc = SPI_execute_with_args(sql, 2, (Oid[]) {OIDOID, NAMEOID}, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not look up %s \"%s\": %s", kind, name, SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+/* the statement a definition of each kind must be */
+static const char *
+definition_statement(const char *kind)
+{
+	if (strcmp(kind, "trigger") == 0)
+		return "CREATE TRIGGER";
+	if (strcmp(kind, "policy") == 0)
+		return "CREATE POLICY";
+	if (strcmp(kind, "index") == 0)
+		return "CREATE INDEX";
+	return "ALTER TABLE ... ENABLE or FORCE ROW LEVEL SECURITY";
+}
+
+/*
+ * restore_one
+ *		Re-create one user object from its row in es.user_objects.  Returns
+ *		false when it exists already (it is left as it is).
+ */
+static bool
+restore_one(const char *table, const char *kind, const char *name, const char *definition,
+			char trigger_enabled)
+{
+	RangeVar   *target = definition_target(kind, definition);
+	Oid			relid;
+	char	   *qualified;
+
+	if (target == NULL || target->schemaname == NULL ||
+		strcmp(target->schemaname, "es") != 0 || strcmp(target->relname, table) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+				 errmsg("invalid definition of %s \"%s\" on table \"es.%s\"", kind, name, table),
+				 errdetail("A definition must be one %s statement on table \"es.%s\".",
+						   definition_statement(kind), table)));
+	relid = EsRelationOid(table);
+	if (object_exists(relid, kind, name))
+		return false;
+
+	run_utility(definition);
+
+	if (strcmp(kind, "trigger") != 0 || trigger_enabled == TRIGGER_FIRES_ON_ORIGIN)
+		return true;
+	qualified = quote_qualified_identifier("es", table);
+	if (trigger_enabled == TRIGGER_DISABLED)
+		run_utility(psprintf("ALTER TABLE %s DISABLE TRIGGER %s", qualified, quote_identifier(name)));
+	else if (trigger_enabled == TRIGGER_FIRES_ON_REPLICA)
+		run_utility(psprintf("ALTER TABLE %s ENABLE REPLICA TRIGGER %s", qualified, quote_identifier(name)));
+	else if (trigger_enabled == TRIGGER_FIRES_ALWAYS)
+		run_utility(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qualified, quote_identifier(name)));
+	return true;
+}
+
+/*
+ * restore_pending
+ *		Re-create the pending objects of every table whose rows are restored
+ *		(indexes first, then row level security, policies and triggers), and
+ *		delete their rows.  Returns how many were re-created (objects that
+ *		exist already are skipped).
+ */
+static uint64
+restore_pending(void)
+{
+	SPITupleTable *rows;
+	uint64		nrows;
+	uint64		created = 0;
+	uint64		i;
+	int			rc;
+
+	rc = SPI_execute("SELECT u.table_name::pg_catalog.text, u.kind, u.object_name::pg_catalog.text,"
+					 "       u.definition, u.trigger_enabled"
+					 "  FROM es.user_objects AS u"
+					 " WHERE u.kind OPERATOR(pg_catalog.<>) 'restored rows'"
+					 "   AND u.table_name IN (SELECT r.table_name FROM es.user_objects AS r"
+					 "                         WHERE r.kind OPERATOR(pg_catalog.=) 'restored rows')"
+					 " ORDER BY pg_catalog.array_position("
+					 "            ARRAY['index', 'row security', 'policy', 'trigger'], u.kind),"
+					 "          u.table_name, u.object_name", false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.user_objects: %s", SPI_result_code_string(rc));
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+
+	for (i = 0; i < nrows; i++)
+	{
+		HeapTuple	tup = rows->vals[i];
+		TupleDesc	desc = rows->tupdesc;
+		char	   *enabled = SPI_getvalue(tup, desc, SPI_fnumber(desc, "trigger_enabled"));
+
+		CHECK_FOR_INTERRUPTS();
+		if (restore_one(SPI_getvalue(tup, desc, SPI_fnumber(desc, "table_name")),
+					SPI_getvalue(tup, desc, SPI_fnumber(desc, "kind")),
+					SPI_getvalue(tup, desc, SPI_fnumber(desc, "object_name")),
+					SPI_getvalue(tup, desc, SPI_fnumber(desc, "definition")),
+					enabled != NULL ? enabled[0] : TRIGGER_FIRES_ON_ORIGIN))
+			created++;
+	}
+
+	if (nrows > 0)
+	{
+		EsAllowNextWrite(EsRelationOid("user_objects"), TRIGGER_EVENT_DELETE);
+		rc = SPI_execute("DELETE FROM es.user_objects AS u"
+						 " WHERE u.kind OPERATOR(pg_catalog.<>) 'restored rows'"
+						 "   AND u.table_name IN (SELECT r.table_name FROM es.user_objects AS r"
+						 "                         WHERE r.kind OPERATOR(pg_catalog.=) 'restored rows')",
+						 false, 0);
+		EsClearAllowedWrite();
+		if (rc != SPI_OK_DELETE)
+			elog(ERROR, "could not delete from es.user_objects: %s", SPI_result_code_string(rc));
+	}
+	return created;
+}
+
+PG_FUNCTION_INFO_V1(es_restored);
+
+/*
+ * es_restored
+ *		AFTER INSERT ... FOR EACH STATEMENT trigger on every es_ext table
+ *		except es.user_objects.  Does nothing unless the statement is a
+ *		restore COPY into the table; then records the table's rows as
+ *		restored (a 'restored rows' row of es.user_objects, whose deferred
+ *		trigger re-creates the pending objects at commit, once this COPY no
+ *		longer uses the table).  Takes the SHARE ROW EXCLUSIVE lock on
+ *		es.user_objects first (see the file header).
+ */
+Datum
+es_restored(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	Oid			user_objects;
+	Datum		name;
+	int			rc;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_restored() must be fired AFTER ... FOR EACH STATEMENT")));
+
+	rel = trigdata->tg_relation;
+	if (!EsRestoreCopy(rel))
+		return PointerGetDatum(NULL);
+
+	user_objects = EsRelationOid("user_objects");
+	LockRelationOid(user_objects, ShareRowExclusiveLock);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	name = CStringGetDatum(RelationGetRelationName(rel));
+	EsAllowNextWrite(user_objects, TRIGGER_EVENT_INSERT);
+	rc = SPI_execute_with_args("INSERT INTO es.user_objects (table_name, kind, object_name)"
+							   " VALUES ($1, 'restored rows', $1)"
+							   " ON CONFLICT ON CONSTRAINT user_objects_pkey DO NOTHING",
+							   1, (Oid[]) {NAMEOID}, &name, NULL, false, 0);
+	EsClearAllowedWrite();
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record the restore of \"es.%s\": %s",
+			 RelationGetRelationName(rel), SPI_result_code_string(rc));
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(es_user_objects_pending);
+
+/*
+ * es_user_objects_pending
+ *		Deferred AFTER INSERT constraint trigger (FOR EACH ROW) on
+ *		es.user_objects: at the commit of a restore step that brought pending
+ *		objects or restored a table's rows, re-creates the pending objects of
+ *		every restored table.  The statements run as the restoring role with
+ *		search_path = pg_catalog, pg_temp (the definitions are
+ *		schema-qualified for that path), under the SHARE ROW EXCLUSIVE lock on
+ *		es.user_objects, each query with a fresh snapshot.
+ */
+Datum
+es_user_objects_pending(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	int			save_nestlevel;
+	uint64		n;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("es_user_objects_pending() must be fired AFTER ... FOR EACH ROW")));
+
+	LockRelationOid(RelationGetRelid(trigdata->tg_relation), ShareRowExclusiveLock);
+
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	n = restore_pending();
+	SPI_finish();
+	AtEOXact_GUC(true, save_nestlevel);
+
+	if (n > 0)
+		ereport(NOTICE,
+				(errmsg("re-created " UINT64_FORMAT " user objects on es_ext's tables", n)));
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * EsRestoreCopyBegin
+ *		Called by the guard when it lets a restore COPY through: refuses it
+ *		when the table has user triggers, and takes the lock of the file
+ *		header first when the COPY brings es.user_objects.
+ */
+void
+EsRestoreCopyBegin(Relation rel)
+{
+	check_restore_target(rel);
+	if (strcmp(RelationGetRelationName(rel), "user_objects") == 0)
+		LockRelationOid(RelationGetRelid(rel), ShareRowExclusiveLock);
+}
