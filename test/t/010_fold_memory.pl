@@ -132,7 +132,7 @@ my ($out, $err) = ('', '');
 my $h = IPC::Run::start(
 	[
 		$node->installed_command('psql'), '-X', '-d', $node->connstr('postgres'),
-		'-c', q{SELECT es.es_fold('mem-1', 'mem_row(jsonb,es.events)', '{"n": 0, "sum": 0, "cancel": true}')}
+		'-c', q{SELECT es.es_fold('mem-1', 'mem_row(jsonb,es.events)', '{"n": 0, "sum": 0, "mem": [], "cancel": true}')}
 	],
 	'>', \$out, '2>', \$err);
 $node->poll_query_until('postgres',
