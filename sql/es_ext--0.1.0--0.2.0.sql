@@ -34,10 +34,12 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_groups_group_id_s
  * projections), indexes, row level security and policies that users add to
  * an extension's tables.  The dump filter of this table makes pg_dump write,
  * as its rows, what es_user_objects() finds in the catalog at dump time; a
- * restore COPY brings them back as pending objects, and es_restored (an
- * AFTER INSERT statement trigger on every es_ext table) re-creates each one
- * after the rows of its table are restored, so a projection trigger does not
- * fire for restored events.  Outside a restore the table is empty; after
+ * restore COPY brings them back as pending objects: indexes, row level
+ * security and policies are re-created at once, triggers after the rows of
+ * their table are restored (es_restored, an AFTER INSERT statement trigger
+ * on every es_ext table, records that), so a projection trigger does not fire
+ * for restored events.  An object that cannot be re-created is reported with
+ * a WARNING and stays pending; it never costs the restore any rows.  Outside a restore the table is empty; after
  * one it lists the tables whose rows were restored ('restored rows') and any
  * object still pending (its table's rows were not in the dump).
  */
@@ -169,8 +171,12 @@ UNION ALL
 SELECT t.relname, 'trigger', g.tgname, pg_catalog.pg_get_triggerdef(g.oid), g.tgenabled
   FROM tabs AS t
   JOIN pg_catalog.pg_trigger AS g ON g.tgrelid = t.oid
+  JOIN pg_catalog.pg_proc AS f ON f.oid = g.tgfoid
  WHERE NOT g.tgisinternal
    AND g.tgfoid NOT IN (SELECT o.objid FROM own_functions AS o)
+   -- a trigger on a session's temporary function goes with that session
+   AND NOT pg_catalog.pg_is_other_temp_schema(f.pronamespace)
+   AND f.pronamespace <> pg_catalog.pg_my_temp_schema()
 $fn$;
 COMMENT ON FUNCTION @extschema@.es_user_objects() IS
 	'the user triggers, indexes, row level security and policies on es_ext''s tables, with the statements that re-create them (what a dump carries)';
@@ -184,7 +190,8 @@ REVOKE ALL ON TABLE @extschema@.user_objects FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.es_user_objects(), @extschema@.es_restored(),
 	@extschema@.es_user_objects_pending() FROM PUBLIC;
 GRANT SELECT ON @extschema@.user_objects TO es_admin;
-GRANT EXECUTE ON FUNCTION @extschema@.es_user_objects() TO es_admin;
+-- pg_dump calls it: es_admin, and the predefined role of backup roles
+GRANT EXECUTE ON FUNCTION @extschema@.es_user_objects() TO es_admin, pg_read_all_data;
 
 /*
  * es_rebuild_projection checks that the trigger is a user's AFTER INSERT

@@ -118,30 +118,61 @@ SELECT count(*) AS pending FROM es.user_objects WHERE kind <> 'restored rows';
 DROP TRIGGER restore_uc_paused ON es.upcasters;
 DROP INDEX es.restore_uc_idx;
 
--- a definition that is not one statement of its kind on its es_ext table is
--- refused, and nothing of that restore step stays
+-- a row that is not one statement of its kind creating the named object on
+-- its es_ext table is refused with a WARNING and stays pending: a restore
+-- step never loses its rows because of a user object
 COPY es.user_objects (table_name, kind, object_name, definition, trigger_enabled) FROM stdin;
-upcasters	trigger	restore_evil	DROP TABLE public.restore_log	O
+upcasters	trigger	restore_evil1	DROP TABLE public.restore_log	O
+upcasters	trigger	restore_evil2	CREATE TRIGGER restore_evil2 AFTER INSERT ON public.restore_log FOR EACH ROW EXECUTE FUNCTION public.restore_log_row()	O
+upcasters	index	restore_evil3	CREATE INDEX restore_evil3 ON es.upcasters (fn); DROP TABLE public.restore_log	\N
+upcasters	policy	restore_evil4	CREATE INDEX restore_evil4 ON es.upcasters (fn)	\N
+events	trigger	restore_evil5	CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON es.events FOR EACH STATEMENT EXECUTE FUNCTION public.restore_log_row()	O
+events	trigger	restore_evil6	CREATE OR REPLACE TRIGGER restore_evil6 AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION public.restore_log_row()	O
+upcasters	trigger	restore_evil7	CREATE TRIGGER restore_evil7 AFTER INSERT ON es.upcasters FOR EACH ROW EXECUTE FUNCTION public.restore_log_row()	Z
+upcasters	trigger	restore_evil8	CREATE TRIGGER restore_evil8 AFTER INSERT ON es.upcasters FOR EACH ROW EXECUTE FUNCTION public.no_such_function()	O
+upcasters	row security	enable	ALTER TABLE es.upcasters DISABLE ROW LEVEL SECURITY	\N
 \.
+SELECT table_name, kind, object_name FROM es.user_objects WHERE kind <> 'restored rows' ORDER BY 1, 2, 3;
+SELECT to_regclass('public.restore_log') AS still_there, to_regclass('es.restore_evil3') AS evil_index,
+	   (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'restore_evil%') AS evil_triggers,
+	   (SELECT tgfoid::regproc FROM pg_trigger
+		 WHERE tgrelid = 'es.events'::regclass AND tgname = 'es_guard_write') AS guard_function;
+-- no user object on es.user_objects itself, even with a forged marker
 COPY es.user_objects (table_name, kind, object_name, definition, trigger_enabled) FROM stdin;
-upcasters	trigger	restore_evil	CREATE TRIGGER restore_evil AFTER INSERT ON public.restore_log FOR EACH ROW EXECUTE FUNCTION public.restore_log_row()	O
+user_objects	restored rows	user_objects	\N	\N
+user_objects	trigger	restore_evil9	CREATE TRIGGER restore_evil9 AFTER INSERT ON es.user_objects FOR EACH ROW EXECUTE FUNCTION public.restore_log_row()	O
 \.
+SELECT count(*) AS evil_triggers FROM pg_trigger WHERE tgname = 'restore_evil9';
+-- (pending objects are tried again at every restore step: drop them here)
+ALTER TABLE es.user_objects DISABLE TRIGGER es_guard_write;
+DELETE FROM es.user_objects WHERE kind <> 'restored rows';
+ALTER TABLE es.user_objects ENABLE TRIGGER es_guard_write;
+-- indexes, row level security and policies do not wait for their table's
+-- rows: a dump without es.streams' rows still brings its policy back
 COPY es.user_objects (table_name, kind, object_name, definition, trigger_enabled) FROM stdin;
-upcasters	index	restore_evil	CREATE INDEX restore_evil ON es.upcasters (fn); DROP TABLE public.restore_log	\N
+streams	row security	enable	ALTER TABLE es.streams ENABLE ROW LEVEL SECURITY	\N
+streams	policy	restore_streams	CREATE POLICY restore_streams ON es.streams AS PERMISSIVE FOR SELECT TO es_reader USING (true)	\N
 \.
-COPY es.user_objects (table_name, kind, object_name, definition, trigger_enabled) FROM stdin;
-upcasters	policy	restore_evil	CREATE INDEX restore_evil ON es.upcasters (fn)	\N
-\.
-SELECT count(*) AS pending FROM es.user_objects WHERE kind <> 'restored rows';
-SELECT to_regclass('public.restore_log') AS still_there, to_regclass('es.restore_evil') AS evil_index;
+SELECT relrowsecurity, (SELECT count(*) FROM pg_policy WHERE polname = 'restore_streams') AS policies
+  FROM pg_class WHERE oid = 'es.streams'::regclass;
+DROP POLICY restore_streams ON es.streams;
+ALTER TABLE es.streams DISABLE ROW LEVEL SECURITY;
 
 -- a restore COPY by another role cannot bring objects either
 SET ROLE regress_restore_admin;
 COPY es.user_objects (table_name, kind, object_name, definition, trigger_enabled) FROM stdin;
-upcasters	index	restore_evil	CREATE INDEX restore_evil ON es.upcasters (fn)	\N
+upcasters	index	restore_evil10	CREATE INDEX restore_evil10 ON es.upcasters (fn)	\N
 \.
 RESET ROLE;
-SELECT count(*) AS pending FROM es.user_objects WHERE kind <> 'restored rows';
+SELECT count(*) AS restore_evil10 FROM es.user_objects WHERE object_name = 'restore_evil10';
+
+-- identity sequences move past the restored rows, also when the dump did
+-- not carry them (es_ext 0.1.0's dumps)
+COPY es.outbox_groups (group_id, name, max_attempts, backoff_base, backoff_max, created_at) FROM stdin;
+1000	rst-restored	10	00:00:01	00:05:00	2026-01-01 00:00:00+00
+\.
+SELECT es.es_outbox_create_group('rst-next') AS next_group_id;
+SELECT es.es_outbox_drop_group('rst-next'), es.es_outbox_drop_group('rst-restored');
 
 -- clean up: the markers of this simulated restore
 ALTER TABLE es.user_objects DISABLE TRIGGER es_guard_write;

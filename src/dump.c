@@ -18,22 +18,31 @@
  * them itself.  The dump filter of es.user_objects makes pg_dump write, as
  * the table's rows, what es.es_user_objects() finds in the catalog at dump
  * time: one row per object with its definition.  A restore COPY of those rows
- * leaves them pending.  An object is re-created once the rows of its table
- * are restored too, so that a projection trigger does not fire for restored
- * events: every es_ext table has an AFTER INSERT ... FOR EACH STATEMENT
- * trigger (es_restored) that, after a restore COPY into it, records that
- * table as restored (a 'restored rows' row of es.user_objects).  A deferred
- * constraint trigger on es.user_objects (es_user_objects_pending) then
- * re-creates, at the commit of that restore step, the pending objects of
- * every restored table (at commit, because an object cannot be created on a
- * table while the COPY into it runs).  A definition must parse as exactly one
- * statement of the expected kind on the named es_ext table.  Each restore
- * step that writes es.user_objects locks it in SHARE ROW EXCLUSIVE mode
- * before writing, and reads it with a fresh snapshot at commit, so in a
- * parallel restore whichever commits second sees the other: no order of the
- * restore leaves an object behind or re-creates it before its table's rows.  A restore COPY into a table that already has user
- * triggers is refused (EsRestoreCopyBegin): they would apply restored rows
- * a second time.
+ * leaves them pending.  Indexes, row level security and policies are
+ * re-created at the commit of that step; a trigger waits until the rows of
+ * its table are restored too, so that a projection does not fire for
+ * restored events: every es_ext table but es.user_objects has an AFTER
+ * INSERT ... FOR EACH STATEMENT trigger (es_restored) that, after a restore
+ * COPY into it, records that table as restored (a 'restored rows' row of
+ * es.user_objects) and moves the table's identity sequence past the restored
+ * rows.  A deferred constraint trigger on es.user_objects
+ * (es_user_objects_pending) re-creates the pending objects at the commit of
+ * each such step (at commit, because an object cannot be created on a table
+ * while the COPY into it runs).
+ *
+ * A row must parse as exactly one statement of its kind creating the named
+ * object on the named es_ext table (not CREATE OR REPLACE, not on
+ * es.user_objects).  Each object is re-created in a subtransaction: one that
+ * fails (a role or function missing in the target, an invalid row) is
+ * reported with a WARNING and stays pending; it never aborts the step and
+ * so never costs the restore the rows that step brought.  Each restore step
+ * that writes es.user_objects locks it in SHARE ROW EXCLUSIVE mode before
+ * writing and reads it with a fresh snapshot at commit, so in a parallel
+ * restore whichever commits second sees the other: no order of the restore
+ * leaves an object behind or re-creates a trigger before its table's rows.
+ * A restore COPY into a table that already has user triggers is refused
+ * (EsRestoreCopyBegin, and es_restored for the tables without a guard): they
+ * would apply the restored rows a second time.
  *
  * src/dump.c
  *
@@ -51,7 +60,10 @@
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "tcop/pquery.h"
+#include "access/xact.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "utils/resowner.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -139,9 +151,15 @@ check_restore_target(Relation rel)
 	}
 }
 
-/* The parse tree a definition of the given kind must have. */
+/*
+ * definition_target
+ *		The table a definition of the given kind creates its object on, or
+ *		NULL when the definition is not exactly one statement of that kind
+ *		creating an object named name (CREATE OR REPLACE TRIGGER, which
+ *		could replace one of es_ext's own triggers, is not accepted).
+ */
 static RangeVar *
-definition_target(const char *kind, const char *definition)
+definition_target(const char *kind, const char *name, const char *definition)
 {
 	List	   *raw;
 	Node	   *stmt;
@@ -152,11 +170,29 @@ definition_target(const char *kind, const char *definition)
 	stmt = linitial_node(RawStmt, raw)->stmt;
 
 	if (strcmp(kind, "trigger") == 0 && IsA(stmt, CreateTrigStmt))
-		return ((CreateTrigStmt *) stmt)->relation;
+	{
+		CreateTrigStmt *trig = (CreateTrigStmt *) stmt;
+
+		if (trig->replace || strcmp(trig->trigname, name) != 0)
+			return NULL;
+		return trig->relation;
+	}
 	if (strcmp(kind, "policy") == 0 && IsA(stmt, CreatePolicyStmt))
-		return ((CreatePolicyStmt *) stmt)->table;
+	{
+		CreatePolicyStmt *pol = (CreatePolicyStmt *) stmt;
+
+		if (strcmp(pol->policy_name, name) != 0)
+			return NULL;
+		return pol->table;
+	}
 	if (strcmp(kind, "index") == 0 && IsA(stmt, IndexStmt))
-		return ((IndexStmt *) stmt)->relation;
+	{
+		IndexStmt  *idx = (IndexStmt *) stmt;
+
+		if (idx->idxname == NULL || strcmp(idx->idxname, name) != 0 || idx->concurrent)
+			return NULL;
+		return idx->relation;
+	}
 	if (strcmp(kind, "row security") == 0 && IsA(stmt, AlterTableStmt))
 	{
 		AlterTableStmt *alter = (AlterTableStmt *) stmt;
@@ -165,7 +201,8 @@ definition_target(const char *kind, const char *definition)
 		if (list_length(alter->cmds) != 1)
 			return NULL;
 		cmd = linitial_node(AlterTableCmd, alter->cmds);
-		if (cmd->subtype == AT_EnableRowSecurity || cmd->subtype == AT_ForceRowSecurity)
+		if ((cmd->subtype == AT_EnableRowSecurity && strcmp(name, "enable") == 0) ||
+			(cmd->subtype == AT_ForceRowSecurity && strcmp(name, "force") == 0))
 			return alter->relation;
 	}
 	return NULL;
@@ -183,7 +220,7 @@ run_utility(const char *sql)
 static bool
 object_exists(Oid relid, const char *kind, const char *name)
 {
-	Datum		values[2];
+	Datum		values[3];
 	const char *sql;
 	int			rc;
 
@@ -196,12 +233,13 @@ object_exists(Oid relid, const char *kind, const char *name)
 		sql = "SELECT FROM pg_catalog.pg_policy AS p"
 			" WHERE p.polrelid OPERATOR(pg_catalog.=) $1 AND p.polname OPERATOR(pg_catalog.=) $2";
 	else
-		sql = "SELECT FROM pg_catalog.pg_index AS x"
-			" JOIN pg_catalog.pg_class AS c ON c.oid OPERATOR(pg_catalog.=) x.indexrelid"
-			" WHERE x.indrelid OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) $2";
+		sql = "SELECT FROM pg_catalog.pg_class AS c"
+			" WHERE c.relnamespace OPERATOR(pg_catalog.=) $3 AND c.relname OPERATOR(pg_catalog.=) $2"
+			"   AND $1 IS NOT NULL";
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetDatum(name);
-	rc = SPI_execute_with_args(sql, 2, (Oid[]) {OIDOID, NAMEOID}, values, NULL, true, 1);
+	values[2] = ObjectIdGetDatum(EsSchemaOid());
+	rc = SPI_execute_with_args(sql, 3, (Oid[]) {OIDOID, NAMEOID, OIDOID}, values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not look up %s \"%s\": %s", kind, name, SPI_result_code_string(rc));
 	return SPI_processed > 0;
@@ -220,50 +258,140 @@ definition_statement(const char *kind)
 	return "ALTER TABLE ... ENABLE or FORCE ROW LEVEL SECURITY";
 }
 
+/* one row of es.user_objects, for the error context */
+typedef struct UserObject
+{
+	char	   *table;
+	char	   *kind;
+	char	   *name;
+	char	   *definition;
+	char	   *enabled;
+} UserObject;
+
+static void
+user_object_error_callback(void *arg)
+{
+	UserObject *o = (UserObject *) arg;
+
+	errcontext("re-creating %s \"%s\" on table \"es.%s\" from es.user_objects",
+			   o->kind, o->name, o->table);
+}
+
 /*
  * restore_one
  *		Re-create one user object from its row in es.user_objects.  Returns
- *		false when it exists already (it is left as it is).
+ *		false when it exists already (it is left as it is).  Raises an error
+ *		when the row is not a valid definition of a user object on one of
+ *		es_ext's tables.
  */
 static bool
-restore_one(const char *table, const char *kind, const char *name, const char *definition,
-			char trigger_enabled)
+restore_one(const UserObject *o)
 {
-	RangeVar   *target = definition_target(kind, definition);
+	RangeVar   *target;
 	Oid			relid;
 	char	   *qualified;
+	char		enabled = TRIGGER_FIRES_ON_ORIGIN;
 
+	target = definition_target(o->kind, o->name, o->definition);
 	if (target == NULL || target->schemaname == NULL ||
-		strcmp(target->schemaname, "es") != 0 || strcmp(target->relname, table) != 0)
+		strcmp(target->schemaname, "es") != 0 || strcmp(target->relname, o->table) != 0 ||
+		strcmp(o->table, "user_objects") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
-				 errmsg("invalid definition of %s \"%s\" on table \"es.%s\"", kind, name, table),
-				 errdetail("A definition must be one %s statement on table \"es.%s\".",
-						   definition_statement(kind), table)));
-	relid = EsRelationOid(table);
-	if (object_exists(relid, kind, name))
+				 errmsg("invalid definition of %s \"%s\" on table \"es.%s\"", o->kind, o->name, o->table),
+				 errdetail("A definition must be one %s statement creating \"%s\" on table \"es.%s\".",
+						   definition_statement(o->kind), o->name, o->table)));
+	if (strcmp(o->kind, "trigger") == 0)
+	{
+		if (o->enabled == NULL || strlen(o->enabled) != 1 ||
+			strchr("ODRA", o->enabled[0]) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid trigger_enabled value \"%s\" of trigger \"%s\"",
+							o->enabled ? o->enabled : "", o->name),
+					 errdetail("It must be O, D, R or A, as in pg_trigger.tgenabled.")));
+		enabled = o->enabled[0];
+	}
+	relid = EsRelationOid(o->table);
+	if (object_exists(relid, o->kind, o->name))
 		return false;
 
-	run_utility(definition);
+	run_utility(o->definition);
 
-	if (strcmp(kind, "trigger") != 0 || trigger_enabled == TRIGGER_FIRES_ON_ORIGIN)
+	if (strcmp(o->kind, "trigger") != 0 || enabled == TRIGGER_FIRES_ON_ORIGIN)
 		return true;
-	qualified = quote_qualified_identifier("es", table);
-	if (trigger_enabled == TRIGGER_DISABLED)
-		run_utility(psprintf("ALTER TABLE %s DISABLE TRIGGER %s", qualified, quote_identifier(name)));
-	else if (trigger_enabled == TRIGGER_FIRES_ON_REPLICA)
-		run_utility(psprintf("ALTER TABLE %s ENABLE REPLICA TRIGGER %s", qualified, quote_identifier(name)));
-	else if (trigger_enabled == TRIGGER_FIRES_ALWAYS)
-		run_utility(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qualified, quote_identifier(name)));
+	qualified = quote_qualified_identifier("es", o->table);
+	if (enabled == TRIGGER_DISABLED)
+		run_utility(psprintf("ALTER TABLE %s DISABLE TRIGGER %s", qualified, quote_identifier(o->name)));
+	else if (enabled == TRIGGER_FIRES_ON_REPLICA)
+		run_utility(psprintf("ALTER TABLE %s ENABLE REPLICA TRIGGER %s", qualified, quote_identifier(o->name)));
+	else
+		run_utility(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qualified, quote_identifier(o->name)));
 	return true;
 }
 
 /*
+ * restore_one_safely
+ *		restore_one in a subtransaction: an object that cannot be re-created
+ *		(a role or function the target does not have, a bad row) is reported
+ *		with a WARNING and stays pending in es.user_objects; it never aborts
+ *		the restore step, whose table rows would go with it.  Returns true
+ *		when the row is done with (created, or there already).
+ */
+static bool
+restore_one_safely(const UserObject *o, uint64 *created)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorContextCallback callback;
+	volatile bool done = false;
+
+	callback.callback = user_object_error_callback;
+	callback.arg = (void *) o;
+	callback.previous = error_context_stack;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		error_context_stack = &callback;
+		if (restore_one(o))
+			(*created)++;
+		error_context_stack = callback.previous;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		done = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		error_context_stack = callback.previous;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("could not re-create %s \"%s\" on table \"es.%s\": %s",
+						o->kind, o->name, o->table, edata->message),
+				 edata->detail ? errdetail("%s", edata->detail) : 0,
+				 errhint("It stays listed in es.user_objects; create it by hand once what it needs exists.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return done;
+}
+
+/*
  * restore_pending
- *		Re-create the pending objects of every table whose rows are restored
- *		(indexes first, then row level security, policies and triggers), and
- *		delete their rows.  Returns how many were re-created (objects that
- *		exist already are skipped).
+ *		Re-create the pending objects: indexes, row level security and
+ *		policies at once, triggers once the rows of their table are
+ *		restored; delete the rows of those done with.  Returns how many were
+ *		re-created (objects that exist already are skipped).
  */
 static uint64
 restore_pending(void)
@@ -273,13 +401,15 @@ restore_pending(void)
 	uint64		created = 0;
 	uint64		i;
 	int			rc;
+	Oid			user_objects = EsRelationOid("user_objects");
 
 	rc = SPI_execute("SELECT u.table_name::pg_catalog.text, u.kind, u.object_name::pg_catalog.text,"
-					 "       u.definition, u.trigger_enabled"
+					 "       u.definition, u.trigger_enabled::pg_catalog.text"
 					 "  FROM es.user_objects AS u"
 					 " WHERE u.kind OPERATOR(pg_catalog.<>) 'restored rows'"
-					 "   AND u.table_name IN (SELECT r.table_name FROM es.user_objects AS r"
-					 "                         WHERE r.kind OPERATOR(pg_catalog.=) 'restored rows')"
+					 "   AND (u.kind OPERATOR(pg_catalog.<>) 'trigger'"
+					 "        OR u.table_name IN (SELECT r.table_name FROM es.user_objects AS r"
+					 "                             WHERE r.kind OPERATOR(pg_catalog.=) 'restored rows'))"
 					 " ORDER BY pg_catalog.array_position("
 					 "            ARRAY['index', 'row security', 'policy', 'trigger'], u.kind),"
 					 "          u.table_name, u.object_name", false, 0);
@@ -292,30 +422,76 @@ restore_pending(void)
 	{
 		HeapTuple	tup = rows->vals[i];
 		TupleDesc	desc = rows->tupdesc;
-		char	   *enabled = SPI_getvalue(tup, desc, SPI_fnumber(desc, "trigger_enabled"));
+		UserObject	o;
 
 		CHECK_FOR_INTERRUPTS();
-		if (restore_one(SPI_getvalue(tup, desc, SPI_fnumber(desc, "table_name")),
-					SPI_getvalue(tup, desc, SPI_fnumber(desc, "kind")),
-					SPI_getvalue(tup, desc, SPI_fnumber(desc, "object_name")),
-					SPI_getvalue(tup, desc, SPI_fnumber(desc, "definition")),
-					enabled != NULL ? enabled[0] : TRIGGER_FIRES_ON_ORIGIN))
-			created++;
-	}
+		o.table = SPI_getvalue(tup, desc, SPI_fnumber(desc, "table_name"));
+		o.kind = SPI_getvalue(tup, desc, SPI_fnumber(desc, "kind"));
+		o.name = SPI_getvalue(tup, desc, SPI_fnumber(desc, "object_name"));
+		o.definition = SPI_getvalue(tup, desc, SPI_fnumber(desc, "definition"));
+		o.enabled = SPI_getvalue(tup, desc, SPI_fnumber(desc, "trigger_enabled"));
 
-	if (nrows > 0)
-	{
-		EsAllowNextWrite(EsRelationOid("user_objects"), TRIGGER_EVENT_DELETE);
-		rc = SPI_execute("DELETE FROM es.user_objects AS u"
-						 " WHERE u.kind OPERATOR(pg_catalog.<>) 'restored rows'"
-						 "   AND u.table_name IN (SELECT r.table_name FROM es.user_objects AS r"
-						 "                         WHERE r.kind OPERATOR(pg_catalog.=) 'restored rows')",
-						 false, 0);
-		EsClearAllowedWrite();
-		if (rc != SPI_OK_DELETE)
-			elog(ERROR, "could not delete from es.user_objects: %s", SPI_result_code_string(rc));
+		if (restore_one_safely(&o, &created))
+		{
+			Datum		key[3];
+
+			key[0] = CStringGetDatum(o.table);
+			key[1] = CStringGetTextDatum(o.kind);
+			key[2] = CStringGetDatum(o.name);
+			EsAllowNextWrite(user_objects, TRIGGER_EVENT_DELETE);
+			rc = SPI_execute_with_args("DELETE FROM es.user_objects AS u"
+									   " WHERE u.table_name OPERATOR(pg_catalog.=) $1"
+									   "   AND u.kind OPERATOR(pg_catalog.=) $2"
+									   "   AND u.object_name OPERATOR(pg_catalog.=) $3",
+									   3, (Oid[]) {NAMEOID, TEXTOID, NAMEOID}, key, NULL, false, 0);
+			EsClearAllowedWrite();
+			if (rc != SPI_OK_DELETE)
+				elog(ERROR, "could not delete from es.user_objects: %s", SPI_result_code_string(rc));
+		}
 	}
 	return created;
+}
+
+/*
+ * Identity sequences and the columns they number: after a restore COPY of
+ * their table they are moved past the highest restored value, also when the
+ * dump did not carry them (es_ext 0.1.0 did not register them for pg_dump).
+ */
+static const struct
+{
+	const char *table;
+	const char *column;
+	const char *sequence;
+}			restored_sequences[] = {
+	{"events", "global_position", "events_global_position_seq"},
+	{"outbox", "position", "outbox_position_seq"},
+	{"outbox_groups", "group_id", "outbox_groups_group_id_seq"},
+};
+
+static void
+advance_sequence(const char *table)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(restored_sequences); i++)
+	{
+		char	   *sql;
+		int			rc;
+
+		if (strcmp(restored_sequences[i].table, table) != 0)
+			continue;
+		sql = psprintf("SELECT pg_catalog.setval('es.%s'::pg_catalog.regclass, x.m)"
+					   "  FROM (SELECT max(t.%s) AS m FROM es.%s AS t) AS x,"
+					   "       es.%s AS s"
+					   " WHERE x.m OPERATOR(pg_catalog.>) s.last_value"
+					   "    OR (x.m OPERATOR(pg_catalog.=) s.last_value AND NOT s.is_called)",
+					   restored_sequences[i].sequence, restored_sequences[i].column,
+					   table, restored_sequences[i].sequence);
+		rc = SPI_execute(sql, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not advance sequence \"es.%s\": %s",
+				 restored_sequences[i].sequence, SPI_result_code_string(rc));
+	}
 }
 
 PG_FUNCTION_INFO_V1(es_restored);
@@ -349,11 +525,15 @@ es_restored(PG_FUNCTION_ARGS)
 	if (!EsRestoreCopy(rel))
 		return PointerGetDatum(NULL);
 
+	/* for the tables without a guard trigger, which checks this first */
+	check_restore_target(rel);
+
 	user_objects = EsRelationOid("user_objects");
 	LockRelationOid(user_objects, ShareRowExclusiveLock);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	advance_sequence(RelationGetRelationName(rel));
 	name = CStringGetDatum(RelationGetRelationName(rel));
 	EsAllowNextWrite(user_objects, TRIGGER_EVENT_INSERT);
 	rc = SPI_execute_with_args("INSERT INTO es.user_objects (table_name, kind, object_name)"
@@ -369,6 +549,9 @@ es_restored(PG_FUNCTION_ARGS)
 }
 
 PG_FUNCTION_INFO_V1(es_user_objects_pending);
+
+/* the local transaction whose pending objects were processed last */
+static LocalTransactionId pending_done_lxid = InvalidLocalTransactionId;
 
 /*
  * es_user_objects_pending
@@ -392,6 +575,11 @@ es_user_objects_pending(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("es_user_objects_pending() must be fired AFTER ... FOR EACH ROW")));
+
+	/* one pass per transaction: it fires for every row inserted */
+	if (MyProc->lxid == pending_done_lxid)
+		return PointerGetDatum(NULL);
+	pending_done_lxid = MyProc->lxid;
 
 	LockRelationOid(RelationGetRelid(trigdata->tg_relation), ShareRowExclusiveLock);
 

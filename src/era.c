@@ -12,6 +12,13 @@
  * restored sorts before everything appended afterwards; readers treat an
  * older era as entirely below their horizon.
  *
+ * A copy of a cluster (pg_basebackup, PITR) keeps its system identifier but
+ * goes on with transaction ids of its own; a dump of it restored into the
+ * original can hold ids the original has not reached.  So an era also
+ * counts as foreign when its highest tx_id is at or above this cluster's
+ * next transaction id (era_is_foreign), which never happens to an era this
+ * cluster wrote.
+ *
  * es.config holds at most one row and CREATE EXTENSION does not insert it:
  * the first append does.  So a dump's es.config row restores without
  * conflicting with a row the restore's own CREATE EXTENSION made, and it
@@ -66,12 +73,20 @@ static EsPlan insert_config_plan = {
 	1, {INT8OID}
 };
 
+/* move on from era $2 (concurrent appenders: only one moves it) */
 static EsPlan advance_era_plan = {
 	NULL,
 	"UPDATE es.config AS c"
 	"   SET era = c.era OPERATOR(pg_catalog.+) 1, system_identifier = $1"
-	" WHERE c.system_identifier OPERATOR(pg_catalog.<>) $1",
-	1, {INT8OID}
+	" WHERE c.era OPERATOR(pg_catalog.=) $2",
+	2, {INT8OID, INT4OID}
+};
+
+/* the highest tx_id of an era (events_log_idx: one index probe) */
+static EsPlan era_max_tx_id_plan = {
+	NULL,
+	"SELECT max(e.tx_id) FROM es.events AS e WHERE e.era OPERATOR(pg_catalog.=) $1",
+	1, {INT4OID}
 };
 
 /*
@@ -80,6 +95,10 @@ static EsPlan advance_era_plan = {
  */
 static Oid	cached_era_config = InvalidOid;
 static int32 cached_era = 0;
+
+/* the era readers last found settled (see era_is_foreign), per backend */
+static Oid	settled_era_config = InvalidOid;
+static int32 settled_era = 0;
 
 /*
  * read_config
@@ -108,6 +127,30 @@ read_config(bool read_only, int32 *era, int64 *sysid)
 }
 
 /*
+ * era_is_foreign
+ *		Does era hold transaction ids this cluster has not reached?  Then its
+ *		events were restored from another cluster that shares this one's
+ *		system identifier (a physical copy that went its own way, then was
+ *		dumped), and new events need a new era to sort after them.  Every
+ *		tx_id this cluster writes is below its next transaction id.
+ */
+static bool
+era_is_foreign(int32 era, bool read_only)
+{
+	Datum		arg = Int32GetDatum(era);
+	bool		isnull;
+	Datum		max_tx_id;
+	int			rc;
+
+	rc = SPI_execute_plan(EsGetPlan(&era_max_tx_id_plan), &arg, NULL, read_only, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the highest tx_id of era %d: %s", era,
+			 SPI_result_code_string(rc));
+	max_tx_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return !isnull && EsForeignTransactionId(max_tx_id);
+}
+
+/*
  * EsCurrentEra
  *		The era new events get, as a reader sees it: es.config's, or the next
  *		one if es.config was restored from another cluster and no append has
@@ -123,7 +166,19 @@ EsCurrentEra(void)
 	int			rc;
 
 	if (read_config(true, &era, &sysid))
-		return sysid == (int64) GetSystemIdentifier() ? era : era + 1;
+	{
+		Oid			config = EsRelationOid("config");
+
+		if (sysid != (int64) GetSystemIdentifier())
+			return era + 1;
+		if (settled_era_config == config && settled_era == era)
+			return era;
+		if (era_is_foreign(era, true))
+			return era + 1;
+		settled_era_config = config;
+		settled_era = era;
+		return era;
+	}
 
 	rc = SPI_execute_plan(EsGetPlan(&era_without_config_plan), NULL, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -161,7 +216,9 @@ EsAppendEra(void)
 
 		if (read_config(false, &era, &recorded))
 		{
-			if (recorded == mysysid)
+			Datum		args[2];
+
+			if (recorded == mysysid && !era_is_foreign(era, false))
 			{
 				if (attempt == 0)
 				{
@@ -170,14 +227,19 @@ EsAppendEra(void)
 				}
 				return era;
 			}
+			args[0] = sysid;
+			args[1] = Int32GetDatum(era);
 			EsAllowNextWrite(config, TRIGGER_EVENT_UPDATE);
-			rc = SPI_execute_plan(EsGetPlan(&advance_era_plan), &sysid, NULL, false, 0);
+			rc = SPI_execute_plan(EsGetPlan(&advance_era_plan), args, NULL, false, 0);
 			EsClearAllowedWrite();
 			if (rc != SPI_OK_UPDATE)
 				elog(ERROR, "could not advance the log era: %s", SPI_result_code_string(rc));
 			if (SPI_processed == 1)
 				ereport(NOTICE,
-						(errmsg("this cluster's system identifier differs from the one recorded in \"es.config\"; the global log starts a new era")));
+						(errmsg("the global log starts a new era"),
+						 recorded != mysysid ?
+						 errdetail("This cluster's system identifier differs from the one recorded in \"es.config\": the events were restored from another cluster.") :
+						 errdetail("The log holds transaction ids this cluster has not reached: the events were restored from a copy of this cluster.")));
 		}
 		else
 		{

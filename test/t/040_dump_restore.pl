@@ -29,7 +29,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $src = PostgreSQL::Test::Cluster->new('es_dump_src');
-$src->init;
+$src->init(allows_streaming => 1);
 $src->append_conf('postgresql.conf', "autovacuum = off\n");
 $src->start;
 
@@ -251,6 +251,35 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			'4|3|1', "$label: es_fold_state folds from the restored snapshot");
 	}
 }
+
+# a dump of a physical copy of the source cluster (same system identifier,
+# transaction ids of its own, beyond the source's) restored into the source:
+# the restored history is readable at once and new events sort after it
+$src->backup('base');
+my $copy = PostgreSQL::Test::Cluster->new('es_dump_copy');
+$copy->init_from_backup($src, 'base');
+$copy->start;
+$copy->safe_psql('postgres', join('', map { "SELECT pg_current_xact_id();\n" } 1 .. 3000));
+$copy->safe_psql('postgres', 'CREATE DATABASE fromcopy');
+$copy->safe_psql('fromcopy', q{
+	CREATE EXTENSION es_ext;
+	SELECT es.es_append('c-' || i, 0, '[{"type": "OnTheCopy", "data": {}}]') FROM generate_series(1, 3) AS i;});
+$copy->command_ok([ 'pg_dump', '-Fc', '-f', "$dumpdir/copy.dump", '-d', $copy->connstr('fromcopy') ],
+	'physical copy: pg_dump exits 0');
+$copy->stop;
+$src->safe_psql('postgres', 'CREATE DATABASE backhome');
+$src->command_ok([ 'pg_restore', '-d', $src->connstr('backhome'), "$dumpdir/copy.dump" ],
+	'physical copy: the restore into the source cluster exits 0');
+is($src->safe_psql('backhome',
+	'SELECT max(tx_id) >= pg_snapshot_xmax(pg_current_snapshot()) FROM es.events'), 't',
+	'physical copy: the restored events carry transaction ids the source has not reached');
+is($src->safe_psql('backhome', 'SELECT count(*) FROM es.es_read_all(NULL, 1000)'), '3',
+	'physical copy: the restored history is readable at once');
+$src->safe_psql('backhome', q{SELECT es.es_append('c-1', 1, '[{"type": "BackHome", "data": {}}]')});
+is($src->safe_psql('backhome', q{
+	SELECT string_agg(r.stream_id || '/' || r.version, ',' ORDER BY r.log_cursor) FROM es.es_read_all(NULL, 1000) AS r}),
+	'c-1/1,c-2/1,c-3/1,c-1/2', 'physical copy: a new event sorts after the restored history, in a new era');
+is($src->safe_psql('backhome', 'SELECT era FROM es.config'), '1', 'physical copy: the first append started era 1');
 
 # a restore COPY into a table that already has a user trigger is refused:
 # the trigger would apply the restored rows again
