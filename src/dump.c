@@ -60,7 +60,9 @@
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "tcop/pquery.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "utils/xid8.h"
 #include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "utils/resowner.h"
@@ -258,6 +260,17 @@ definition_statement(const char *kind)
 	return "ALTER TABLE ... ENABLE or FORCE ROW LEVEL SECURITY";
 }
 
+/* the lock the statement of a definition of each kind takes on its table */
+static LOCKMODE
+definition_lock(const char *kind)
+{
+	if (strcmp(kind, "trigger") == 0)
+		return ShareRowExclusiveLock;
+	if (strcmp(kind, "index") == 0)
+		return ShareLock;
+	return AccessExclusiveLock;
+}
+
 /* one row of es.user_objects, for the error context */
 typedef struct UserObject
 {
@@ -277,14 +290,21 @@ user_object_error_callback(void *arg)
 			   o->kind, o->name, o->table);
 }
 
+/* what restore_one did */
+typedef enum RestoreResult
+{
+	RESTORE_CREATED,			/* the object was re-created */
+	RESTORE_EXISTS,				/* it was there already: left as it is */
+	RESTORE_BUSY				/* its table is in use: left pending */
+} RestoreResult;
+
 /*
  * restore_one
- *		Re-create one user object from its row in es.user_objects.  Returns
- *		false when it exists already (it is left as it is).  Raises an error
- *		when the row is not a valid definition of a user object on one of
- *		es_ext's tables.
+ *		Re-create one user object from its row in es.user_objects.  Raises an
+ *		error when the row is not a valid definition of a user object on one
+ *		of es_ext's tables.
  */
-static bool
+static RestoreResult
 restore_one(const UserObject *o)
 {
 	RangeVar   *target;
@@ -314,12 +334,20 @@ restore_one(const UserObject *o)
 	}
 	relid = EsRelationOid(o->table);
 	if (object_exists(relid, o->kind, o->name))
-		return false;
+		return RESTORE_EXISTS;
+
+	/*
+	 * Only when the table is free: another restore step may be copying rows
+	 * into it (and wait for our lock on es.user_objects), and that step
+	 * re-creates the object at its own commit.
+	 */
+	if (!ConditionalLockRelationOid(relid, definition_lock(o->kind)))
+		return RESTORE_BUSY;
 
 	run_utility(o->definition);
 
 	if (strcmp(o->kind, "trigger") != 0 || enabled == TRIGGER_FIRES_ON_ORIGIN)
-		return true;
+		return RESTORE_CREATED;
 	qualified = quote_qualified_identifier("es", o->table);
 	if (enabled == TRIGGER_DISABLED)
 		run_utility(psprintf("ALTER TABLE %s DISABLE TRIGGER %s", qualified, quote_identifier(o->name)));
@@ -327,7 +355,7 @@ restore_one(const UserObject *o)
 		run_utility(psprintf("ALTER TABLE %s ENABLE REPLICA TRIGGER %s", qualified, quote_identifier(o->name)));
 	else
 		run_utility(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", qualified, quote_identifier(o->name)));
-	return true;
+	return RESTORE_CREATED;
 }
 
 /*
@@ -336,7 +364,8 @@ restore_one(const UserObject *o)
  *		(a role or function the target does not have, a bad row) is reported
  *		with a WARNING and stays pending in es.user_objects; it never aborts
  *		the restore step, whose table rows would go with it.  Returns true
- *		when the row is done with (created, or there already).
+ *		when the row is done with (created, or there already), false when it
+ *		stays pending.
  */
 static bool
 restore_one_safely(const UserObject *o, uint64 *created)
@@ -354,14 +383,17 @@ restore_one_safely(const UserObject *o, uint64 *created)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
+		RestoreResult result;
+
 		error_context_stack = &callback;
-		if (restore_one(o))
-			(*created)++;
+		result = restore_one(o);
 		error_context_stack = callback.previous;
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		done = true;
+		if (result == RESTORE_CREATED)
+			(*created)++;
+		done = (result != RESTORE_BUSY);
 	}
 	PG_CATCH();
 	{
@@ -406,7 +438,7 @@ restore_pending(void)
 	rc = SPI_execute("SELECT u.table_name::pg_catalog.text, u.kind, u.object_name::pg_catalog.text,"
 					 "       u.definition, u.trigger_enabled::pg_catalog.text"
 					 "  FROM es.user_objects AS u"
-					 " WHERE u.kind OPERATOR(pg_catalog.<>) 'restored rows'"
+					 " WHERE u.kind OPERATOR(pg_catalog.<>) ALL (ARRAY['restored rows', 'foreign era'])"
 					 "   AND (u.kind OPERATOR(pg_catalog.<>) 'trigger'"
 					 "        OR u.table_name IN (SELECT r.table_name FROM es.user_objects AS r"
 					 "                             WHERE r.kind OPERATOR(pg_catalog.=) 'restored rows'))"
@@ -494,6 +526,36 @@ advance_sequence(const char *table)
 	}
 }
 
+/*
+ * record_foreign_eras
+ *		After a restore COPY into es.events: the eras whose restored events
+ *		carry transaction ids this cluster has not reached (a dump of a
+ *		physical copy of this cluster, which shares its system identifier)
+ *		get a 'foreign era' row in es.user_objects, which era.c reads: new
+ *		events then go into a new era.  Decided here, once, while the ids are
+ *		still beyond the next transaction id: a reader may show those events
+ *		at once, so every later append must sort after them.
+ */
+static void
+record_foreign_eras(Oid user_objects)
+{
+	Datum		next = FullTransactionIdGetDatum(ReadNextFullTransactionId());
+	int			rc;
+
+	EsAllowNextWrite(user_objects, TRIGGER_EVENT_INSERT);
+	rc = SPI_execute_with_args("INSERT INTO es.user_objects (table_name, kind, object_name)"
+							   " SELECT 'events', 'foreign era', e.era::pg_catalog.text"
+							   "   FROM es.events AS e"
+							   "  GROUP BY e.era"
+							   " HAVING max(e.tx_id) OPERATOR(pg_catalog.>=) $1"
+							   " ON CONFLICT ON CONSTRAINT user_objects_pkey DO NOTHING",
+							   1, (Oid[]) {XID8OID}, &next, NULL, false, 0);
+	EsClearAllowedWrite();
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record the foreign eras of es.events: %s",
+			 SPI_result_code_string(rc));
+}
+
 PG_FUNCTION_INFO_V1(es_restored);
 
 /*
@@ -534,6 +596,8 @@ es_restored(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	advance_sequence(RelationGetRelationName(rel));
+	if (strcmp(RelationGetRelationName(rel), "events") == 0)
+		record_foreign_eras(user_objects);
 	name = CStringGetDatum(RelationGetRelationName(rel));
 	EsAllowNextWrite(user_objects, TRIGGER_EVENT_INSERT);
 	rc = SPI_execute_with_args("INSERT INTO es.user_objects (table_name, kind, object_name)"

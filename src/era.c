@@ -14,10 +14,9 @@
  *
  * A copy of a cluster (pg_basebackup, PITR) keeps its system identifier but
  * goes on with transaction ids of its own; a dump of it restored into the
- * original can hold ids the original has not reached.  So an era also
- * counts as foreign when its highest tx_id is at or above this cluster's
- * next transaction id (era_is_foreign), which never happens to an era this
- * cluster wrote.
+ * original can hold ids the original has not reached.  The restore records
+ * such an era as foreign (era_is_foreign), and it is then treated as if it
+ * came from another cluster.
  *
  * es.config holds at most one row and CREATE EXTENSION does not insert it:
  * the first append does.  So a dump's es.config row restores without
@@ -48,6 +47,7 @@
 #include "access/xlog.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "utils/lsyscache.h"
 #include "utils/xid8.h"
 
 #include "es_ext.h"
@@ -82,10 +82,13 @@ static EsPlan advance_era_plan = {
 	2, {INT8OID, INT4OID}
 };
 
-/* the highest tx_id of an era (events_log_idx: one index probe) */
-static EsPlan era_max_tx_id_plan = {
+/* an era recorded as foreign by a restore (dump.c: record_foreign_eras) */
+static EsPlan foreign_era_plan = {
 	NULL,
-	"SELECT max(e.tx_id) FROM es.events AS e WHERE e.era OPERATOR(pg_catalog.=) $1",
+	"SELECT FROM es.user_objects AS u"
+	" WHERE u.table_name OPERATOR(pg_catalog.=) 'events'"
+	"   AND u.kind OPERATOR(pg_catalog.=) 'foreign era'"
+	"   AND u.object_name OPERATOR(pg_catalog.=) $1::pg_catalog.text",
 	1, {INT4OID}
 };
 
@@ -128,26 +131,29 @@ read_config(bool read_only, int32 *era, int64 *sysid)
 
 /*
  * era_is_foreign
- *		Does era hold transaction ids this cluster has not reached?  Then its
- *		events were restored from another cluster that shares this one's
- *		system identifier (a physical copy that went its own way, then was
- *		dumped), and new events need a new era to sort after them.  Every
- *		tx_id this cluster writes is below its next transaction id.
+ *		Did a restore bring events of era that carry transaction ids this
+ *		cluster had not reached?  Then they come from a physical copy of this
+ *		cluster (same system identifier, ids of its own), and new events need
+ *		a new era to sort after them.  The restore records it once
+ *		(dump.c: record_foreign_eras), so the answer never changes with time:
+ *		comparing with the next transaction id here would flip once this
+ *		cluster's ids pass the restored ones, and an append with an older id
+ *		could then sort before events a reader was already shown.
  */
 static bool
 era_is_foreign(int32 era, bool read_only)
 {
 	Datum		arg = Int32GetDatum(era);
-	bool		isnull;
-	Datum		max_tx_id;
 	int			rc;
 
-	rc = SPI_execute_plan(EsGetPlan(&era_max_tx_id_plan), &arg, NULL, read_only, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read the highest tx_id of era %d: %s", era,
-			 SPI_result_code_string(rc));
-	max_tx_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return !isnull && EsForeignTransactionId(max_tx_id);
+	/* es_ext 0.1.0's tables, before ALTER EXTENSION es_ext UPDATE */
+	if (!OidIsValid(get_relname_relid("user_objects", EsSchemaOid())))
+		return false;
+
+	rc = SPI_execute_plan(EsGetPlan(&foreign_era_plan), &arg, NULL, read_only, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.user_objects: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
 }
 
 /*
@@ -239,7 +245,7 @@ EsAppendEra(void)
 						(errmsg("the global log starts a new era"),
 						 recorded != mysysid ?
 						 errdetail("This cluster's system identifier differs from the one recorded in \"es.config\": the events were restored from another cluster.") :
-						 errdetail("The log holds transaction ids this cluster has not reached: the events were restored from a copy of this cluster.")));
+						 errdetail("Restored events carry transaction ids this cluster had not reached: they come from a copy of this cluster.")));
 		}
 		else
 		{

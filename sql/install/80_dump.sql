@@ -29,12 +29,13 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_groups_group_id_s
 CREATE TABLE IF NOT EXISTS @extschema@.user_objects (
 	table_name		name NOT NULL,
 	kind			text NOT NULL
-		CHECK (kind IN ('index', 'row security', 'policy', 'trigger', 'restored rows')),
+		CHECK (kind IN ('index', 'row security', 'policy', 'trigger', 'restored rows', 'foreign era')),
 	object_name		name NOT NULL,
 	definition		text,
 	trigger_enabled	"char",
 	CONSTRAINT user_objects_pkey PRIMARY KEY (table_name, kind, object_name),
-	CONSTRAINT user_objects_definition_check CHECK ((definition IS NULL) = (kind = 'restored rows'))
+	CONSTRAINT user_objects_definition_check
+		CHECK ((definition IS NULL) = (kind IN ('restored rows', 'foreign era')))
 );
 COMMENT ON TABLE @extschema@.user_objects IS
 	'user triggers, indexes, row level security and policies on es_ext''s tables, as a dump carries them; after a restore, the tables whose rows were restored';
@@ -172,6 +173,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.user_objects',
 REVOKE ALL ON TABLE @extschema@.user_objects FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.es_user_objects(), @extschema@.es_restored(),
 	@extschema@.es_user_objects_pending() FROM PUBLIC;
-GRANT SELECT ON @extschema@.user_objects TO es_admin;
+-- readers look up 'foreign era' rows (src/era.c)
+GRANT SELECT ON @extschema@.user_objects TO es_reader;
 -- pg_dump calls it: es_admin, and the predefined role of backup roles
 GRANT EXECUTE ON FUNCTION @extschema@.es_user_objects() TO es_admin, pg_read_all_data;
