@@ -5,7 +5,8 @@
  *	  one JSON line per message, to standard output or to a command.
  *
  * The relay connects with a libpq connection string, LISTENs on es_outbox
- * and claims batches with es.es_outbox_claim().  A batch goes to standard
+ * (unless it is connected through a connection pooler, see below) and claims
+ * batches with es.es_outbox_claim().  A batch goes to standard
  * output in one write(2) (acknowledged once it returned) or, when a command
  * is given after "--", to the command's standard input (acknowledged when
  * the command exits with status 0, given back with es_outbox_nack()
@@ -20,8 +21,22 @@
  * with several relays (the claim takes a stream's messages only from the
  * one that holds its oldest undelivered message).
  *
+ * Poolers: the relay works through a transaction-pooling PgBouncer, where
+ * consecutive transactions of one client may run in different server
+ * sessions.  It uses only unnamed statements (PQexecParams), no session
+ * state: its claims, acks and nacks run in explicit transactions that set
+ * synchronous_commit = off with SET LOCAL.  LISTEN cannot work there (the
+ * notification goes to a server session the relay no longer has), so with
+ * --listen=auto (the default) the relay does not LISTEN when it sees a
+ * pooler -- PgBouncer and most poolers answer with a process id of their
+ * own, not the server's -- and polls; the poll interval bounds the latency
+ * in every mode.
+ *
  * When the server goes away, the relay reconnects with exponential backoff
- * (100 ms doubling to 10 s, with jitter).  SIGTERM and SIGINT stop it
+ * (100 ms doubling to 10 s, with jitter).  A connection attempt that cannot
+ * succeed by retrying (a bad connection string, a missing database or
+ * role, an authentication failure) ends the relay at once with status 2
+ * and libpq's message, as psql does.  SIGTERM and SIGINT stop it
  * cleanly: the batch in progress is finished (output, ack) and it exits
  * with status 0.  A self-pipe makes signals interrupt the wait at once.
  *
@@ -55,10 +70,40 @@
 #define NOTIFY_CHANNEL		"es_outbox"
 #define BACKOFF_MIN_MS		100
 #define BACKOFF_MAX_MS		10000
+#define PROBE_TIMEOUT_S		10	/* a classifying connection attempt */
+
+/* the statements, all unnamed (no prepared statement outlives a transaction) */
+#define CLAIM_SQL \
+	"SELECT c.lease, c.position, pg_catalog.jsonb_build_object(" \
+	" 'group', $1::text, 'position', c.position, 'attempt', c.attempts," \
+	" 'event_id', c.event_id, 'stream_id', c.stream_id, 'version', c.version," \
+	" 'type', c.event_type, 'schema_version', c.schema_version, 'data', c.data," \
+	" 'metadata', c.metadata, 'global_position', c.global_position," \
+	" 'recorded_at', c.recorded_at)::text" \
+	"  FROM es.es_outbox_claim($1::text, $2::integer, $3::interval) AS c"
+#define ACK_SQL		"SELECT es.es_outbox_ack($1::text, $2::uuid, $3::bigint[])"
+#define NACK_SQL	"SELECT es.es_outbox_nack($1::text, $2::uuid, $3::bigint[], $4::text)"
+#define CLEANUP_SQL "SELECT es.es_outbox_cleanup($1::interval)"
+
+/*
+ * What starts each transaction of the relay: synchronous_commit = off for
+ * it alone (a lost claim or ack only means a redelivery), and the server
+ * process it runs in, to notice a transaction pooler.
+ */
+#define BEGIN_SQL \
+	"BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_catalog.pg_backend_pid()"
 
 /* exit statuses */
 #define EXIT_USAGE			1
 #define EXIT_FATAL			2
+
+/* --listen */
+typedef enum ListenMode
+{
+	LISTEN_AUTO,				/* unless connected through a pooler */
+	LISTEN_ALWAYS,
+	LISTEN_NEVER
+} ListenMode;
 
 typedef struct RelayOptions
 {
@@ -71,9 +116,19 @@ typedef struct RelayOptions
 	const char *retention;
 	bool		create_group;
 	bool		once;
+	ListenMode	listen;
 	int			verbose;
 	char	  **command;		/* NULL: standard output */
 } RelayOptions;
+
+/* what the relay knows about its current connection */
+typedef struct RelayConn
+{
+	PGconn	   *conn;
+	int			server_pid;		/* pg_backend_pid() when it connected */
+	bool		pooler;			/* PQbackendPID() is not the server's */
+	bool		listening;		/* LISTENing, and notifications can arrive */
+} RelayConn;
 
 /* what serve() ended with */
 typedef enum ServeResult
@@ -147,6 +202,10 @@ usage(void)
 		   "                                cleanup deletes them (default: 0)\n"
 		   "      --create-group            create the group if it does not exist\n"
 		   "      --once                    exit when a claim finds nothing\n"
+		   "      --listen=WHEN             LISTEN for wake-ups: auto (unless connected\n"
+		   "                                through a connection pooler), always, never\n"
+		   "                                (default: auto)\n"
+		   "      --no-listen               the same as --listen=never: poll only\n"
 		   "  -v, --verbose                 log batches and wake-ups to standard error\n"
 		   "  -V, --version                 print the version and exit\n"
 		   "  -h, --help                    show this help and exit\n\n");
@@ -163,11 +222,16 @@ usage(void)
 		   "  batches are then halved, to isolate a failing message).\n\n");
 	printf("Delivery is at least once: a batch output but not acknowledged (the relay\n"
 		   "was killed, the connection broke) is delivered again when its lease ends.\n"
-		   "Wake-ups come from LISTEN %s.  The relay reconnects with backoff when the\n"
-		   "server goes away; SIGTERM or SIGINT finishes the batch in progress and\n"
-		   "stops it.  Its role needs es_consumer (or es_admin).\n\n", NOTIFY_CHANNEL);
+		   "Wake-ups come from LISTEN %s and the poll interval.  Through a\n"
+		   "transaction-pooling PgBouncer, LISTEN receives nothing: with --listen=auto\n"
+		   "the relay sees the pooler and only polls (use --listen=always behind a\n"
+		   "session-pooling one).  The relay reconnects with backoff when the server\n"
+		   "is not there or goes away; SIGTERM or SIGINT finishes the batch in progress\n"
+		   "and stops it.  Its role needs es_consumer (or es_admin).\n\n", NOTIFY_CHANNEL);
 	printf("Exit status: 0 when stopped by a signal or done (--once), 1 for bad\n"
-		   "usage, 2 when it cannot go on (the group does not exist, output failed).\n");
+		   "usage, 2 when it cannot go on: a connection that retrying cannot fix (bad\n"
+		   "connection string, no such database or role, authentication failed), a bad\n"
+		   "--retention, no such group, output failed.\n");
 }
 
 static bool
@@ -294,28 +358,129 @@ log_result_error(const char *what, PGconn *conn, const PGresult *res)
 	relay_log("%s failed: %s", what, one_line(msg, buf, sizeof(buf)));
 }
 
+/* ROLLBACK the transaction left open by a failed statement, if any */
+static void
+rollback_if_open(PGconn *conn)
+{
+	PGTransactionStatusType ts = PQtransactionStatus(conn);
+
+	if (PQstatus(conn) == CONNECTION_OK && (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR))
+		PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+/*
+ * exec_in_xact
+ *		Run one statement (unnamed, with parameters) in a transaction of its
+ *		own with synchronous_commit = off, set with SET LOCAL: no session
+ *		state, so that it also works through a transaction pooler, where the
+ *		next transaction may run in another server session (of another
+ *		client before).  Returns the statement's result, PGRES_TUPLES_OK when
+ *		it committed; otherwise an error result (of BEGIN, the statement or
+ *		COMMIT), or NULL, with the transaction rolled back.
+ *
+ *		While it LISTENs, the relay checks that the transaction runs in the
+ *		server process that LISTENed: if not, a transaction pooler is in
+ *		between and notifications cannot arrive (only the poll is left).
+ */
+static PGresult *
+exec_in_xact(RelayConn *rc, const RelayOptions *opt, const char *sql, int nparams,
+			 const char *const *params)
+{
+	PGconn	   *conn = rc->conn;
+	PGresult   *res;
+	PGresult   *commit;
+
+	res = PQexec(conn, BEGIN_SQL);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		rollback_if_open(conn);
+		return res;
+	}
+	if (rc->listening && atoi(PQgetvalue(res, 0, 0)) != rc->server_pid)
+	{
+		relay_log("this transaction runs in server process %s, not in %d that LISTENs: a transaction "
+				  "pooler is in between and notifications cannot arrive; polling every %g s",
+				  PQgetvalue(res, 0, 0), rc->server_pid, opt->poll_s);
+		rc->listening = false;
+	}
+	PQclear(res);
+
+	res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		rollback_if_open(conn);
+		return res;
+	}
+	commit = PQexec(conn, "COMMIT");
+	if (PQresultStatus(commit) != PGRES_COMMAND_OK)
+	{
+		PQclear(res);
+		rollback_if_open(conn);
+		return commit;
+	}
+	PQclear(commit);
+	return res;
+}
+
 /*
  * setup
- *		Prepare a new connection: asynchronous commit for the relay's own
- *		transactions (a lost ack or claim only means a redelivery), the
- *		group (--create-group), LISTEN, prepared statements.  Returns
- *		SERVE_RECONNECT to retry, SERVE_FATAL to give up, SERVE_DONE when
- *		ready.
+ *		Prepare a new connection: find out whether a pooler is in between,
+ *		check --retention (first connection only), the group
+ *		(--create-group), LISTEN (see --listen).  Nothing else: no session
+ *		state, no prepared statement.  Returns SERVE_RECONNECT to retry,
+ *		SERVE_FATAL to give up, SERVE_DONE when ready.
  */
 static ServeResult
-setup(PGconn *conn, const RelayOptions *opt)
+setup(RelayConn *rc, const RelayOptions *opt)
 {
+	static bool retention_checked = false;
+	PGconn	   *conn = rc->conn;
 	PGresult   *res;
 	const char *params[1];
 
-	res = PQexec(conn, "SET synchronous_commit = off");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	/*
+	 * PgBouncer (and most poolers) answer the client with a process id and
+	 * cancel key of their own: a server process id that differs from the
+	 * one libpq got means a pooler.  In session mode LISTEN would work, in
+	 * transaction mode not; that cannot be told apart from here.
+	 */
+	res = PQexec(conn, "SELECT pg_catalog.pg_backend_pid()");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		log_result_error("SET synchronous_commit", conn, res);
+		log_result_error("connection check", conn, res);
 		PQclear(res);
 		return SERVE_RECONNECT;
 	}
+	rc->server_pid = atoi(PQgetvalue(res, 0, 0));
+	rc->pooler = (rc->server_pid != PQbackendPID(conn));
+	rc->listening = false;
 	PQclear(res);
+
+	if (!retention_checked)
+	{
+		params[0] = opt->retention;
+		res = PQexecParams(conn, "SELECT $1::pg_catalog.interval OPERATOR(pg_catalog.<) '0'::pg_catalog.interval",
+						   1, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+		{
+			char		buf[512];
+
+			if (PQstatus(conn) != CONNECTION_OK)
+			{
+				log_result_error("checking the retention", conn, res);
+				PQclear(res);
+				return SERVE_RECONNECT;
+			}
+			relay_log("invalid retention \"%s\": %s", opt->retention,
+					  PQresultStatus(res) == PGRES_TUPLES_OK ? "it cannot be negative" :
+					  one_line(PQresultErrorMessage(res), buf, sizeof(buf)));
+			PQclear(res);
+			rollback_if_open(conn);
+			return SERVE_FATAL;
+		}
+		PQclear(res);
+		retention_checked = true;
+	}
 
 	if (opt->create_group)
 	{
@@ -333,49 +498,393 @@ setup(PGconn *conn, const RelayOptions *opt)
 		PQclear(res);
 	}
 
-	res = PQexec(conn, "LISTEN " NOTIFY_CHANNEL);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	if (opt->listen == LISTEN_ALWAYS || (opt->listen == LISTEN_AUTO && !rc->pooler))
 	{
-		log_result_error("LISTEN", conn, res);
+		res = PQexec(conn, "LISTEN " NOTIFY_CHANNEL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			log_result_error("LISTEN", conn, res);
+			PQclear(res);
+			return SERVE_RECONNECT;
+		}
 		PQclear(res);
-		return SERVE_RECONNECT;
+		rc->listening = true;
 	}
-	PQclear(res);
-
-	res = PQprepare(conn, "claim",
-					"SELECT c.lease, c.position, pg_catalog.jsonb_build_object("
-					" 'group', $1::text, 'position', c.position, 'attempt', c.attempts,"
-					" 'event_id', c.event_id, 'stream_id', c.stream_id, 'version', c.version,"
-					" 'type', c.event_type, 'schema_version', c.schema_version, 'data', c.data,"
-					" 'metadata', c.metadata, 'global_position', c.global_position,"
-					" 'recorded_at', c.recorded_at)::text"
-					"  FROM es.es_outbox_claim($1::text, $2::integer, $3::interval) AS c",
-					3, NULL);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-	{
-		log_result_error("preparing the claim", conn, res);
-		PQclear(res);
-		return PQstatus(conn) == CONNECTION_OK ? SERVE_FATAL : SERVE_RECONNECT;
-	}
-	PQclear(res);
-
-	res = PQprepare(conn, "ack",
-					"SELECT es.es_outbox_ack($1::text, $2::uuid, $3::bigint[])", 3, NULL);
-	if (PQresultStatus(res) == PGRES_COMMAND_OK)
-	{
-		PQclear(res);
-		res = PQprepare(conn, "nack",
-						"SELECT es.es_outbox_nack($1::text, $2::uuid, $3::bigint[], $4::text)",
-						4, NULL);
-	}
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-	{
-		log_result_error("preparing ack and nack", conn, res);
-		PQclear(res);
-		return PQstatus(conn) == CONNECTION_OK ? SERVE_FATAL : SERVE_RECONNECT;
-	}
-	PQclear(res);
 	return SERVE_DONE;
+}
+
+/*
+ * Connecting.  A failed attempt is retried only when the server is not there
+ * or going away: no connection (refused, no socket file, unreachable, a
+ * timeout, a name that does not resolve), a connection that broke, or an
+ * error of the server with a SQLSTATE of class 08 (connection exception;
+ * PgBouncer's errors, except those that say a database or role does not
+ * exist or authentication failed), 53 (too many connections, out of
+ * resources), 57P01, 57P02 or 57P03 (shutting down, starting up, in
+ * recovery).  Anything else cannot get better by retrying: a connection
+ * string that does not parse, an unknown option, a bad option value, no such
+ * database or role, an authentication failure, no CONNECT privilege.
+ *
+ * libpq gives no SQLSTATE for a failed connection, only the message, and a
+ * server's message may be in its language.  So the relay connects
+ * asynchronously with PQERRORS_VERBOSE, which puts the SQLSTATE into the
+ * message ("FATAL:  3D000: database ..."; it is taken out again for the
+ * log); libpq's own messages are in English (the relay never calls
+ * setlocale()).  connect_timeout bounds the attempt, as in libpq, except
+ * with several hosts, where libpq moves on to the next host when it expires,
+ * which only PQconnectdbParams() can do: then the relay uses it, and repeats
+ * a failed attempt whose message shows no network failure once verbosely,
+ * for the SQLSTATE.
+ */
+
+/* libpq's messages of a server that is not there or went away */
+static const char *const network_failures[] = {
+	"Connection refused",
+	"failed: No such file or directory",	/* no socket file */
+	"Connection timed out",
+	"timeout expired",
+	"could not translate host name",
+	"Network is unreachable",
+	"No route to host",
+	"Host is down",
+	"Connection reset by peer",
+	"Resource temporarily unavailable", /* full listen queue */
+	"server closed the connection unexpectedly",
+	"could not receive data from server",
+	"could not send data to server",
+	"could not send startup packet",
+	"SSL SYSCALL error",
+	"SSL connection has been closed unexpectedly",
+	NULL
+};
+
+static bool
+network_failure(const char *msg)
+{
+	int			i;
+
+	for (i = 0; network_failures[i] != NULL; i++)
+		if (strstr(msg, network_failures[i]) != NULL)
+			return true;
+	return false;
+}
+
+/*
+ * PgBouncer sends every error of its own, and the server's errors at login
+ * it passes on, with SQLSTATE 08P01; its messages are in English.  These
+ * are the ones retrying cannot fix.
+ */
+static const char *const pooler_hopeless[] = {
+	"does not exist",			/* a database or role, from the server */
+	"o such database",			/* "No such database" (no "*" entry) */
+	"o such user",
+	"authentication failed",
+	"not allowed",
+	NULL
+};
+
+/* Is the error with this SQLSTATE and text (up to a newline) worth a retry? */
+static bool
+transient_error(const char *code, const char *text)
+{
+	size_t		len = strcspn(text, "\n");
+	int			i;
+
+	if (strncmp(code, "08P01", 5) == 0)
+	{
+		for (i = 0; pooler_hopeless[i] != NULL; i++)
+		{
+			const char *hit = strstr(text, pooler_hopeless[i]);
+
+			if (hit != NULL && hit < text + len)
+				return false;
+		}
+		return true;
+	}
+	return strncmp(code, "08", 2) == 0 || strncmp(code, "53", 2) == 0 ||
+		strncmp(code, "57P01", 5) == 0 || strncmp(code, "57P02", 5) == 0 ||
+		strncmp(code, "57P03", 5) == 0;
+}
+
+/*
+ * The SQLSTATEs in a verbose connection error message ("SEVERITY:  CODE:
+ * text", one per host tried): true when one is transient; *found when there
+ * was one at all.
+ */
+static bool
+verbose_message_transient(const char *msg, bool *found)
+{
+	const char *p = msg;
+
+	*found = false;
+	while ((p = strstr(p, ":  ")) != NULL)
+	{
+		const char *c = p + 3;
+		int			i;
+
+		p = c;
+		for (i = 0; i < 5; i++)
+			if (!((c[i] >= '0' && c[i] <= '9') || (c[i] >= 'A' && c[i] <= 'Z')))
+				break;
+		if (i < 5 || c[5] != ':')
+			continue;
+		*found = true;
+		if (transient_error(c, c + 6))
+			return true;
+	}
+	return false;
+}
+
+/* Wait until sock is ready for reading or writing; false on timeout or signal. */
+static bool
+wait_socket(int sock, bool for_write, int64_t timeout_ms)
+{
+	fd_set		rfds;
+	fd_set		wfds;
+	struct timeval tv;
+	int			maxfd = wake_pipe[0] > sock ? wake_pipe[0] : sock;
+
+	if (stop_requested || timeout_ms <= 0 || sock < 0)
+		return false;
+	FD_ZERO(&rfds);
+	FD_ZERO(&wfds);
+	FD_SET(wake_pipe[0], &rfds);
+	FD_SET(sock, for_write ? &wfds : &rfds);
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	if (select(maxfd + 1, &rfds, &wfds, NULL, &tv) <= 0)
+		return false;
+	if (FD_ISSET(wake_pipe[0], &rfds))
+		drain_wake_pipe();
+	return FD_ISSET(sock, for_write ? &wfds : &rfds) != 0;
+}
+
+/*
+ * finish_connect
+ *		Drive conn, started by PQconnectStartParams(), to success or failure,
+ *		for at most timeout_s (0: no limit); *timed_out when that ran out or
+ *		a signal came.
+ */
+static void
+finish_connect(PGconn *conn, int timeout_s, bool *timed_out)
+{
+	int64_t		deadline = now_ms() + (int64_t) timeout_s * 1000;
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+
+	*timed_out = false;
+	while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+		   st != PGRES_POLLING_FAILED)
+	{
+		if (!wait_socket(PQsocket(conn), st == PGRES_POLLING_WRITING,
+						 timeout_s > 0 ? deadline - now_ms() : (int64_t) 60000))
+		{
+			if (timeout_s == 0 && !stop_requested)
+				continue;
+			*timed_out = true;
+			return;
+		}
+		st = PQconnectPoll(conn);
+	}
+}
+
+/* the connect_timeout in effect for conn, as libpq takes it (0: none); *several_hosts */
+static int
+connect_timeout_of(PGconn *conn, bool *several_hosts)
+{
+	PQconninfoOption *opts = PQconninfo(conn);
+	PQconninfoOption *o;
+	int			t = 0;
+
+	*several_hosts = false;
+	for (o = opts; o != NULL && o->keyword != NULL; o++)
+	{
+		if (o->val == NULL)
+			continue;
+		if (strcmp(o->keyword, "connect_timeout") == 0)
+			t = atoi(o->val);
+		else if ((strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0) &&
+				 strchr(o->val, ',') != NULL)
+			*several_hosts = true;
+	}
+	PQconninfoFree(opts);
+	return t <= 0 ? 0 : (t < 2 ? 2 : t);
+}
+
+/*
+ * plain_message
+ *		A connection error as libpq words it with its default verbosity:
+ *		without the SQLSTATE after the severity and the LOCATION lines of a
+ *		verbose message, without the trailing newline.  Malloc'd.
+ */
+static char *
+plain_message(const char *msg)
+{
+	size_t		len = strlen(msg);
+	char	   *out = malloc(len + 1);
+	const char *p = msg;
+	char	   *q = out;
+
+	if (out == NULL)
+	{
+		relay_log("out of memory");
+		exit(EXIT_FATAL);
+	}
+	while (*p != '\0')
+	{
+		size_t		n = strcspn(p, "\n");
+		const char *line_end = p + n;
+
+		if (strncmp(p, "LOCATION:  ", 11) != 0)
+		{
+			while (p < line_end)
+			{
+				/* "SEVERITY:  CODE: " -> "SEVERITY:  " */
+				if (strncmp(p, ":  ", 3) == 0 && line_end - p >= 9 && p[8] == ':' && p[9] == ' ' &&
+					strspn(p + 3, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") >= 5)
+				{
+					memcpy(q, ":  ", 3);
+					q += 3;
+					p += 10;
+					continue;
+				}
+				*q++ = *p++;
+			}
+			if (*line_end == '\n')
+				*q++ = '\n';
+		}
+		p = (*line_end == '\n') ? line_end + 1 : line_end;
+	}
+	while (q > out && q[-1] == '\n')
+		q--;
+	*q = '\0';
+	return out;
+}
+
+static void
+log_connect_error(const char *what, const char *msg)
+{
+	char	   *plain = plain_message(msg);
+
+	relay_log("%s: %s", what, plain);
+	free(plain);
+}
+
+/* Is the failure of conn worth a retry?  conn's message is verbose when verbose. */
+static bool
+failure_is_transient(PGconn *conn, bool verbose)
+{
+	const char *msg = PQerrorMessage(conn);
+	bool		found;
+
+	if (PQconnectionNeedsPassword(conn))
+		return false;
+	if (verbose && verbose_message_transient(msg, &found))
+		return true;
+	if (verbose && found)
+		return false;
+	return network_failure(msg);
+}
+
+/*
+ * relay_connect
+ *		One connection attempt.  NULL when it failed: *hopeless when
+ *		retrying cannot help (then it logged libpq's message), else the first
+ *		line of the message in errbuf.
+ */
+static PGconn *
+relay_connect(const RelayOptions *opt, bool *hopeless, char *errbuf, size_t errlen)
+{
+	const char *keys[3];
+	const char *vals[3];
+	PGconn	   *conn;
+	bool		timed_out = false;
+	bool		several_hosts;
+	bool		verbose = true;
+	bool		transient;
+	int			timeout_s;
+
+	keys[0] = "dbname";
+	vals[0] = opt->conninfo;
+	keys[1] = "fallback_application_name";
+	vals[1] = "es_relay";
+	keys[2] = NULL;
+	vals[2] = NULL;
+
+	*hopeless = false;
+	conn = PQconnectStartParams(keys, vals, 1);
+	if (conn == NULL)
+	{
+		snprintf(errbuf, errlen, "out of memory");
+		return NULL;
+	}
+	timeout_s = connect_timeout_of(conn, &several_hosts);
+	if (PQstatus(conn) != CONNECTION_BAD && timeout_s > 0 && several_hosts)
+	{
+		/* connect_timeout for each host: only libpq's own loop has that */
+		PQfinish(conn);
+		conn = PQconnectdbParams(keys, vals, 1);
+		if (conn == NULL)
+		{
+			snprintf(errbuf, errlen, "out of memory");
+			return NULL;
+		}
+		verbose = false;
+	}
+	else
+	{
+		PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+		finish_connect(conn, timeout_s, &timed_out);
+	}
+	if (PQstatus(conn) == CONNECTION_OK)
+	{
+		PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
+		return conn;
+	}
+
+	if (timed_out)
+	{
+		snprintf(errbuf, errlen, "%s", stop_requested ? "interrupted" : "timeout expired");
+		PQfinish(conn);
+		return NULL;
+	}
+	{
+		char	   *plain = plain_message(PQerrorMessage(conn));
+
+		one_line(plain, errbuf, errlen);
+		free(plain);
+	}
+	transient = failure_is_transient(conn, verbose);
+	if (!transient && !verbose && !PQconnectionNeedsPassword(conn))
+	{
+		/* the server (or a pooler) said no, or a bad option: why? */
+		PGconn	   *probe = PQconnectStartParams(keys, vals, 1);
+
+		if (probe != NULL)
+		{
+			PQsetErrorVerbosity(probe, PQERRORS_VERBOSE);
+			finish_connect(probe, timeout_s < PROBE_TIMEOUT_S ? timeout_s : PROBE_TIMEOUT_S,
+						   &timed_out);
+			if (PQstatus(probe) == CONNECTION_OK)
+			{
+				/* it works now (the server finished starting up) */
+				PQsetErrorVerbosity(probe, PQERRORS_DEFAULT);
+				PQfinish(conn);
+				return probe;
+			}
+			transient = timed_out || failure_is_transient(probe, true);
+		}
+		else
+			transient = true;
+		PQfinish(probe);
+	}
+
+	if (!transient)
+	{
+		log_connect_error("could not connect (not retrying)", PQerrorMessage(conn));
+		*hopeless = true;
+	}
+	PQfinish(conn);
+	return NULL;
 }
 
 /*
@@ -384,22 +893,27 @@ setup(PGconn *conn, const RelayOptions *opt)
  *		(verbose).  Notifications also arrive during other commands (the
  *		claim, the ack) and then wait in libpq, not in the socket, so this
  *		must run before every wait.  Returns how many it took, -1 when the
- *		connection broke.
+ *		connection broke.  When the relay does not listen, a notification
+ *		(of a LISTEN of another client of a pooler's server session) is no
+ *		wake-up: it is dropped and not counted.
  */
 static int
-drain_notifications(PGconn *conn, const RelayOptions *opt)
+drain_notifications(RelayConn *rc, const RelayOptions *opt)
 {
 	PGnotify   *n;
 	int			count = 0;
 
-	if (!PQconsumeInput(conn))
+	if (!PQconsumeInput(rc->conn))
 		return -1;
-	while ((n = PQnotifies(conn)) != NULL)
+	while ((n = PQnotifies(rc->conn)) != NULL)
 	{
-		if (opt->verbose)
-			relay_log("woken by a notification from server process %d", n->be_pid);
+		if (rc->listening)
+		{
+			if (opt->verbose)
+				relay_log("woken by a notification from server process %d", n->be_pid);
+			count++;
+		}
 		PQfreemem(n);
-		count++;
 	}
 	return count;
 }
@@ -598,8 +1112,9 @@ positions_array(PGresult *res)
  *		batch stays leased and is delivered again when its lease ends.
  */
 static bool
-settle(PGconn *conn, const RelayOptions *opt, PGresult *batch, bool ok, const char *reason)
+settle(RelayConn *rc, const RelayOptions *opt, PGresult *batch, bool ok, const char *reason)
 {
+	PGconn	   *conn = rc->conn;
 	char	   *positions = positions_array(batch);
 	const char *params[4];
 	PGresult   *res;
@@ -610,7 +1125,7 @@ settle(PGconn *conn, const RelayOptions *opt, PGresult *batch, bool ok, const ch
 	params[1] = PQgetvalue(batch, 0, 0);
 	params[2] = positions;
 	params[3] = reason;
-	res = PQexecPrepared(conn, ok ? "ack" : "nack", ok ? 3 : 4, params, NULL, NULL, 0);
+	res = exec_in_xact(rc, opt, ok ? ACK_SQL : NACK_SQL, ok ? 3 : 4, params);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
 		log_result_error(ok ? "ack" : "nack", conn, res);
@@ -630,17 +1145,16 @@ settle(PGconn *conn, const RelayOptions *opt, PGresult *batch, bool ok, const ch
 }
 
 static void
-run_cleanup(PGconn *conn, const RelayOptions *opt, bool *enabled)
+run_cleanup(RelayConn *rc, const RelayOptions *opt, bool *enabled)
 {
 	const char *params[1];
 	PGresult   *res;
 
 	params[0] = opt->retention;
-	res = PQexecParams(conn, "SELECT es.es_outbox_cleanup($1::interval)", 1, NULL, params,
-					   NULL, NULL, 0);
+	res = exec_in_xact(rc, opt, CLEANUP_SQL, 1, params);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 	{
-		log_result_error("outbox cleanup", conn, res);
+		log_result_error("outbox cleanup", rc->conn, res);
 		if (strcmp(result_sqlstate(res), "42501") == 0)
 		{
 			relay_log("cleanup disabled (the role may not delete from es.outbox)");
@@ -660,8 +1174,9 @@ run_cleanup(PGconn *conn, const RelayOptions *opt, bool *enabled)
  *		a notification, a signal or the poll interval.
  */
 static ServeResult
-serve(PGconn *conn, const RelayOptions *opt)
+serve(RelayConn *rc, const RelayOptions *opt)
 {
+	PGconn	   *conn = rc->conn;
 	int			batch = opt->batch_size;
 	char		batch_str[16];
 	char		lease_str[32];
@@ -678,14 +1193,14 @@ serve(PGconn *conn, const RelayOptions *opt)
 
 		if (stop_requested)
 			return SERVE_STOP;
-		if (drain_notifications(conn, opt) < 0)
+		if (drain_notifications(rc, opt) < 0)
 			return SERVE_RECONNECT;
 
 		snprintf(batch_str, sizeof(batch_str), "%d", batch);
 		params[0] = opt->group;
 		params[1] = batch_str;
 		params[2] = lease_str;
-		res = PQexecPrepared(conn, "claim", 3, params, NULL, NULL, 0);
+		res = exec_in_xact(rc, opt, CLAIM_SQL, 3, params);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		{
 			const char *state = result_sqlstate(res);
@@ -724,7 +1239,7 @@ serve(PGconn *conn, const RelayOptions *opt)
 			if (opt->verbose || !ok)
 				relay_log("%s %d messages (lease %s)%s%s", ok ? "delivered" : "could not deliver",
 						  n, PQgetvalue(res, 0, 0), ok ? "" : ": ", reason);
-			if (!settle(conn, opt, res, ok, reason))
+			if (!settle(rc, opt, res, ok, reason))
 			{
 				PQclear(res);
 				return SERVE_RECONNECT;
@@ -752,7 +1267,7 @@ serve(PGconn *conn, const RelayOptions *opt)
 
 		if (cleanup_enabled && now_ms() >= next_cleanup)
 		{
-			run_cleanup(conn, opt, &cleanup_enabled);
+			run_cleanup(rc, opt, &cleanup_enabled);
 			next_cleanup = now_ms() + (int64_t) opt->cleanup_s * 1000;
 			if (PQstatus(conn) != CONNECTION_OK)
 				return SERVE_RECONNECT;
@@ -767,7 +1282,7 @@ serve(PGconn *conn, const RelayOptions *opt)
 		 * may already sit in libpq, read with the claim or the ack).
 		 */
 		{
-			int			got = drain_notifications(conn, opt);
+			int			got = drain_notifications(rc, opt);
 
 			if (got < 0)
 				return SERVE_RECONNECT;
@@ -793,6 +1308,8 @@ main(int argc, char **argv)
 		{"retention", required_argument, NULL, 'r'},
 		{"create-group", no_argument, NULL, 1},
 		{"once", no_argument, NULL, 2},
+		{"listen", required_argument, NULL, 3},
+		{"no-listen", no_argument, NULL, 4},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
@@ -811,6 +1328,7 @@ main(int argc, char **argv)
 	opt.poll_s = 1.0;
 	opt.cleanup_s = 60;
 	opt.retention = "0";
+	opt.listen = LISTEN_AUTO;
 
 	while ((c = getopt_long(argc, argv, "d:g:b:l:p:c:r:vVh", long_options, NULL)) != -1)
 	{
@@ -863,6 +1381,23 @@ main(int argc, char **argv)
 			case 2:
 				opt.once = true;
 				break;
+			case 3:
+				if (strcmp(optarg, "auto") == 0)
+					opt.listen = LISTEN_AUTO;
+				else if (strcmp(optarg, "always") == 0 || strcmp(optarg, "on") == 0)
+					opt.listen = LISTEN_ALWAYS;
+				else if (strcmp(optarg, "never") == 0 || strcmp(optarg, "off") == 0)
+					opt.listen = LISTEN_NEVER;
+				else
+				{
+					fprintf(stderr, "%s: invalid --listen \"%s\": must be auto, always or never\n",
+							progname, optarg);
+					exit(EXIT_USAGE);
+				}
+				break;
+			case 4:
+				opt.listen = LISTEN_NEVER;
+				break;
 			case 'v':
 				opt.verbose++;
 				break;
@@ -886,6 +1421,27 @@ main(int argc, char **argv)
 		exit(EXIT_USAGE);
 	}
 
+	/*
+	 * A connection string that does not parse (a syntax error, an unknown
+	 * option) cannot work: say so before trying.  -d takes a plain database
+	 * name too, as libpq does ("=" or a URI prefix makes a connection string).
+	 */
+	if (opt.conninfo != NULL &&
+		(strchr(opt.conninfo, '=') != NULL || strncmp(opt.conninfo, "postgresql://", 13) == 0 ||
+		 strncmp(opt.conninfo, "postgres://", 11) == 0))
+	{
+		char	   *err = NULL;
+		PQconninfoOption *parsed = PQconninfoParse(opt.conninfo, &err);
+
+		if (parsed == NULL)
+		{
+			log_connect_error("could not connect (not retrying)", err ? err : "out of memory");
+			PQfreemem(err);
+			exit(EXIT_FATAL);
+		}
+		PQconninfoFree(parsed);
+	}
+
 	if (pipe(wake_pipe) != 0 ||
 		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
 		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0 ||
@@ -906,42 +1462,47 @@ main(int argc, char **argv)
 
 	while (!stop_requested)
 	{
-		const char *keys[3];
-		const char *vals[3];
-		PGconn	   *conn;
+		RelayConn	rc;
 		ServeResult r;
+		bool		hopeless;
+		char		buf[512];
 
-		keys[0] = "dbname";
-		vals[0] = opt.conninfo;
-		keys[1] = "fallback_application_name";
-		vals[1] = "es_relay";
-		keys[2] = NULL;
-		vals[2] = NULL;
-		conn = PQconnectdbParams(keys, vals, 1);
-		if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+		memset(&rc, 0, sizeof(rc));
+		rc.conn = relay_connect(&opt, &hopeless, buf, sizeof(buf));
+		if (rc.conn == NULL)
 		{
-			char		buf[512];
-			int64_t		delay = next_backoff(&backoff_ms);
+			int64_t		delay;
 
-			relay_log("could not connect: %s; retrying in %d ms",
-					  one_line(conn ? PQerrorMessage(conn) : "out of memory", buf, sizeof(buf)),
-					  (int) delay);
-			PQfinish(conn);
+			if (hopeless)
+			{
+				exit_status = EXIT_FATAL;
+				break;
+			}
+			if (stop_requested)
+				break;
+			delay = next_backoff(&backoff_ms);
+			relay_log("could not connect: %s; retrying in %d ms", buf, (int) delay);
 			wait_for(-1, delay);
 			continue;
 		}
 
-		r = setup(conn, &opt);
+		r = setup(&rc, &opt);
 		if (r == SERVE_DONE)
 		{
-			relay_log("%s consumer group \"%s\" (server process %d)",
-					  ever_connected ? "reconnected; delivering" : "delivering",
-					  opt.group, PQbackendPID(conn));
+			if (rc.pooler)
+				relay_log("%s consumer group \"%s\" (server process %d, through a connection pooler; %s)",
+						  ever_connected ? "reconnected; delivering" : "delivering",
+						  opt.group, rc.server_pid,
+						  rc.listening ? "LISTEN (--listen=always)" : "polling, no LISTEN");
+			else
+				relay_log("%s consumer group \"%s\" (server process %d%s)",
+						  ever_connected ? "reconnected; delivering" : "delivering",
+						  opt.group, rc.server_pid, rc.listening ? "" : "; polling, no LISTEN");
 			ever_connected = true;
 			backoff_ms = 0;
-			r = serve(conn, &opt);
+			r = serve(&rc, &opt);
 		}
-		PQfinish(conn);
+		PQfinish(rc.conn);
 
 		if (r == SERVE_STOP || r == SERVE_DONE)
 			break;

@@ -18,13 +18,18 @@
 #  4. SIGTERM stops it cleanly (exit status 0).
 #  5. Command mode: a failing command gets its batches retried, then
 #     dead-lettered; after a replay a succeeding command gets them once.
+#  6. Connection strings that cannot work (syntax error, unknown option,
+#     no such database or role, a wrong or missing password) and a bad
+#     --retention end the relay at once with status 2 and libpq's (or the
+#     server's) message, with --once and without; a server that is not
+#     running is retried.
 
 use strict;
 use warnings;
 
 use IPC::Run;
 use JSON::PP;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(usleep time);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -356,6 +361,82 @@ is($? >> 8, 1, 'no group: exit status 1');
 IPC::Run::run([ $relay_bin, '-d', $connstr, '-g', 'nope', '--once' ], '>', \my $o2, '2>', \my $e2);
 is($? >> 8, 2, 'an unknown group: exit status 2');
 like($e2, qr/consumer group "nope" does not exist/, 'and the server\'s error');
+
+# ---------------------------------------------------------------------
+# 6. hopeless connection strings exit 2 at once; a missing server is retried
+# ---------------------------------------------------------------------
+# a role that must give a password (scram-sha-256), checked before the
+# other lines of pg_hba.conf
+$node->safe_psql('postgres',
+	"SET password_encryption = 'scram-sha-256'; CREATE ROLE relay_pw LOGIN PASSWORD 'right' IN ROLE es_consumer");
+my $hba = $node->data_dir . '/pg_hba.conf';
+my $hba_text = slurp_file($hba);
+open my $hba_fh, '>', $hba or die "could not write $hba: $!";
+print $hba_fh "local all relay_pw scram-sha-256\n", $hba_text;
+close $hba_fh;
+$node->reload;
+
+my $base = 'host=' . $node->host . ' port=' . $node->port;
+my @hopeless = (
+	[ "$base dbname", qr/missing "=" after "dbname" in connection info string/, 'a syntax error' ],
+	[ "$base dbname=postgres bogus=1", qr/invalid connection option "bogus"/, 'an unknown option' ],
+	[ 'postgresql:///postgres?nosuchparam=1', qr/invalid URI query parameter: "nosuchparam"/,
+		'an unknown URI parameter' ],
+	[ "$base dbname=postgres sslmode=sometimes", qr/invalid sslmode value: "sometimes"/,
+		'a bad option value' ],
+	[ "$base dbname=no_such_db", qr/FATAL:  database "no_such_db" does not exist/, 'no such database' ],
+	[ "$base dbname=postgres user=no_such_role", qr/FATAL:  role "no_such_role" does not exist/,
+		'no such role' ],
+	[ "$base dbname=postgres user=relay_pw password=wrong",
+		qr/FATAL:  password authentication failed for user "relay_pw"/, 'a wrong password' ],
+	[ "$base dbname=postgres user=relay_pw", qr/fe_sendauth: no password supplied/, 'no password' ]);
+foreach my $case (@hopeless)
+{
+	my ($conn, $message, $what) = @$case;
+	foreach my $once ([], ['--once'])
+	{
+		my $label = "$what" . (@$once ? ' (--once)' : '');
+		my $start = time;
+		my ($o, $e) = ('', '');
+		IPC::Run::run([ $relay_bin, '-d', $conn, '-g', 'tap', @$once ],
+			'<', \undef, '>', \$o, '2>', \$e, IPC::Run::timeout(30));
+		my $elapsed = time - $start;
+		is($? >> 8, 2, "$label: exit status 2");
+		like($e, qr/could not connect \(not retrying\): .*$message/, "$label: libpq's message");
+		cmp_ok($elapsed, '<', 3, sprintf('%s: at once (%.2f s)', $label, $elapsed));
+		unlike($e, qr/retrying in/, "$label: no retry");
+	}
+}
+# the right password works, also for this role
+IPC::Run::run([ $relay_bin, '-d', "$base dbname=postgres user=relay_pw password=right", '-g', 'tap', '--once' ],
+	'<', \undef, '>', \my $pw_out, '2>', \my $pw_err, IPC::Run::timeout(60));
+is($? >> 8, 0, 'the right password: it delivers') or diag $pw_err;
+
+# a bad --retention: rejected at startup, not at the first cleanup
+foreach my $retention ('garbage', '-1 day')
+{
+	IPC::Run::run([ $relay_bin, '-d', $connstr, '-g', 'tap', '-r', $retention ],
+		'<', \undef, '>', \my $r_out, '2>', \my $r_err, IPC::Run::timeout(30));
+	is($? >> 8, 2, "--retention '$retention': exit status 2 at startup");
+	like($r_err, qr/invalid retention "\Q$retention\E"/, "--retention '$retention': the reason");
+}
+
+# no server on that port: retried (still running after 3 s), with and
+# without --once, until SIGTERM stops it
+my $no_server = 'host=' . $node->host . ' port=' . PostgreSQL::Test::Cluster::get_free_port() . ' dbname=postgres';
+foreach my $once ([], ['--once'])
+{
+	my $label = 'no server' . (@$once ? ' (--once)' : '');
+	my $err_file = "$out_dir/no_server" . scalar(@$once) . '.log';
+	my $h = IPC::Run::start([ $relay_bin, '-d', $no_server, '-g', 'tap', @$once ],
+		'<', \undef, '>', '/dev/null', '2>', $err_file);
+	sleep 3;
+	$h->signal('TERM');
+	$h->finish;
+	is($h->result(0), 0, "$label: still retrying after 3 s, then stopped by SIGTERM (status 0)");
+	my $retries = () = slurp_file($err_file) =~ /could not connect: .*No such file or directory; retrying in/g;
+	cmp_ok($retries, '>=', 3, "$label: $retries attempts with backoff");
+}
 
 $node->stop;
 done_testing();
