@@ -33,6 +33,18 @@ SELECT grp, stream, version FROM ob_deliveries WHERE stream = 'obq-5' ORDER BY g
 SELECT es.es_outbox_drop_group('regress_g3') > 0 AS dropped;
 SELECT try($$SELECT es.es_outbox_drop_group('regress_g3')$$);
 
+-- alter: settings change through es_outbox_alter_group (NULL: unchanged);
+-- the guard refuses a direct UPDATE, also for es_admin's owner
+SELECT es.es_outbox_alter_group('regress_g2', max_attempts => 7);
+SELECT es.es_outbox_alter_group('regress_g2', backoff_base => '2 seconds', backoff_max => '1 minute');
+SELECT name, max_attempts, backoff_base, backoff_max FROM es.outbox_groups WHERE name = 'regress_g2';
+SELECT try($$SELECT es.es_outbox_alter_group('regress_nope', 3)$$);
+SELECT try($$SELECT es.es_outbox_alter_group(NULL, 3)$$);
+SELECT try($$SELECT es.es_outbox_alter_group('regress_g2', 0)$$);
+SELECT try($$SELECT es.es_outbox_alter_group('regress_g2', backoff_base => '0')$$);
+SELECT try($$SELECT es.es_outbox_alter_group('regress_g2', backoff_max => '1 second')$$);
+SELECT try($$UPDATE es.outbox_groups SET max_attempts = 1 WHERE name = 'regress_g2'$$);
+SELECT name, max_attempts, backoff_base, backoff_max FROM es.outbox_groups WHERE name = 'regress_g2';
 -- clean up: no group, no route of this file is left behind
 SELECT es.es_outbox_drop_group('regress_g1') >= 0 AS dropped;
 SELECT es.es_outbox_drop_group('regress_g2') >= 0 AS dropped;

@@ -8,23 +8,24 @@
  * route exists does it build the batch's EsOutboxEvent array and call
  * EsOutboxAppend().  That picks the events a route matches (by the stream's
  * category and the event type; NULL in a route matches anything) and runs
- * one saved plan: a data-modifying CTE that inserts the outbox rows and, for
- * each of them, one delivery row per consumer group.  The outbox rows get
+ * two saved plans: one inserts the outbox rows, the other, for each of
+ * them, one delivery row per consumer group, reading the groups with a
+ * snapshot taken under the lock on es.outbox (outbox_api.c explains why).
+ * The guard triggers let each through (EsOutboxWrite).  The outbox rows get
  * their positions from an identity sequence in batch order, under the
  * stream's row lock, so positions follow versions within a stream.  When
  * any delivery was written, EsNotifyRequest() (notify.c) arranges the
  * wake-up of the consumers at commit.  Nothing is written for an append
  * whose events no route selects, and nothing at all when there is no route.
  *
- * Routes are cached per backend.  The cache is loaded on first use with a
- * fresh snapshot and dropped by a relcache invalidation of es.outbox_routes:
- * the statement trigger es_outbox_routes_changed queues one on every change,
- * delivered to this backend at its next command and to the others at
- * commit.  DROP EXTENSION invalidates it too (the relation goes away).
+ * Routes are cached per backend by cache.c, which also owns their
+ * invalidation: the statement trigger es_outbox_routes_changed (a thin entry
+ * point into EsTableCacheTrigger) queues a relcache invalidation of
+ * es.outbox_routes on every change.
  *
- * Memory: the cache lives in its own context under TopMemoryContext,
- * replaced as a whole on reload; everything else is allocated in the
- * caller's SPI procedure context and released by SPI_finish.
+ * Memory: the route cache lives in its own context (cache.c); everything
+ * else is allocated in the caller's SPI procedure context and released by
+ * SPI_finish.
  *
  * src/outbox.c
  *
@@ -58,35 +59,34 @@ typedef struct OutboxRoute
 	int			event_type_len;
 } OutboxRoute;
 
-/* The per-backend route cache. */
-static bool routes_valid = false;
-static bool routes_callback_registered = false;
-static Oid	routes_relid = InvalidOid;
-static Oid	outbox_relid = InvalidOid;
-static MemoryContext routes_cxt = NULL;
-static OutboxRoute *routes = NULL;
-static int	nroutes = 0;
+/* The routes, as the route cache holds them. */
+typedef struct OutboxRoutes
+{
+	int			n;
+	OutboxRoute *rows;
+} OutboxRoutes;
 
-/* es.outbox_routes columns read by the cache (1-based) */
-#define Anum_outbox_routes_category		1
-#define Anum_outbox_routes_event_type	2
+static void *load_routes(Relation rel, Snapshot snap);
+
+/* The per-backend route cache (cache.c). */
+static EsTableCache routes_cache =
+	ES_TABLE_CACHE("outbox_routes", "es_ext outbox routes", false, load_routes);
+
+/* the routes as of the last EsOutboxActive (valid to the end of the transaction) */
+static const OutboxRoutes *routes = NULL;
+static Oid	outbox_relid = InvalidOid;
+static Oid	deliveries_relid = InvalidOid;
 
 /*
- * One routed event: outbox row plus one delivery per group.  $3 is the
- * stream id; the deliveries' stream_key is its hash, computed here exactly
- * as es_outbox_create_group's backfill does.
+ * One routed event: its outbox row.  Returns the position.
  */
 static EsPlan outbox_one_plan = {
 	NULL,
-	"WITH m AS ("
-	" INSERT INTO es.outbox AS o"
+	"INSERT INTO es.outbox AS o"
 	"  (id, aggregatetype, aggregateid, type, payload, metadata, stream_version,"
 	"   schema_version, global_position, created_at)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-	" RETURNING o.position)"
-	" INSERT INTO es.outbox_deliveries AS d (group_id, position, stream_key, visible_at)"
-	" SELECT g.group_id, m.position, pg_catalog.hashtextextended($3, 0), $10"
-	"   FROM m, es.outbox_groups AS g",
+	" RETURNING o.position",
 	10, {UUIDOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, INT4OID, INT8OID,
 		TIMESTAMPTZOID}
 };
@@ -94,8 +94,7 @@ static EsPlan outbox_one_plan = {
 /* Several routed events of one append, as arrays in version order. */
 static EsPlan outbox_many_plan = {
 	NULL,
-	"WITH m AS ("
-	" INSERT INTO es.outbox AS o"
+	"INSERT INTO es.outbox AS o"
 	"  (id, aggregatetype, aggregateid, type, payload, metadata, stream_version,"
 	"   schema_version, global_position, created_at)"
 	" SELECT u.i, $2, $3, u.t, u.d, u.md, u.v, u.s, u.p, $10"
@@ -103,53 +102,47 @@ static EsPlan outbox_many_plan = {
 	"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"
 	"                   pg_catalog.unnest($7), pg_catalog.unnest($8),"
 	"                   pg_catalog.unnest($9)) AS u(i, t, d, md, v, s, p)"
-	" RETURNING o.position)"
-	" INSERT INTO es.outbox_deliveries AS d (group_id, position, stream_key, visible_at)"
-	" SELECT g.group_id, m.position, pg_catalog.hashtextextended($3, 0), $10"
-	"   FROM m, es.outbox_groups AS g",
+	" RETURNING o.position",
 	10, {UUIDARRAYOID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
 		INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID}
 };
 
-static void
-routes_relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == routes_relid)
-		routes_valid = false;
-}
+/*
+ * The deliveries of the rows just written ($1, their positions): one per
+ * consumer group.  $2 is the stream id; stream_key is its hash, computed
+ * here exactly as es_outbox_create_group's backfill does.  Run with a
+ * snapshot taken under the lock on es.outbox (see EsOutboxAppend).
+ */
+static EsPlan deliveries_plan = {
+	NULL,
+	"INSERT INTO es.outbox_deliveries AS d (group_id, position, stream_key, visible_at)"
+	" SELECT g.group_id, m.position, pg_catalog.hashtextextended($2, 0), $3"
+	"   FROM pg_catalog.unnest($1) AS m(position), es.outbox_groups AS g",
+	3, {INT8ARRAYOID, TEXTOID, TIMESTAMPTZOID}
+};
 
 /*
- * read_routes
- *		Read es.outbox_routes with a fresh snapshot into an array allocated
- *		in cxt; returns the number of routes.  Marks the cache valid before
- *		taking the snapshot: an invalidation that arrives from then on comes
- *		from a commit that this snapshot may miss, and marks it stale again.
+ * load_routes
+ *		The route cache's loader (cache.c): read es.outbox_routes, rel, with
+ *		snap into an OutboxRoutes allocated in the current memory context.
  */
-static int
-read_routes(MemoryContext cxt, OutboxRoute **result)
+static void *
+load_routes(Relation rel, Snapshot snap)
 {
-	Oid			relid = EsRelationOid("outbox_routes");
-	MemoryContext oldcxt;
-	Relation	rel;
-	TupleDesc	desc;
-	Snapshot	snap;
+	TupleDesc	desc = RelationGetDescr(rel);
+	AttrNumber	att_category = EsTableCacheAttnum(rel, "category");
+	AttrNumber	att_event_type = EsTableCacheAttnum(rel, "event_type");
 	TableScanDesc scan;
 	HeapTuple	tup;
+	OutboxRoutes *result = palloc(sizeof(OutboxRoutes));
 	OutboxRoute *rows;
 	int			n = 0;
 	int			max = 8;
 
 	outbox_relid = EsRelationOid("outbox");
+	deliveries_relid = EsRelationOid("outbox_deliveries");
 
-	/* opening the table processes pending invalidations */
-	rel = table_open(relid, AccessShareLock);
-	routes_relid = relid;
-	routes_valid = true;
-
-	oldcxt = MemoryContextSwitchTo(cxt);
-	desc = RelationGetDescr(rel);
 	rows = palloc(sizeof(OutboxRoute) * max);
-	snap = RegisterSnapshot(GetLatestSnapshot());
 	scan = table_beginscan(rel, snap, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
@@ -162,13 +155,13 @@ read_routes(MemoryContext cxt, OutboxRoute **result)
 			rows = repalloc(rows, sizeof(OutboxRoute) * max);
 		}
 		memset(&rows[n], 0, sizeof(OutboxRoute));
-		d = heap_getattr(tup, Anum_outbox_routes_category, desc, &isnull);
+		d = heap_getattr(tup, att_category, desc, &isnull);
 		if (!isnull)
 		{
 			rows[n].category = TextDatumGetCString(d);
 			rows[n].category_len = strlen(rows[n].category);
 		}
-		d = heap_getattr(tup, Anum_outbox_routes_event_type, desc, &isnull);
+		d = heap_getattr(tup, att_event_type, desc, &isnull);
 		if (!isnull)
 		{
 			rows[n].event_type = TextDatumGetCString(d);
@@ -177,54 +170,10 @@ read_routes(MemoryContext cxt, OutboxRoute **result)
 		n++;
 	}
 	table_endscan(scan);
-	UnregisterSnapshot(snap);
-	MemoryContextSwitchTo(oldcxt);
-	table_close(rel, AccessShareLock);
 
-	*result = rows;
-	return n;
-}
-
-/*
- * load_routes
- *		Load the route cache into a new context and make it current; the
- *		previous one is freed.  On error the cache is left invalid.
- */
-static void
-load_routes(void)
-{
-	MemoryContext cxt;
-	OutboxRoute *volatile rows = NULL;
-	volatile int n = 0;
-
-	if (!routes_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(routes_relcache_callback, (Datum) 0);
-		routes_callback_registered = true;
-	}
-
-	cxt = AllocSetContextCreate(TopMemoryContext, "es_ext outbox routes",
-								ALLOCSET_SMALL_SIZES);
-	PG_TRY();
-	{
-		OutboxRoute *r;
-
-		n = read_routes(cxt, &r);
-		rows = r;
-	}
-	PG_CATCH();
-	{
-		routes_valid = false;
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
-	if (routes_cxt != NULL)
-		MemoryContextDelete(routes_cxt);
-	routes_cxt = cxt;
-	routes = rows;
-	nroutes = n;
+	result->n = n;
+	result->rows = rows;
+	return result;
 }
 
 /*
@@ -236,9 +185,8 @@ load_routes(void)
 bool
 EsOutboxActive(void)
 {
-	if (!routes_valid)
-		load_routes();
-	return nroutes > 0;
+	routes = (const OutboxRoutes *) EsTableCacheGet(&routes_cache);
+	return routes->n > 0;
 }
 
 /* Does a route select an event of this category and type? */
@@ -249,9 +197,9 @@ route_matches(const char *category, int category_len, text *type)
 	int			tlen = VARSIZE_ANY_EXHDR(type);
 	int			i;
 
-	for (i = 0; i < nroutes; i++)
+	for (i = 0; i < routes->n; i++)
 	{
-		OutboxRoute *r = &routes[i];
+		const OutboxRoute *r = &routes->rows[i];
 
 		if (r->category != NULL &&
 			(r->category_len != category_len || memcmp(r->category, category, category_len) != 0))
@@ -270,7 +218,8 @@ route_matches(const char *category, int category_len, text *type)
  *		per consumer group, and ask for the consumers' wake-up when any
  *		delivery was written.  Must be called inside SPI, after the events
  *		were inserted: events[i] is version first_version + i, at global
- *		position positions[i].  Takes no lock beyond those of the INSERTs.
+ *		position positions[i].  Takes no lock beyond those of the INSERTs
+ *		(ROW EXCLUSIVE on es.outbox and es.outbox_deliveries).
  */
 void
 EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
@@ -284,11 +233,12 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 	int			nsel = 0;
 	Datum		values[10];
 	char		nulls[10];
-	SPIPlanPtr	plan;
-	int			rc;
+	EsPlan	   *plan_desc;
+	Datum	   *positions_out;
+	Datum		dvalues[3];
 	int			i;
 
-	Assert(routes_valid);
+	Assert(routes != NULL);
 
 	selected = palloc(sizeof(int) * n);
 	for (i = 0; i < n; i++)
@@ -306,7 +256,7 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 	{
 		const EsOutboxEvent *ev = &events[selected[0]];
 
-		plan = EsGetPlan(&outbox_one_plan);
+		plan_desc = &outbox_one_plan;
 		values[0] = ev->id;
 		values[3] = PointerGetDatum(ev->type);
 		values[4] = PointerGetDatum(ev->data);
@@ -347,7 +297,7 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 		dims[0] = nsel;
 		lbs[0] = 1;
 
-		plan = EsGetPlan(&outbox_many_plan);
+		plan_desc = &outbox_many_plan;
 		values[0] = PointerGetDatum(construct_array(ids, nsel, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 		values[3] = PointerGetDatum(construct_array(types, nsel, TEXTOID, -1, false, TYPALIGN_INT));
 		values[4] = PointerGetDatum(construct_array(datas, nsel, JSONBOID, -1, false, TYPALIGN_INT));
@@ -361,12 +311,31 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	}
 
-	/* the guard of es.outbox lets this one INSERT through */
-	EsAllowNextWrite(outbox_relid, TRIGGER_EVENT_INSERT);
-	rc = SPI_execute_plan(plan, values, nulls, false, 0);
-	EsClearAllowedWrite();
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "could not write the outbox: %s", SPI_result_code_string(rc));
+	/*
+	 * The outbox rows, then their deliveries.  The first INSERT takes ROW
+	 * EXCLUSIVE on es.outbox, which conflicts with the SHARE lock of
+	 * es_outbox_create_group and es_outbox_drop_group; the groups are read
+	 * with a snapshot taken after it (EsOutboxLockGroups), not with the
+	 * transaction snapshot, which under REPEATABLE READ or SERIALIZABLE may
+	 * predate a group created before this append: every group whose
+	 * creation committed before this point gets the messages, and one
+	 * created later waits for this transaction and backfills them.
+	 */
+	EsOutboxWrite(plan_desc, outbox_relid, TRIGGER_EVENT_INSERT, values, nulls,
+				  InvalidSnapshot, SPI_OK_INSERT_RETURNING);
+	positions_out = palloc(sizeof(Datum) * SPI_processed);
+	for (i = 0; i < (int) SPI_processed; i++)
+	{
+		bool		isnull;
+
+		positions_out[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+	}
+	dvalues[0] = PointerGetDatum(construct_array(positions_out, (int) SPI_processed, INT8OID,
+												 sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	dvalues[1] = PointerGetDatum(stream);
+	dvalues[2] = recorded_at;
+	EsOutboxWrite(&deliveries_plan, deliveries_relid, TRIGGER_EVENT_INSERT, dvalues, NULL,
+				  EsOutboxLockGroups(RowExclusiveLock), SPI_OK_INSERT);
 
 	/* no group, no delivery: nobody to wake (Debezium reads the WAL) */
 	if (SPI_processed > 0)
@@ -380,23 +349,11 @@ PG_FUNCTION_INFO_V1(es_outbox_routes_changed);
  *		AFTER ... FOR EACH STATEMENT trigger on es.outbox_routes: queue a
  *		relcache invalidation of the table, so that every backend reloads
  *		its cached routes (this one at its next command, the others when
- *		this transaction commits).
+ *		this transaction commits).  The mechanism is EsTableCacheTrigger
+ *		(cache.c), shared with es_upcasters_changed.
  */
 Datum
 es_outbox_routes_changed(PG_FUNCTION_ARGS)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("es_outbox_routes_changed() must be called as a trigger")));
-	if (!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("es_outbox_routes_changed() must be fired AFTER ... FOR EACH STATEMENT")));
-
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	return PointerGetDatum(NULL);	/* ignored for statement triggers */
+	return EsTableCacheTrigger(fcinfo, "es_outbox_routes_changed");
 }
