@@ -114,6 +114,55 @@ SELECT try($$SELECT es.es_append('acct-6', NULL,
     {"type": "A", "data": 1, "id": "22222222-2222-4222-8222-222222222221"}]')$$);
 SELECT * FROM store_counts();
 
+-- a "retry" whose ids match but whose events differ is not a retry: refused
+-- (42710), nothing written; the detail names the event and what differs
+SELECT version FROM es.es_append('acct-11', 0,
+  '[{"type": "A", "data": {"n": 1, "s": "x"}, "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "B", "data": [1, 2], "metadata": {"user": "ann"}, "schema_version": 2,
+     "id": "44444444-4444-4444-8444-444444444442"}]');
+SELECT * FROM store_counts();
+-- other data
+SELECT try($$SELECT es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"n": 2, "s": "x"}, "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "B", "data": [1, 2], "metadata": {"user": "ann"}, "schema_version": 2,
+     "id": "44444444-4444-4444-8444-444444444442"}]')$$);
+-- other type
+SELECT try($$SELECT es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"n": 1, "s": "x"}, "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "C", "data": [1, 2], "metadata": {"user": "ann"}, "schema_version": 2,
+     "id": "44444444-4444-4444-8444-444444444442"}]')$$);
+-- other metadata, metadata left out, metadata added
+SELECT try($$SELECT es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"n": 1, "s": "x"}, "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "B", "data": [1, 2], "metadata": {"user": "bob"}, "schema_version": 2,
+     "id": "44444444-4444-4444-8444-444444444442"}]')$$);
+SELECT try($$SELECT es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"n": 1, "s": "x"}, "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "B", "data": [1, 2], "schema_version": 2,
+     "id": "44444444-4444-4444-8444-444444444442"}]')$$);
+SELECT try($$SELECT es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"n": 1, "s": "x"}, "metadata": {}, "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "B", "data": [1, 2], "metadata": {"user": "ann"}, "schema_version": 2,
+     "id": "44444444-4444-4444-8444-444444444442"}]')$$);
+-- other schema_version (left out means 1)
+SELECT try($$SELECT es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"n": 1, "s": "x"}, "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "B", "data": [1, 2], "metadata": {"user": "ann"},
+     "id": "44444444-4444-4444-8444-444444444442"}]')$$);
+-- a single-event retry
+SELECT try($$SELECT es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"n": 1, "s": "y"}, "id": "44444444-4444-4444-8444-444444444441"}]')$$);
+SELECT * FROM store_counts();
+SELECT es.es_stream_version('acct-11');
+-- equal JSON is equal however it is written: key order, number spelling,
+-- "metadata": null for no metadata, "schema_version": 1 for the default
+SELECT version, cardinality(positions) FROM es.es_append('acct-11', NULL,
+  '[{"type": "A", "data": {"s": "x", "n": 1.0}, "metadata": null, "schema_version": 1,
+     "id": "44444444-4444-4444-8444-444444444441"},
+    {"type": "B", "data": [1, 2.00], "metadata": {"user": "ann"}, "schema_version": 2.0,
+     "id": "44444444-4444-4444-8444-444444444442"}]');
+SELECT * FROM store_counts();
+
 -- schema_version: the shape version of data, default 1
 SELECT version FROM es.es_append('acct-10', 0,
   '[{"type": "A", "data": {}, "schema_version": 3}, {"type": "B", "data": {}}]');

@@ -305,3 +305,176 @@ BEGIN
 	RAISE NOTICE 'projection "%" rebuilt: % events replayed', projection, total;
 END
 $proc$;
+
+/* registered code runs as its owner (issue 10) */
+/*
+ * es.upcasters.registered_by: the role an upcaster runs as (src/upcast.c).
+ * 0.1.0 did not record who registered an upcaster; an existing row gets the
+ * owner of its function (the role that wrote the code), or es_admin when the
+ * function no longer resolves.  Review the column after the update, and
+ * register an upcaster again to run it as yourself.
+ */
+ALTER TABLE @extschema@.upcasters ADD COLUMN IF NOT EXISTS registered_by regrole;
+UPDATE @extschema@.upcasters AS u
+   SET registered_by = COALESCE((SELECT p.proowner::pg_catalog.regrole
+								   FROM pg_catalog.pg_proc AS p
+								  WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(u.fn)),
+								'es_admin'::pg_catalog.regrole)
+ WHERE u.registered_by IS NULL;
+ALTER TABLE @extschema@.upcasters ALTER COLUMN registered_by SET NOT NULL;
+COMMENT ON COLUMN @extschema@.upcasters.registered_by IS
+	'the role that registered the upcaster (wrote the row): the upcaster runs as this role';
+CREATE OR REPLACE FUNCTION @extschema@.es_upcasters_stamp()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_upcasters_stamp'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_upcasters_stamp() IS
+	'trigger: records the role that writes a row of es.upcasters as its registered_by, the role the upcaster runs as';
+REVOKE ALL ON FUNCTION @extschema@.es_upcasters_stamp() FROM PUBLIC;
+CREATE OR REPLACE TRIGGER es_upcasters_stamp BEFORE INSERT OR UPDATE ON @extschema@.upcasters
+	FOR EACH ROW EXECUTE FUNCTION @extschema@.es_upcasters_stamp();
+
+/* outbox hardening (issue 10) */
+/*
+ * The outbox tables change only through es_append and the es_outbox_*
+ * functions, as es.events does: the guard triggers go on every outbox table
+ * (es.outbox's also refuses DELETE and TRUNCATE now), and the functions that
+ * write them are C (src/outbox_api.c), which lets each of its own statements
+ * through the guard.  Same signatures, defaults, results, errors and
+ * SQLSTATEs; they still run as their caller, so the roles keep the table
+ * privileges those statements need, and lose those no function needs.
+ * The C functions also fix two races: es_outbox_cleanup computes its bound
+ * and deletes in one statement, and, like es_outbox_create_group,
+ * es_outbox_drop_group and the outbox write of es_append, reads the groups
+ * and deliveries with a snapshot taken after its lock on es.outbox, at every
+ * isolation level.
+ */
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.outbox_routes
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.outbox_routes
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.outbox_groups
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.outbox_groups
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.outbox
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.outbox
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.outbox_deliveries
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.outbox_deliveries
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.outbox_dead
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.outbox_dead
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+REVOKE UPDATE, TRUNCATE ON @extschema@.outbox_routes FROM es_admin;
+REVOKE UPDATE, TRUNCATE ON @extschema@.outbox_groups FROM es_admin;
+REVOKE UPDATE ON @extschema@.outbox_dead FROM es_consumer, es_admin;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_route(category text DEFAULT NULL, event_type text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_outbox_route'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_unroute(category text DEFAULT NULL, event_type text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_outbox_unroute'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_create_group(consumer_group text,
+												   max_attempts integer DEFAULT 10,
+												   backoff_base interval DEFAULT '1 second',
+												   backoff_max interval DEFAULT '5 minutes',
+												   backfill boolean DEFAULT false)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'es_outbox_create_group'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_drop_group(consumer_group text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_outbox_drop_group'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_claim(consumer_group text,
+											max_count integer DEFAULT 100,
+											lease_time interval DEFAULT '30 seconds')
+RETURNS TABLE (lease uuid,
+			   "position" bigint,
+			   attempts integer,
+			   event_id uuid,
+			   stream_id text,
+			   version bigint,
+			   event_type text,
+			   schema_version integer,
+			   data jsonb,
+			   metadata jsonb,
+			   global_position bigint,
+			   recorded_at timestamptz)
+AS 'MODULE_PATHNAME', 'es_outbox_claim'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE ROWS 100
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_ack(consumer_group text, lease uuid, positions bigint[])
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_outbox_ack'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_nack(consumer_group text,
+										   lease uuid,
+										   positions bigint[],
+										   reason text DEFAULT NULL,
+										   retry_after interval DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_outbox_nack'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_replay(consumer_group text, positions bigint[] DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_outbox_replay'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_discard(consumer_group text, positions bigint[] DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_outbox_discard'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_cleanup(retention interval DEFAULT '0', max_rows integer DEFAULT 10000)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_outbox_cleanup'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+
+/* consumer group settings change through a function now that the guard refuses UPDATE */
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_alter_group(consumer_group text,
+												  max_attempts integer DEFAULT NULL,
+												  backoff_base interval DEFAULT NULL,
+												  backoff_max interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'es_outbox_alter_group'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.es_outbox_alter_group(text, integer, interval, interval) IS
+	'changes the retry settings of a consumer group (NULL: unchanged)';
+REVOKE ALL ON FUNCTION @extschema@.es_outbox_alter_group(text, integer, interval, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_outbox_alter_group(text, integer, interval, interval) TO es_admin;
+
+
+/*
+ * es.snapshots is guarded like es.events: es_fold trusts a stored state as
+ * the fold of its stream, so a writer's UPDATE could forge every reader's
+ * result (issue 10, found by the adversarial pass).
+ */
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.snapshots
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.snapshots
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();

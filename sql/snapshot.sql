@@ -82,8 +82,17 @@ SELECT s.snapshot_version, s.events_applied, s.version
   FROM es.es_fold_state('snap-1', 'counting(jsonb,jsonb)', '{"n": 0, "sum": 0}') AS s;
 SELECT calls() > 0 AS called;
 
+-- es.snapshots is guarded: only es_fold, es_snapshot_save and
+-- es_snapshot_delete write it (a forged state would be every reader's fold)
+SELECT try($$UPDATE es.snapshots SET state = '{"n": 1000, "sum": 0, "last": 8}' WHERE stream_id = 'snap-1'$$);
+SELECT try($$INSERT INTO es.snapshots SELECT * FROM es.snapshots WHERE false$$);
+SELECT try($$DELETE FROM es.snapshots WHERE stream_id = 'snap-1'$$);
+SELECT try($$TRUNCATE es.snapshots$$);
 -- proof that the stored state is what the fold starts from: tamper with it
+-- (as the table's owner, with the guard off)
+ALTER TABLE es.snapshots DISABLE TRIGGER es_guard_write;
 UPDATE es.snapshots SET state = '{"n": 1000, "sum": 0, "last": 8}' WHERE stream_id = 'snap-1' AND version = 8;
+ALTER TABLE es.snapshots ENABLE TRIGGER es_guard_write;
 SELECT es.es_fold('snap-1', 'counting(jsonb,jsonb)', '{"n": 0, "sum": 0}') AS tampered;
 -- deleting snapshots changes no result (here: it repairs the tampered one)
 SELECT es.es_snapshot_delete('snap-1', 'counting(jsonb,jsonb)') AS deleted;
@@ -139,9 +148,11 @@ SELECT es.es_unregister_upcaster('SnapOther', 1);
 SELECT snapshot_version, events_applied
   FROM es.es_fold_state('snap-1', 'counting(jsonb,jsonb)', '{"n": 0, "sum": 0}');
 -- a (forged) snapshot past the stream's end is never used
+ALTER TABLE es.snapshots DISABLE TRIGGER es_guard_write;
 INSERT INTO es.snapshots (stream_id, reducer, initial_hash, fingerprint, version, state)
   SELECT stream_id, reducer, initial_hash, fingerprint, 999, '{"forged": true}'
     FROM es.snapshots WHERE stream_id = 'snap-1' AND version = 7;
+ALTER TABLE es.snapshots ENABLE TRIGGER es_guard_write;
 SELECT snapshot_version, events_applied, state ? 'forged' AS forged
   FROM es.es_fold_state('snap-1', 'counting(jsonb,jsonb)', '{"n": 0, "sum": 0}');
 SELECT es.es_snapshot_delete('snap-1') AS deleted;

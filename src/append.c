@@ -6,11 +6,12 @@
  *
  * An append is, in order:
  *
- *	1. Validate the arguments and parse the JSON batch entirely in C, before
- *	   any statement runs, so bad input writes nothing.
+ *	1. Validate the arguments and parse the JSON batch entirely in C
+ *	   (batch.c), before any statement runs, so bad input writes nothing.
  *	2. If the batch carries event ids, look them up in the stream: a batch
  *	   that was already appended returns its original result and writes
- *	   nothing; a batch that only partly overlaps is refused.
+ *	   nothing; a batch that only partly overlaps, or whose ids match but
+ *	   whose events differ from the stored ones, is refused.
  *	3. Advance the stream row with a single UPDATE (or INSERT ... ON CONFLICT
  *	   DO NOTHING for a new stream).  The row lock plus READ COMMITTED's
  *	   recheck turn a stale expectation into "zero rows": a clean conflict
@@ -19,7 +20,12 @@
  *	   appends to the stream, so versions are contiguous.
  *	4. Insert the whole batch with one INSERT ... SELECT ... FROM unnest()
  *	   (or a one-row INSERT for a single event), tagged with the top-level
- *	   transaction id that orders the global log (see read.c).
+ *	   transaction id that orders the global log (see read.c).  The rows
+ *	   the insert returns are user-influenced data, not an invariant: a
+ *	   BEFORE INSERT row trigger (es_admin holds TRIGGER on es.events) could
+ *	   rewrite any column.  So es_append refuses to run while such a trigger
+ *	   would fire, and checks every returned row against what it wrote
+ *	   before it uses one (no Assert-only checks).
  *	5. When outbox routes exist, write the routed events to the outbox in
  *	   the same transaction (outbox.c): one more statement, and none at all
  *	   when no route selects an event of the batch.
@@ -28,7 +34,9 @@
  * constraints, RLS and user triggers on es.events keep working and a hostile
  * search_path changes nothing.  The function is not SECURITY DEFINER: it runs
  * with the caller's privileges, and the guard trigger (guard.c) makes sure
- * the caller's INSERT/UPDATE privileges are usable only through here.
+ * the caller's INSERT/UPDATE privileges are usable only through here.  User
+ * triggers on es.events run as the appender: AFTER triggers (projections)
+ * are welcome, BEFORE INSERT row triggers are refused (see insert_events).
  *
  * Memory: the parsed batch and the result live in the caller's memory
  * context (the per-call context of the calling statement); SPI allocations
@@ -41,8 +49,10 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -52,30 +62,12 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/numeric.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "utils/xid8.h"
 
 #include "es_ext.h"
-
-/* One parsed event of the batch. */
-typedef struct EsEvent
-{
-	bool		has_id;			/* id given by the caller? */
-	pg_uuid_t	id;
-	text	   *type;
-	int32		schema_version;	/* "schema_version", default 1 */
-	Jsonb	   *data;
-	Jsonb	   *metadata;		/* NULL when absent or JSON null */
-} EsEvent;
-
-/* Error context while the batch is parsed. */
-typedef struct EsParseContext
-{
-	int			index;			/* 1-based event number, 0 = whole batch */
-	int			count;
-} EsParseContext;
 
 /*
  * True while es_append runs a statement on the stream row: a serialization
@@ -88,7 +80,8 @@ static bool in_stream_statement = false;
 /* Saved plans, prepared on first use. */
 static EsPlan find_ids_plan = {
 	NULL,
-	"SELECT e.event_id, e.version, e.global_position"
+	"SELECT e.event_id, e.version, e.global_position,"
+	"       e.event_type, e.schema_version, e.data, e.metadata"
 	"  FROM es.events AS e"
 	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
 	"   AND e.event_id OPERATOR(pg_catalog.=) ANY ($2)"
@@ -150,7 +143,8 @@ static EsPlan insert_one_plan = {
 	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id,"
 	"   schema_version)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10)"
-	" RETURNING e.version, e.global_position",
+	" RETURNING e.version, e.global_position, e.event_id, e.stream_id, e.era, e.tx_id,"
+	"           e.recorded_at",
 	10, {TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT4OID,
 		INT4OID}
 };
@@ -165,324 +159,11 @@ static EsPlan insert_many_plan = {
 	"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"
 	"                   pg_catalog.unnest($10))"
 	"          WITH ORDINALITY AS u(i, t, d, m, s, o)"
-	" RETURNING e.version, e.global_position",
+	" RETURNING e.version, e.global_position, e.event_id, e.stream_id, e.era, e.tx_id,"
+	"           e.recorded_at",
 	10, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
 		TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID}
 };
-
-static void
-parse_error_callback(void *arg)
-{
-	EsParseContext *ctx = (EsParseContext *) arg;
-
-	if (ctx->index > 0)
-		errcontext("event %d of %d in the batch", ctx->index, ctx->count);
-}
-
-static const char *
-jsonb_value_type_name(JsonbValue *v)
-{
-	switch (v->type)
-	{
-		case jbvNull:
-			return "null";
-		case jbvString:
-			return "string";
-		case jbvNumeric:
-			return "number";
-		case jbvBool:
-			return "boolean";
-		case jbvArray:
-			return "array";
-		case jbvObject:
-			return "object";
-		case jbvBinary:
-			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
-		default:
-			return "unknown";
-	}
-}
-
-/*
- * check_metadata_id
- *		A correlation or causation id, when present in metadata, must be a
- *		string so that the expression indexes on them can serve lookups.
- */
-static void
-check_metadata_id(Jsonb *metadata, const char *key)
-{
-	JsonbValue	k;
-	JsonbValue *v;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	v = findJsonbValueFromContainer(&metadata->root, JB_FOBJECT, &k);
-	if (v != NULL && v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("metadata key \"%s\" must be a JSON string", key),
-				 errdetail("Got a JSON %s.", jsonb_value_type_name(v))));
-}
-
-/*
- * parse_event
- *		Parse one element of the batch into ev.  Raises an error for anything
- *		but an object with a string "type", a "data" member, an optional
- *		object "metadata" and an optional uuid string "id".
- */
-static void
-parse_event(JsonbValue *elem, EsEvent *ev)
-{
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
-	JsonbValue	v;
-	bool		have_type = false;
-	bool		have_data = false;
-
-	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_SQL_JSON_OBJECT_NOT_FOUND),
-				 errmsg("event must be a JSON object"),
-				 errdetail("Got a JSON %s.", jsonb_value_type_name(elem))));
-
-	if (elem->val.binary.len > es_max_event_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("event is too large"),
-				 errdetail("The event takes %d bytes; the limit is %d bytes.",
-						   elem->val.binary.len, es_max_event_size),
-				 errhint("Raise \"es.max_event_size\", or store large payloads elsewhere and reference them.")));
-
-	memset(ev, 0, sizeof(EsEvent));
-	ev->schema_version = 1;
-	it = JsonbIteratorInit(elem->val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		char	   *key;
-		int			keylen;
-
-		if (tok != WJB_KEY)
-			continue;
-		key = v.val.string.val;
-		keylen = v.val.string.len;
-		tok = JsonbIteratorNext(&it, &v, true);
-		Assert(tok == WJB_VALUE);
-
-		if (keylen == 4 && memcmp(key, "type", 4) == 0)
-		{
-			if (v.type != jbvString)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("event \"type\" must be a JSON string"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
-			if (v.val.string.len == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("event \"type\" cannot be empty")));
-			if (v.val.string.len > ES_MAX_NAME_BYTES)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("event \"type\" is too long"),
-						 errdetail("Event types are limited to %d bytes; this one has %d.",
-								   ES_MAX_NAME_BYTES, v.val.string.len)));
-			ev->type = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
-			have_type = true;
-		}
-		else if (keylen == 14 && memcmp(key, "schema_version", 14) == 0)
-		{
-			bool		ok = false;
-
-			if (v.type == jbvNumeric)
-			{
-				int32		sv = 0;
-				Datum		d = NumericGetDatum(v.val.numeric);
-
-				if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
-				{
-					Numeric		rounded = DatumGetNumeric(DirectFunctionCall2(numeric_round, d, Int32GetDatum(0)));
-
-					if (DatumGetBool(DirectFunctionCall2(numeric_eq, d, NumericGetDatum(rounded))) &&
-						DatumGetBool(DirectFunctionCall2(numeric_ge, d, DirectFunctionCall1(int4_numeric, Int32GetDatum(1)))) &&
-						DatumGetBool(DirectFunctionCall2(numeric_le, d, DirectFunctionCall1(int4_numeric, Int32GetDatum(PG_INT32_MAX)))))
-					{
-						sv = DatumGetInt32(DirectFunctionCall1(numeric_int4, d));
-						ok = true;
-					}
-				}
-				ev->schema_version = sv;
-			}
-			if (!ok)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("event \"schema_version\" must be a positive integer"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
-		}
-		else if (keylen == 4 && memcmp(key, "data", 4) == 0)
-		{
-			ev->data = JsonbValueToJsonb(&v);
-			have_data = true;
-		}
-		else if (keylen == 8 && memcmp(key, "metadata", 8) == 0)
-		{
-			if (v.type == jbvNull)
-				ev->metadata = NULL;
-			else if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
-			{
-				ev->metadata = JsonbValueToJsonb(&v);
-				check_metadata_id(ev->metadata, "correlation_id");
-				check_metadata_id(ev->metadata, "causation_id");
-			}
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("event \"metadata\" must be a JSON object"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
-		}
-		else if (keylen == 2 && memcmp(key, "id", 2) == 0)
-		{
-			if (v.type == jbvNull)
-				ev->has_id = false;
-			else if (v.type == jbvString)
-			{
-				char	   *s = pnstrdup(v.val.string.val, v.val.string.len);
-				pg_uuid_t  *u;
-
-				/* uuid_in reports invalid_text_representation (22P02) */
-				u = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(s)));
-				ev->id = *u;
-				ev->has_id = true;
-			}
-			else
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("event \"id\" must be a JSON string holding a UUID"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
-		}
-		else
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown key \"%.*s\" in event", keylen, key),
-					 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
-	}
-
-	if (!have_type)
-		ereport(ERROR,
-				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
-				 errmsg("event has no \"type\""),
-				 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
-	if (!have_data)
-		ereport(ERROR,
-				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
-				 errmsg("event has no \"data\""),
-				 errhint("Use \"data\": {} for an event without a payload.")));
-}
-
-static int
-uuid_cmp_internal(const void *a, const void *b)
-{
-	return memcmp(a, b, UUID_LEN);
-}
-
-/*
- * parse_batch
- *		Validate the batch and parse every event.  Returns a palloc'd array
- *		of *count events; sets *with_ids when at least one event has an id.
- */
-static EsEvent *
-parse_batch(Jsonb *batch, int *count, bool *with_ids)
-{
-	EsParseContext pctx;
-	ErrorContextCallback errcb;
-	EsEvent    *events;
-	int			n;
-	int			nids = 0;
-	int			i;
-
-	if (!JB_ROOT_IS_ARRAY(batch) || JB_ROOT_IS_SCALAR(batch))
-		ereport(ERROR,
-				(errcode(ERRCODE_SQL_JSON_ARRAY_NOT_FOUND),
-				 errmsg("events must be a JSON array"),
-				 errdetail("Got a JSON %s.",
-						   JB_ROOT_IS_SCALAR(batch) ? "scalar" : "object"),
-				 errhint("Pass a JSON array of event objects, e.g. '[{\"type\": \"Created\", \"data\": {}}]'.")));
-
-	n = JB_ROOT_COUNT(batch);
-	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("events cannot be an empty array"),
-				 errdetail("An append writes at least one event.")));
-	if (n > es_max_batch_events)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("batch has too many events"),
-				 errdetail("The batch has %d events; the limit is %d.", n, es_max_batch_events),
-				 errhint("Raise \"es.max_batch_events\", or split the batch.")));
-	if (VARSIZE(batch) > (Size) es_max_batch_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("batch is too large"),
-				 errdetail("The batch takes %zu bytes; the limit is %d bytes.",
-						   (Size) VARSIZE(batch), es_max_batch_size),
-				 errhint("Raise \"es.max_batch_size\", or split the batch.")));
-
-	events = palloc(sizeof(EsEvent) * n);
-
-	pctx.count = n;
-	errcb.callback = parse_error_callback;
-	errcb.arg = &pctx;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
-
-	for (i = 0; i < n; i++)
-	{
-		JsonbValue *elem = getIthJsonbValueFromContainer(&batch->root, i);
-
-		pctx.index = i + 1;
-		parse_event(elem, &events[i]);
-		if (events[i].has_id)
-			nids++;
-	}
-	error_context_stack = errcb.previous;
-
-	/* Ids must be unique within the batch. */
-	if (nids > 1)
-	{
-		pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * nids);
-		int			j = 0;
-
-		for (i = 0; i < n; i++)
-			if (events[i].has_id)
-				ids[j++] = events[i].id;
-		qsort(ids, nids, sizeof(pg_uuid_t), uuid_cmp_internal);
-		for (i = 1; i < nids; i++)
-			if (memcmp(&ids[i - 1], &ids[i], UUID_LEN) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("event id \"%s\" appears more than once in the batch",
-								DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ids[i])))),
-						 errdetail("Event ids identify events within a stream and must be unique.")));
-		pfree(ids);
-	}
-
-	/* Generate the missing ids (random, version 4). */
-	for (i = 0; i < n; i++)
-	{
-		if (events[i].has_id)
-			continue;
-		if (!pg_strong_random(events[i].id.data, UUID_LEN))
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate random values")));
-		events[i].id.data[6] = (events[i].id.data[6] & 0x0f) | 0x40;
-		events[i].id.data[8] = (events[i].id.data[8] & 0x3f) | 0x80;
-	}
-
-	*count = n;
-	*with_ids = (nids > 0);
-	return events;
-}
 
 /*
  * conflict_error
@@ -533,11 +214,77 @@ current_stream_version(Datum stream)
 }
 
 /*
+ * text_equal
+ *		Are two text values (possibly packed or toasted) byte-for-byte equal?
+ */
+static bool
+text_equal(Datum a, Datum b)
+{
+	text	   *ta = DatumGetTextPP(a);
+	text	   *tb = DatumGetTextPP(b);
+
+	return VARSIZE_ANY_EXHDR(ta) == VARSIZE_ANY_EXHDR(tb) &&
+		memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), VARSIZE_ANY_EXHDR(ta)) == 0;
+}
+
+/*
+ * jsonb_equal
+ *		Are two jsonb values equal as jsonb values?  Equal bytes are the
+ *		common case of a retry (the same JSON text parses to the same
+ *		binary); otherwise jsonb equality decides (1.0 equals 1.00).
+ */
+static bool
+jsonb_equal(Jsonb *a, Datum b)
+{
+	Jsonb	   *jb = DatumGetJsonbP(b);
+
+	if (VARSIZE(a) == VARSIZE(jb) && memcmp(a, jb, VARSIZE(a)) == 0)
+		return true;
+	return DatumGetBool(DirectFunctionCall2(jsonb_eq, PointerGetDatum(a), PointerGetDatum(jb)));
+}
+
+/*
+ * stored_event_differs
+ *		The key of the batch's event ev that differs from the stored event
+ *		in row tup of find_ids_plan's result ("type", "schema_version",
+ *		"data", "metadata"), or NULL when they are the same event.  data and
+ *		metadata compare as jsonb values (key order and number spelling do
+ *		not matter); a missing or null "metadata" equals a stored NULL.  The
+ *		stored values are compared raw: upcasters play no part.
+ */
+static const char *
+stored_event_differs(const EsEvent *ev, HeapTuple tup, TupleDesc desc)
+{
+	Datum		d;
+	bool		isnull;
+
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	if (isnull || !text_equal(PointerGetDatum(ev->type), d))
+		return "type";
+	d = SPI_getbinval(tup, desc, 5, &isnull);
+	if (isnull || DatumGetInt32(d) != ev->schema_version)
+		return "schema_version";
+	d = SPI_getbinval(tup, desc, 6, &isnull);
+	if (isnull || !jsonb_equal(ev->data, d))
+		return "data";
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	if (isnull != (ev->metadata == NULL))
+		return "metadata";
+	if (!isnull && !jsonb_equal(ev->metadata, d))
+		return "metadata";
+	return NULL;
+}
+
+/*
  * find_existing
  *		Look up the batch's ids in the stream.  Returns false when none is
  *		there.  Returns true and fills positions[] / *version when the whole
- *		batch was appended before, in the same order.  Raises duplicate_object
- *		for a partial overlap.
+ *		batch was appended before, in the same order, with the same events.
+ *		Raises duplicate_object for a partial overlap, and for a batch whose
+ *		ids match but whose events differ from the stored ones (a client
+ *		bug: the retry of an append must resend the same events).  The
+ *		contents are compared only here, when every id is already there: an
+ *		append of new events pays for nothing but the lookup.
  */
 static bool
 find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
@@ -592,6 +339,21 @@ find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
 
 		if (in_order)
 		{
+			for (i = 0; i < SPI_processed; i++)
+			{
+				const char *what = stored_event_differs(&events[i], SPI_tuptable->vals[i], desc);
+
+				if (what != NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_DUPLICATE_OBJECT),
+							 errmsg("batch reuses the ids of events already in stream \"%s\" for other events",
+									stream_str),
+							 errdetail("Event %d of the batch (id %s) differs in its \"%s\" from the event stored at version " INT64_FORMAT ".",
+									   (int) i + 1,
+									   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&events[i].id))),
+									   what, first_version + (int64) i),
+							 errhint("A retry must resend the same events with the same ids; give a new event a new id.")));
+			}
 			*version = first_version + n - 1;
 			return true;
 		}
@@ -696,7 +458,7 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		/* update_any_plan and insert_stream_plan: (stream, n, tx_id) */
 		values[1] = Int64GetDatum(n);
 		values[2] = tx_id;
-		for (attempt = 0; attempt < 3; attempt++)
+		for (attempt = 0; attempt < ES_APPEND_STREAM_ATTEMPTS; attempt++)
 		{
 			if (run_stream_statement(&update_any_plan, TRIGGER_EVENT_UPDATE, values,
 									 &version, log_tx_id))
@@ -736,9 +498,172 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 }
 
 /*
+ * refuse_before_row_triggers
+ *		Raise object_not_in_prerequisite_state when a BEFORE INSERT or
+ *		UPDATE row trigger on relid (es.events, or es.streams, whose version
+ *		a trigger could shift) would fire for es_append's statement.  Such a
+ *		trigger runs as the appender and can rewrite any column of the rows
+ *		(version, event id, position, log order, time, payload); es_append
+ *		lets none run, whoever created it.  es_ext itself has no such trigger.
+ *
+ *		Takes RowExclusiveLock on es.events (the insert takes it anyway), so
+ *		no other session can create or enable a trigger before the insert
+ *		starts; the executor copies the trigger list when it does.  Costs a
+ *		look at the relcache entry: no catalog access.
+ */
+static void
+refuse_before_row_triggers(Oid relid, const char *relname)
+{
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	TriggerDesc *td = rel->trigdesc;
+	char	   *tgname = NULL;
+	int			i;
+
+	if (td != NULL && (td->trig_insert_before_row || td->trig_update_before_row))
+	{
+		for (i = 0; i < td->numtriggers; i++)
+		{
+			Trigger    *t = &td->triggers[i];
+
+			if (!TRIGGER_TYPE_MATCHES(t->tgtype, TRIGGER_TYPE_ROW, TRIGGER_TYPE_BEFORE,
+									  TRIGGER_TYPE_INSERT) &&
+				!TRIGGER_TYPE_MATCHES(t->tgtype, TRIGGER_TYPE_ROW, TRIGGER_TYPE_BEFORE,
+									  TRIGGER_TYPE_UPDATE))
+				continue;
+			/* would it fire?  (as TriggerEnabled in trigger.c decides) */
+			if (t->tgenabled == TRIGGER_DISABLED)
+				continue;
+			if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA ?
+				t->tgenabled == TRIGGER_FIRES_ON_ORIGIN :
+				t->tgenabled == TRIGGER_FIRES_ON_REPLICA)
+				continue;
+			tgname = pstrdup(t->tgname);
+			break;
+		}
+	}
+	table_close(rel, NoLock);
+
+	if (tgname != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot append events while table \"es.%s\" has BEFORE row trigger \"%s\"",
+						relname, tgname),
+				 errdetail("A BEFORE row trigger could change the columns es_append writes (stream, version, event id, position, log order), so es_append does not run while one is enabled."),
+				 errhint("Use an AFTER INSERT trigger: projections and checks that raise an error work there. Or disable the trigger with ALTER TABLE es.%s DISABLE TRIGGER.", relname),
+				 err_generic_string(PG_DIAG_SCHEMA_NAME, "es"),
+				 err_generic_string(PG_DIAG_TABLE_NAME, relname)));
+}
+
+/* the columns insert_one_plan and insert_many_plan return, in order */
+#define RET_VERSION			0
+#define RET_GLOBAL_POSITION	1
+#define RET_EVENT_ID		2
+#define RET_STREAM_ID		3
+#define RET_ERA				4
+#define RET_TX_ID			5
+#define RET_RECORDED_AT		6
+#define RET_NCOLUMNS		7
+
+/*
+ * changed_row_error
+ *		Raise triggered_data_change_violation: a returned row does not hold
+ *		what es_append inserted.
+ */
+static void
+changed_row_error(const char *column, uint64 row, int n)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+			 errmsg("a BEFORE INSERT trigger on table \"es.events\" changed column \"%s\" of an event es_append inserted",
+					column),
+			 errdetail("Row %llu of %d returned by the insert holds a value es_append did not write; nothing was appended.",
+					   (unsigned long long) row + 1, n),
+			 errhint("es_append alone sets stream_id, version, event_id, global_position, era, tx_id and recorded_at; use AFTER INSERT triggers on es.events."),
+			 err_generic_string(PG_DIAG_SCHEMA_NAME, "es"),
+			 err_generic_string(PG_DIAG_TABLE_NAME, "events"),
+			 err_generic_string(PG_DIAG_COLUMN_NAME, column)));
+}
+
+/*
+ * check_returned_rows
+ *		Check every row the insert returned against what es_append wrote,
+ *		and fill positions[] in batch order.  In production builds, before
+ *		anything is indexed: each version in first_version ..
+ *		first_version + n - 1 exactly once, the event id, stream, era, tx_id
+ *		and recorded_at of that event, and positions strictly increasing in
+ *		batch order (the insert draws them from the identity sequence one row
+ *		after the other).  Datum comparisons only, no statement.
+ */
+static void
+check_returned_rows(Datum stream, EsEvent *events, int n, int64 first_version,
+					Datum recorded_at, Datum tx_id, int32 era, int64 *positions)
+{
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool	   *seen;
+	Datum		values[RET_NCOLUMNS];
+	bool		nulls[RET_NCOLUMNS];
+	uint64		i;
+	int			j;
+
+	if (SPI_processed < (uint64) n)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+				 errmsg("a trigger on table \"es.events\" skipped %d of the %d events of the batch",
+						n - (int) SPI_processed, n),
+				 errdetail("A BEFORE INSERT row trigger on es.events returned NULL; nothing was appended."),
+				 errhint("Projections are AFTER INSERT triggers; a stream cannot have gaps.")));
+	if (SPI_processed > (uint64) n)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+				 errmsg("the insert into table \"es.events\" returned %llu rows for the %d events of the batch",
+						(unsigned long long) SPI_processed, n),
+				 errdetail("A rule or trigger on es.events changed the insert; nothing was appended.")));
+	if (desc->natts != RET_NCOLUMNS)
+		elog(ERROR, "the insert into es.events returned %d columns, expected %d",
+			 desc->natts, RET_NCOLUMNS);
+
+	seen = palloc0(sizeof(bool) * n);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		int64		v;
+		int64		k;
+
+		heap_deform_tuple(SPI_tuptable->vals[i], desc, values, nulls);
+		for (j = 0; j < RET_NCOLUMNS; j++)
+			if (nulls[j])
+				changed_row_error(NameStr(TupleDescAttr(desc, j)->attname), i, n);
+
+		v = DatumGetInt64(values[RET_VERSION]);
+		if (v < first_version || v - first_version >= n || seen[v - first_version])
+			changed_row_error("version", i, n);
+		k = v - first_version;
+		seen[k] = true;
+
+		if (memcmp(DatumGetUUIDP(values[RET_EVENT_ID]), &events[k].id, UUID_LEN) != 0)
+			changed_row_error("event_id", i, n);
+		if (!text_equal(values[RET_STREAM_ID], stream))
+			changed_row_error("stream_id", i, n);
+		if (DatumGetInt32(values[RET_ERA]) != era)
+			changed_row_error("era", i, n);
+		if (DatumGetUInt64(values[RET_TX_ID]) != DatumGetUInt64(tx_id))
+			changed_row_error("tx_id", i, n);
+		if (DatumGetTimestampTz(values[RET_RECORDED_AT]) != DatumGetTimestampTz(recorded_at))
+			changed_row_error("recorded_at", i, n);
+
+		positions[k] = DatumGetInt64(values[RET_GLOBAL_POSITION]);
+	}
+	for (j = 1; j < n; j++)
+		if (positions[j] <= positions[j - 1])
+			changed_row_error("global_position", (uint64) j, n);
+	pfree(seen);
+}
+
+/*
  * insert_events
- *		Insert the batch as versions first_version .. first_version + n - 1.
- *		Fills positions[] in batch order.
+ *		Insert the batch as versions first_version .. first_version + n - 1,
+ *		after refusing BEFORE INSERT row triggers, and check the rows the
+ *		insert returns (check_returned_rows).  Fills positions[] in batch
+ *		order.
  */
 static void
 insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
@@ -749,7 +674,6 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 	char		nulls[10];
 	SPIPlanPtr	plan;
 	int			rc;
-	uint64		i;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = stream;
@@ -804,28 +728,15 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		values[9] = PointerGetDatum(construct_array(versions, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 	}
 
+	refuse_before_row_triggers(events_rel, "events");
+
 	EsAllowNextWrite(events_rel, TRIGGER_EVENT_INSERT);
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	EsClearAllowedWrite();
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert events: %s", SPI_result_code_string(rc));
 
-	if (SPI_processed != (uint64) n)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("a trigger on table \"es.events\" skipped %d of the %d events of the batch",
-						n - (int) SPI_processed, n),
-				 errdetail("A BEFORE INSERT row trigger on es.events returned NULL."),
-				 errhint("Projections are AFTER INSERT triggers; a stream cannot have gaps.")));
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		int64		v = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		int64		gp = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-
-		Assert(v >= first_version && v < first_version + n);
-		positions[v - first_version] = gp;
-	}
+	check_returned_rows(stream, events, n, first_version, recorded_at, tx_id, era, positions);
 }
 
 /*
@@ -953,7 +864,7 @@ es_append(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	events = parse_batch(batch, &n, &with_ids);
+	events = EsParseBatch(batch, &n, &with_ids);
 	positions = palloc0(sizeof(int64) * n);
 
 	/* 2-4. write, under SPI */
@@ -975,6 +886,7 @@ es_append(PG_FUNCTION_ARGS)
 			int64		first_version;
 			Datum		log_tx_id;
 
+			refuse_before_row_triggers(EsRelationOid("streams"), "streams");
 			version = advance_stream(stream_str, stream_datum, expected_null, expected, n,
 									 tx_id, &log_tx_id);
 			first_version = version - n + 1;

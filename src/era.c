@@ -214,7 +214,7 @@ EsAppendEra(void)
 	if (cached_era_config == config)
 		return cached_era;
 
-	for (attempt = 0; attempt < 2; attempt++)
+	for (attempt = 0; attempt < ES_ERA_ATTEMPTS; attempt++)
 	{
 		int32		era;
 		int64		recorded;

@@ -23,25 +23,25 @@
 PG_MODULE_MAGIC;
 
 /* Largest batch accepted by es_append, in events. */
-int			es_max_batch_events = 10000;
+int			es_max_batch_events = ES_DEFAULT_MAX_BATCH_EVENTS;
 
 /* Largest batch accepted by es_append, in bytes of its JSON. */
-int			es_max_batch_size = 64 * 1024 * 1024;
+int			es_max_batch_size = ES_DEFAULT_MAX_BATCH_SIZE;
 
 /* Largest single event accepted by es_append, in bytes of its JSON. */
-int			es_max_event_size = 1024 * 1024;
+int			es_max_event_size = ES_DEFAULT_MAX_EVENT_SIZE;
 
 /* es_fold writes a snapshot after folding this many events (0 = never). */
-int			es_snapshot_every = 1000;
+int			es_snapshot_every = ES_DEFAULT_SNAPSHOT_EVERY;
 
 /* How a commit that wrote outbox deliveries wakes consumers (notify.c). */
 int			es_notify_mode = ES_NOTIFY_COMMIT;
 
 /* A notify worker exits after this many milliseconds without work. */
-int			es_notify_worker_idle_timeout = 2000;
+int			es_notify_worker_idle_timeout = ES_DEFAULT_NOTIFY_IDLE_TIMEOUT;
 
 /* A notify worker sends at most one NOTIFY per this many milliseconds. */
-int			es_notify_worker_interval = 5;
+int			es_notify_worker_interval = ES_DEFAULT_NOTIFY_INTERVAL;
 
 static const struct config_enum_entry notify_options[] = {
 	{"off", ES_NOTIFY_OFF, false},
@@ -59,7 +59,7 @@ _PG_init(void)
 							"Sets the largest number of events es_append accepts in one batch.",
 							NULL,
 							&es_max_batch_events,
-							10000,
+							ES_DEFAULT_MAX_BATCH_EVENTS,
 							1,
 							INT_MAX,
 							PGC_SUSET,
@@ -70,8 +70,8 @@ _PG_init(void)
 							"Sets the largest batch es_append accepts, in bytes of its JSON.",
 							NULL,
 							&es_max_batch_size,
-							64 * 1024 * 1024,
-							1024,
+							ES_DEFAULT_MAX_BATCH_SIZE,
+							ES_MIN_MAX_BATCH_SIZE,
 							INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
@@ -81,8 +81,8 @@ _PG_init(void)
 							"Sets the largest event es_append accepts, in bytes of its JSON.",
 							NULL,
 							&es_max_event_size,
-							1024 * 1024,
-							64,
+							ES_DEFAULT_MAX_EVENT_SIZE,
+							ES_MIN_MAX_EVENT_SIZE,
 							INT_MAX,
 							PGC_SUSET,
 							GUC_UNIT_BYTE,
@@ -92,7 +92,7 @@ _PG_init(void)
 							"Sets after how many folded events es_fold stores an automatic snapshot.",
 							"0 turns automatic snapshots off.",
 							&es_snapshot_every,
-							1000,
+							ES_DEFAULT_SNAPSHOT_EVERY,
 							0,
 							INT_MAX,
 							PGC_USERSET,
@@ -116,9 +116,9 @@ _PG_init(void)
 							"Sets how long an outbox notify worker waits for work before it exits.",
 							NULL,
 							&es_notify_worker_idle_timeout,
-							2000,
-							100,
-							3600 * 1000,
+							ES_DEFAULT_NOTIFY_IDLE_TIMEOUT,
+							ES_MIN_NOTIFY_IDLE_TIMEOUT,
+							ES_MAX_NOTIFY_IDLE_TIMEOUT,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
@@ -127,9 +127,9 @@ _PG_init(void)
 							"Sets the shortest time between two NOTIFYs of an outbox notify worker.",
 							"The commits of that interval share one notification; 0 notifies as fast as possible.",
 							&es_notify_worker_interval,
-							5,
+							ES_DEFAULT_NOTIFY_INTERVAL,
 							0,
-							1000,
+							ES_MAX_NOTIFY_INTERVAL,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

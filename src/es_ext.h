@@ -12,14 +12,18 @@
 
 #include "access/htup.h"
 #include "access/transam.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "access/tupdesc.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/lockdefs.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 #include "utils/reltrigger.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 /* Name of the constraint reported with every expected-version conflict. */
 #define ES_EXPECTED_VERSION_CONSTRAINT "es_expected_version"
@@ -28,16 +32,116 @@
 #define ES_EXPECT_STREAM_EXISTS	(-1)
 #define ES_EXPECT_NO_STREAM		0
 
+/*
+ * Limits, fetch sizes and retry counts: every one is defined here, once.
+ */
+
 /* Longest stream id and event type accepted, in bytes (they are indexed). */
 #define ES_MAX_NAME_BYTES		1024
+
+/* Longest consumer group name, in bytes (es.outbox_groups.name). */
+#define ES_OUTBOX_MAX_GROUP_NAME	63
+
+/* Claims: max_count bounds, and the least number of visible deliveries scanned. */
+#define ES_OUTBOX_MAX_CLAIM		10000
+#define ES_OUTBOX_MIN_SCAN_WINDOW	1000
+/* a claim scans this many visible deliveries per requested one (at least the minimum) */
+#define ES_OUTBOX_SCAN_FACTOR	4
+
+/* Rows fetched from an SPI cursor at a time (reads, folds, projection replays). */
+#define ES_FETCH_BATCH			1000
+
+/* Event envelopes: larger payloads take the generic path (which checks jsonb's limits). */
+#define ES_ENVELOPE_MAX_PAYLOAD	(64 * 1024 * 1024)
+
+/* es_append: tries at an "any version" append before it reports a conflict. */
+#define ES_APPEND_STREAM_ATTEMPTS	3
+
+/* era.c: tries at reading (or recording) the era of this cluster. */
+#define ES_ERA_ATTEMPTS			2
+
+/* notify.c: databases that can have a notify worker at the same time. */
+#define ES_NOTIFY_SLOTS			64
+
+/* notify.c: after a worker could not be started, backends notify themselves for this long. */
+#define ES_NOTIFY_RETRY_MS		10000
+
+/* notify.c: the launcher checks its workers at least this often. */
+#define ES_NOTIFY_LAUNCHER_NAP_MS	1000
+
+/* GUC defaults and bounds (es_ext.c) */
+#define ES_DEFAULT_MAX_BATCH_EVENTS		10000
+#define ES_DEFAULT_MAX_BATCH_SIZE		(64 * 1024 * 1024)
+#define ES_MIN_MAX_BATCH_SIZE			1024
+#define ES_DEFAULT_MAX_EVENT_SIZE		(1024 * 1024)
+#define ES_MIN_MAX_EVENT_SIZE			64
+#define ES_DEFAULT_SNAPSHOT_EVERY		1000
+#define ES_DEFAULT_NOTIFY_IDLE_TIMEOUT	2000
+#define ES_MIN_NOTIFY_IDLE_TIMEOUT		100
+#define ES_MAX_NOTIFY_IDLE_TIMEOUT		(3600 * 1000)
+#define ES_DEFAULT_NOTIFY_INTERVAL		5
+#define ES_MAX_NOTIFY_INTERVAL			1000
 
 /* GUCs (es_ext.c) */
 extern int	es_max_batch_events;
 extern int	es_max_batch_size;
 extern int	es_max_event_size;
 
+/* batch.c: the JSON batch of es_append, parsed and validated */
+typedef struct EsEvent
+{
+	bool		has_id;			/* id given by the caller? */
+	pg_uuid_t	id;
+	text	   *type;
+	int32		schema_version;	/* "schema_version", default 1 */
+	Jsonb	   *data;
+	Jsonb	   *metadata;		/* NULL when absent or JSON null */
+} EsEvent;
+
+extern EsEvent *EsParseBatch(Jsonb *batch, int *count, bool *with_ids);
+
+/* fingerprint.c: SHA-256 digests (snapshot keys, fingerprints) */
+typedef pg_cryptohash_ctx EsHash;
+
+#define ES_HASH_LENGTH			PG_SHA256_DIGEST_LENGTH
+
+extern EsHash *EsHashBegin(void);
+extern void EsHashRaw(EsHash *ctx, const void *p, size_t len);
+extern void EsHashCString(EsHash *ctx, const char *s);
+extern void EsHashBytes(EsHash *ctx, const char *p, int32 len);
+extern void EsHashString(EsHash *ctx, const char *s);
+extern void EsHashEnd(EsHash *ctx, uint8 *digest);
+extern Datum EsHashEndDatum(EsHash *ctx);
+
+/* cache.c: per-backend caches of es_ext tables, one invalidation mechanism */
+typedef struct EsTableCache
+{
+	/* set by the owner */
+	const char *relname;		/* the cached table, in schema es */
+	const char *cxt_name;		/* identifier of its memory context (a literal) */
+	bool		watch_functions;	/* stale on any change of a function, too */
+	/* builds the data in CurrentMemoryContext from rel read with snap */
+	void	   *(*load) (Relation rel, Snapshot snap);
+	/* state, kept by cache.c */
+	Oid			relid;
+	bool		valid;
+	bool		linked;
+	uint64		invalidations;	/* invalidations seen so far */
+	MemoryContext cxt;
+	void	   *data;
+	struct EsTableCache *next;
+} EsTableCache;
+
+#define ES_TABLE_CACHE(relname, cxt_name, watch_functions, load) \
+	{(relname), (cxt_name), (watch_functions), (load), InvalidOid, false, false, 0, NULL, NULL, NULL}
+
+extern void *EsTableCacheGet(EsTableCache *cache);
+extern AttrNumber EsTableCacheAttnum(Relation rel, const char *name);
+extern Datum EsTableCacheTrigger(FunctionCallInfo fcinfo, const char *fname);
+
 /* guard.c: let exactly one statement write the given es_ext table */
 extern void EsAllowNextWrite(Oid relid, uint32 event);
+extern void EsAllowNextUpsert(Oid relid);
 extern void EsClearAllowedWrite(void);
 
 /* read.c: the global log horizon and cursors */
@@ -123,8 +227,22 @@ typedef enum EsRoutineKind
 #define ES_EVENT_AS_ROW		2
 
 extern int	EsCheckRoutine(Oid fn, EsRoutineKind kind, bool check_execute);
-extern void EsHashRoutine(Oid fn, void *hashctx);
+extern void EsHashRoutine(Oid fn, EsHash *hash);
 extern char *EsRoutineSignature(Oid fn);
+
+/* routine.c: registered code runs as its owner (EsRunAsBegin .. EsRunAsEnd) */
+typedef struct EsRunAs
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel; /* 0: the caller is the owner, nothing changed */
+} EsRunAs;
+
+#define ES_SAFE_SEARCH_PATH "pg_catalog, pg_temp"
+
+extern void EsCheckRunAs(Oid fn, Oid owner, const char *what);
+extern void EsRunAsBegin(EsRunAs *ra, Oid owner);
+extern void EsRunAsEnd(EsRunAs *ra);
 
 /* upcast.c: the upcaster registry and its application on read */
 typedef struct EsUpcaster EsUpcaster;
@@ -134,7 +252,7 @@ extern bool EsUpcastEvent(EsUpcaster *u, EsEventView *ev);
 extern HeapTuple EsUpcastEventTuple(EsUpcaster *u, HeapTuple tuple, TupleDesc desc,
 									const EsEventAttrs *attrs);
 extern HeapTuple EsUpcastRow(EsUpcaster *u, HeapTuple tuple, TupleDesc desc);
-extern void EsUpcastRegistryHash(void *hashctx);
+extern void EsUpcastRegistryHash(EsHash *hash);
 
 /* fold.c: the fold itself */
 typedef struct EsFoldRequest
@@ -208,6 +326,11 @@ typedef struct EsOutboxEvent
 extern bool EsOutboxActive(void);
 extern void EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 						   const EsOutboxEvent *events, Datum recorded_at);
+
+/* outbox_api.c: guarded writes of the outbox tables, the lock that orders groups */
+extern int	EsOutboxWrite(EsPlan *p, Oid relid, uint32 event, Datum *values,
+						  const char *nulls, Snapshot snapshot, int expected_rc);
+extern Snapshot EsOutboxLockGroups(LOCKMODE mode);
 
 /* notify.c: wake-ups and the notify worker */
 extern void EsNotifyRegister(void);

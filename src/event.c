@@ -234,9 +234,6 @@ static const char *const env_keys[ENV_NPAIRS] = {
 	"stream_id", "recorded_at", "schema_version", "global_position"
 };
 
-/* Larger payloads take the generic path (which checks jsonb's limits). */
-#define ENV_MAX_PAYLOAD (64 * 1024 * 1024)
-
 /* pad buf with zero bytes to a 4-byte boundary (jsonb's INTALIGN) */
 static void
 env_pad(StringInfo buf)
@@ -331,8 +328,8 @@ EsEventEnvelope(const EsEventView *ev)
 				j;
 	Jsonb	   *result;
 
-	if (VARSIZE(data) > ENV_MAX_PAYLOAD ||
-		(metadata != NULL && VARSIZE(metadata) > ENV_MAX_PAYLOAD))
+	if (VARSIZE(data) > ES_ENVELOPE_MAX_PAYLOAD ||
+		(metadata != NULL && VARSIZE(metadata) > ES_ENVELOPE_MAX_PAYLOAD))
 		return envelope_generic(ev, data, metadata);
 
 	initStringInfo(&buf);

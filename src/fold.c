@@ -70,8 +70,6 @@
 
 #include "es_ext.h"
 
-/* rows fetched from the cursor at a time */
-#define ES_FOLD_BATCH 1000
 
 static EsPlan fold_events_plan = {
 	NULL,
@@ -246,11 +244,11 @@ fold_scan_next(FoldScan *fs, Datum *values, bool *nulls)
 			fs->tuptable = NULL;
 			if (fs->exhausted)
 				return false;
-			SPI_cursor_fetch(fs->portal, true, ES_FOLD_BATCH);
+			SPI_cursor_fetch(fs->portal, true, ES_FETCH_BATCH);
 			fs->ntuples = SPI_processed;
 			fs->tuptable = SPI_tuptable;
 			fs->next = 0;
-			if (fs->ntuples < ES_FOLD_BATCH)
+			if (fs->ntuples < ES_FETCH_BATCH)
 				fs->exhausted = true;
 			if (fs->ntuples == 0)
 				return false;
@@ -552,4 +550,77 @@ es_fold_state(PG_FUNCTION_ARGS)
 	nulls[2] = (res.snapshot_version == 0);
 	values[3] = Int64GetDatum(res.applied);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(es_snapshot_save);
+
+/*
+ * es_snapshot_save(stream text, reducer regprocedure, initial jsonb,
+ *					version bigint DEFAULT NULL) RETURNS bigint
+ *		Fold the stream up to version (NULL: its last event) and store the
+ *		state as an explicit snapshot.  Returns the snapshot's version.
+ */
+Datum
+es_snapshot_save(PG_FUNCTION_ARGS)
+{
+	EsFoldRequest req;
+	EsFoldResult res;
+	EsSnapshotKey key;
+
+	memset(&req, 0, sizeof(req));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream id cannot be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("reducer cannot be null")));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("initial state cannot be null"),
+				 errhint("Use '{}' or 'null'::jsonb for an empty state.")));
+	req.stream = PG_GETARG_TEXT_PP(0);
+	req.reducer = PG_GETARG_OID(1);
+	req.initial = PG_GETARG_JSONB_P(2);
+	req.up_to_version = PG_INT64_MAX;
+	if (!PG_ARGISNULL(3))
+	{
+		req.up_to_version = PG_GETARG_INT64(3);
+		if (req.up_to_version < 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("version " INT64_FORMAT " is out of range", req.up_to_version),
+					 errdetail("Stream versions start at 1.")));
+	}
+	req.auto_snapshot = false;
+
+	if (check_enable_rls(EsRelationOid("events"), InvalidOid, true) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot save a snapshot while row level security applies to table \"es.events\""),
+				 errdetail("A state folded from the rows one role can see must not be served to roles that see other rows.")));
+
+	EsFold(&req, &res);
+
+	if (res.version == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot save a snapshot of stream \"%s\": it has no events",
+						text_to_cstring(req.stream))));
+	if (req.up_to_version != PG_INT64_MAX && res.version < req.up_to_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream \"%s\" has no version " INT64_FORMAT,
+						text_to_cstring(req.stream), req.up_to_version),
+				 errdetail("Its last version is " INT64_FORMAT ".", res.version)));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	EsSnapshotKeyInit(&key, req.stream, req.reducer, req.initial);
+	EsSnapshotWrite(&key, res.version, res.state, false);
+	SPI_finish();
+
+	PG_RETURN_INT64(res.version);
 }

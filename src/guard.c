@@ -36,7 +36,7 @@
 
 /* The one statement currently allowed: target table and command. */
 static Oid	allowed_relid = InvalidOid;
-static uint32 allowed_event = 0;
+static uint32 allowed_events = 0;	/* bit (1 << command) per command */
 
 /*
  * EsAllowNextWrite
@@ -47,7 +47,20 @@ void
 EsAllowNextWrite(Oid relid, uint32 event)
 {
 	allowed_relid = relid;
-	allowed_event = event;
+	allowed_events = 1 << event;
+}
+
+/*
+ * EsAllowNextUpsert
+ *		Let the next INSERT ... ON CONFLICT DO UPDATE statement on relid
+ *		through the guard: it fires both the INSERT and the UPDATE statement
+ *		triggers.
+ */
+void
+EsAllowNextUpsert(Oid relid)
+{
+	allowed_relid = relid;
+	allowed_events = (1 << TRIGGER_EVENT_INSERT) | (1 << TRIGGER_EVENT_UPDATE);
 }
 
 /*
@@ -58,7 +71,7 @@ void
 EsClearAllowedWrite(void)
 {
 	allowed_relid = InvalidOid;
-	allowed_event = 0;
+	allowed_events = 0;
 }
 
 static const char *
@@ -104,9 +117,11 @@ es_guard(PG_FUNCTION_ARGS)
 
 	if (OidIsValid(allowed_relid) &&
 		RelationGetRelid(rel) == allowed_relid &&
-		(event & TRIGGER_EVENT_OPMASK) == allowed_event)
+		(allowed_events & (1 << (event & TRIGGER_EVENT_OPMASK))) != 0)
 	{
-		EsClearAllowedWrite();
+		allowed_events &= ~(1 << (event & TRIGGER_EVENT_OPMASK));
+		if (allowed_events == 0)
+			EsClearAllowedWrite();
 		return PointerGetDatum(NULL);
 	}
 
@@ -137,6 +152,18 @@ es_guard(PG_FUNCTION_ARGS)
 				 errmsg("cannot %s table %s", command_name(event), relname),
 				 errdetail("Events are immutable: the event log is append-only.")));
 	}
+
+	if (strncmp(RelationGetRelationName(rel), "outbox", 6) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("cannot %s table %s directly", command_name(event), relname),
+				 errdetail("This table is written only by es_append and the es_outbox_* functions.")));
+
+	if (strcmp(RelationGetRelationName(rel), "snapshots") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("cannot %s table %s directly", command_name(event), relname),
+				 errdetail("This table is written only by es_fold, es_snapshot_save and es_snapshot_delete: a snapshot is trusted as the fold of its stream.")));
 
 	if (strcmp(RelationGetRelationName(rel), "user_objects") == 0)
 		ereport(ERROR,

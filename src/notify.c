@@ -67,15 +67,6 @@
 
 #include "es_ext.h"
 
-/* Databases that can have a notify worker at the same time. */
-#define ES_NOTIFY_SLOTS			64
-
-/* After a worker could not be started: backends notify themselves for this long. */
-#define ES_NOTIFY_RETRY_MS		10000
-
-/* The launcher checks its workers at least this often. */
-#define ES_NOTIFY_LAUNCHER_NAP_MS	1000
-
 typedef enum EsNotifySlotState
 {
 	SLOT_IDLE,					/* no worker */

@@ -12,6 +12,23 @@
  * event types to handler functions taking one es.events row, so a
  * projection is a few small SQL functions instead of one big CASE.
  *
+ * Who a handler runs as.  The trigger runs as the appender, but its handlers
+ * were chosen by whoever created the trigger (a role with TRIGGER on
+ * es.events), and registered code must never run with another role's
+ * rights: an es_admin's handler must not run as a superuser that appends.
+ * PostgreSQL does not record who created a trigger, so a handler runs as
+ * the owner of the handler function -- the role that wrote the code, and
+ * the only role the catalog ties to it -- through EsRunAsBegin (routine.c):
+ * a security-restricted operation with search_path = pg_catalog, pg_temp
+ * whenever the appender is another role.  The appender still needs EXECUTE
+ * on the handler, the owner needs it too, and the read model is written
+ * with the owner's privileges (appenders need none on it).  What that
+ * leaves: a role with TRIGGER on es.events may name any handler it can see,
+ * so another role's handler runs, as its owner, on the events that trigger
+ * selects; and a plain trigger function (not es_project) runs as the
+ * appender, as every PostgreSQL trigger does -- TRIGGER on es.events means
+ * running code as every appender (README, "Trust model").
+ *
  * es_projection_replay() feeds events of the global log, in cursor order,
  * to a projection trigger's function exactly as an append would: a row
  * trigger is called once per event (after its WHEN condition), a statement
@@ -31,6 +48,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -51,6 +69,7 @@
 #include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 #include "utils/typcache.h"
 #include "utils/xid8.h"
@@ -69,6 +88,7 @@ typedef struct EsDispatch
 	int			nhandlers;
 	char	  **types;			/* event type, or NULL for any type */
 	FmgrInfo   *handlers;
+	Oid		   *owners;			/* the role each handler runs as */
 } EsDispatch;
 
 typedef struct EsProjectionErrorContext
@@ -76,6 +96,7 @@ typedef struct EsProjectionErrorContext
 	const char *projection;
 	HeapTuple	tuple;
 	TupleDesc	desc;
+	const EsEventAttrs *attrs;	/* columns of es.events, by name */
 } EsProjectionErrorContext;
 
 static void
@@ -88,9 +109,9 @@ projection_error_callback(void *arg)
 		bool		n1,
 					n2,
 					n3;
-		Datum		stream = heap_getattr(ctx->tuple, 2, ctx->desc, &n1);
-		Datum		version = heap_getattr(ctx->tuple, 3, ctx->desc, &n2);
-		Datum		type = heap_getattr(ctx->tuple, 5, ctx->desc, &n3);
+		Datum		stream = heap_getattr(ctx->tuple, ctx->attrs->stream_id, ctx->desc, &n1);
+		Datum		version = heap_getattr(ctx->tuple, ctx->attrs->version, ctx->desc, &n2);
+		Datum		type = heap_getattr(ctx->tuple, ctx->attrs->event_type, ctx->desc, &n3);
 
 		if (!n1 && !n2 && !n3)
 		{
@@ -106,14 +127,16 @@ projection_error_callback(void *arg)
 /*
  * resolve_handler
  *		The function named name taking one es.events row; checks that the
- *		current user may execute it.
+ *		current user may execute it, and that its owner, whom it runs as
+ *		(*owner), may too.
  */
 static Oid
-resolve_handler(const char *name, Oid rowtype, const char *tgname)
+resolve_handler(const char *name, Oid rowtype, const char *tgname, Oid *owner)
 {
 	Oid			fn;
 	Oid			argtypes[1];
 	AclResult	aclresult;
+	HeapTuple	tup;
 
 	argtypes[0] = rowtype;
 	fn = LookupFuncName(stringToQualifiedNameList(name), 1, argtypes, true);
@@ -126,6 +149,12 @@ resolve_handler(const char *name, Oid rowtype, const char *tgname)
 	aclresult = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	*owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	EsCheckRunAs(fn, *owner, "projection handler");
 	return fn;
 }
 
@@ -153,6 +182,7 @@ get_dispatch(FunctionCallInfo fcinfo, TriggerData *trigdata)
 	d->nhandlers = tg->tgnargs == 1 ? 1 : tg->tgnargs / 2;
 	d->types = palloc0(sizeof(char *) * d->nhandlers);
 	d->handlers = palloc0(sizeof(FmgrInfo) * d->nhandlers);
+	d->owners = palloc0(sizeof(Oid) * d->nhandlers);
 	for (i = 0; i < d->nhandlers; i++)
 	{
 		const char *handler;
@@ -167,8 +197,8 @@ get_dispatch(FunctionCallInfo fcinfo, TriggerData *trigdata)
 			d->types[i] = strcmp(tg->tgargs[2 * i], "*") == 0 ? NULL : pstrdup(tg->tgargs[2 * i]);
 			handler = tg->tgargs[2 * i + 1];
 		}
-		fmgr_info_cxt(resolve_handler(handler, rowtype, tg->tgname), &d->handlers[i],
-					  fcinfo->flinfo->fn_mcxt);
+		fmgr_info_cxt(resolve_handler(handler, rowtype, tg->tgname, &d->owners[i]),
+					  &d->handlers[i], fcinfo->flinfo->fn_mcxt);
 	}
 	MemoryContextSwitchTo(oldcxt);
 	fcinfo->flinfo->fn_extra = d;
@@ -182,7 +212,8 @@ PG_FUNCTION_INFO_V1(es_project);
  *		AFTER INSERT ... FOR EACH ROW trigger on es.events.  Arguments: one
  *		handler name, or pairs (event type, handler name); "*" matches every
  *		type.  Every handler whose type matches the event is called with the
- *		event row, in argument order.  Returns NULL.
+ *		event row, in argument order, as the owner of the handler function
+ *		(see the file header).  Returns NULL.
  */
 Datum
 es_project(PG_FUNCTION_ARGS)
@@ -192,9 +223,11 @@ es_project(PG_FUNCTION_ARGS)
 	EsProjectionErrorContext ectx;
 	ErrorContextCallback errcb;
 	TupleDesc	desc;
+	EsEventAttrs attrs;
 	Datum		row = (Datum) 0;
 	char	   *type = NULL;
 	int			i;
+	EsRunAs		runas;
 	LOCAL_FCINFO(hcinfo, 1);
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -209,11 +242,13 @@ es_project(PG_FUNCTION_ARGS)
 				 errmsg("es_project() must be fired AFTER INSERT ... FOR EACH ROW")));
 
 	desc = RelationGetDescr(trigdata->tg_relation);
+	EsEventAttrsInit(&attrs, desc);
 	d = get_dispatch(fcinfo, trigdata);
 
 	ectx.projection = trigdata->tg_trigger->tgname;
 	ectx.tuple = trigdata->tg_trigtuple;
 	ectx.desc = desc;
+	ectx.attrs = &attrs;
 	errcb.callback = projection_error_callback;
 	errcb.arg = &ectx;
 	errcb.previous = error_context_stack;
@@ -227,7 +262,7 @@ es_project(PG_FUNCTION_ARGS)
 			{
 				bool		isnull;
 
-				type = TextDatumGetCString(heap_getattr(trigdata->tg_trigtuple, 5, desc, &isnull));
+				type = TextDatumGetCString(heap_getattr(trigdata->tg_trigtuple, attrs.event_type, desc, &isnull));
 			}
 			if (strcmp(type, d->types[i]) != 0)
 				continue;
@@ -238,7 +273,9 @@ es_project(PG_FUNCTION_ARGS)
 		InitFunctionCallInfoData(*hcinfo, &d->handlers[i], 1, InvalidOid, NULL, NULL);
 		hcinfo->args[0].value = row;
 		hcinfo->args[0].isnull = false;
+		EsRunAsBegin(&runas, d->owners[i]);
 		(void) FunctionCallInvoke(hcinfo);
+		EsRunAsEnd(&runas);
 	}
 
 	error_context_stack = errcb.previous;
@@ -409,6 +446,7 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	bool		curnulls[3] = {false, false, false};
 	MemoryContext callcxt = CurrentMemoryContext;
 	EsProjectionErrorContext ectx;
+	EsEventAttrs attrs;
 	ErrorContextCallback errcb;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
@@ -452,6 +490,8 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	ectx.projection = tgname;
 	ectx.tuple = NULL;
 	ectx.desc = RelationGetDescr(r.rel);
+	EsEventAttrsInit(&attrs, ectx.desc);
+	ectx.attrs = &attrs;
 	errcb.callback = projection_error_callback;
 	errcb.arg = &ectx;
 	errcb.previous = error_context_stack;
@@ -476,7 +516,7 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	{
 		uint64		i;
 
-		SPI_cursor_fetch(portal, true, 1000);
+		SPI_cursor_fetch(portal, true, ES_FETCH_BATCH);
 		if (SPI_processed == 0)
 			break;
 		for (i = 0; i < SPI_processed; i++)

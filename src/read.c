@@ -60,8 +60,6 @@
 
 #include "es_ext.h"
 
-#define ES_FETCH_BATCH 1000
-
 static EsPlan stream_forward_plan = {
 	NULL,
 	"SELECT e FROM es.events AS e"

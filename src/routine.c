@@ -21,6 +21,26 @@
  * the function itself uses, and a rebuilt shared library behind a C
  * function with the same symbol.
  *
+ * Registered code runs as its owner.  Code that one role registers in
+ * es_ext's registries runs as that role, never with the rights of the role
+ * that happens to call it: an upcaster as the role that registered it
+ * (es.upcasters.registered_by), an es_project handler as the owner of the
+ * handler function.  EsRunAsBegin/EsRunAsEnd bracket such a call the way
+ * PostgreSQL runs index expressions during maintenance as the table owner
+ * (index_build, REFRESH MATERIALIZED VIEW): when the caller is another role,
+ * the current user becomes the owner inside a security-restricted operation
+ * (no SET ROLE, no temporary objects, nothing that outlives the call), in a
+ * new GUC nesting level with search_path = pg_catalog, pg_temp (so the
+ * caller's search_path cannot make the owner's code resolve names to the
+ * caller's objects: PostgreSQL 17 does the same with RestrictSearchPath), and
+ * every setting the code changes is undone when it returns.  A function's own
+ * SET clauses still apply inside.  When the caller is the owner, nothing
+ * changes: the code already runs with its owner's rights, and the per-event
+ * cost stays at one comparison.  An error inside needs no cleanup here: the
+ * (sub)transaction abort restores the user, the security context and the
+ * GUC nesting level, as it does for index builds.  Reducers are not
+ * registered: the caller names one in each call, and it runs as the caller.
+ *
  * Nothing here keeps state; all results are allocated in the current memory
  * context.
  *
@@ -34,12 +54,12 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
-#include "common/cryptohash.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
@@ -172,23 +192,6 @@ EsRoutineSignature(Oid fn)
 	return format_procedure_extended(fn, FORMAT_PROC_FORCE_QUALIFY);
 }
 
-/* feed a length-prefixed byte string (NULL: absent) into ctx */
-static void
-hash_bytes(pg_cryptohash_ctx *ctx, const char *p, int32 len)
-{
-	int32		l = (p == NULL) ? -1 : len;
-
-	if (pg_cryptohash_update(ctx, (const uint8 *) &l, sizeof(l)) < 0 ||
-		(p != NULL && pg_cryptohash_update(ctx, (const uint8 *) p, len) < 0))
-		elog(ERROR, "could not update SHA-256 hash: %s", pg_cryptohash_error(ctx));
-}
-
-static void
-hash_string(pg_cryptohash_ctx *ctx, const char *s)
-{
-	hash_bytes(ctx, s, s == NULL ? 0 : strlen(s));
-}
-
 /* a nullable text-ish column of the pg_proc tuple, as a C string */
 static char *
 proc_text_attr(HeapTuple tup, int attnum)
@@ -206,13 +209,12 @@ proc_text_attr(HeapTuple tup, int attnum)
 /*
  * EsHashRoutine
  *		Feed the definition of fn (see the file header) into the SHA-256
- *		context hashctx (a pg_cryptohash_ctx *).  A function that no longer
+ *		context ctx (fingerprint.c).  A function that no longer
  *		exists is fed as its OID with a marker, so it never matches a live one.
  */
 void
-EsHashRoutine(Oid fn, void *hashctx)
+EsHashRoutine(Oid fn, EsHash *ctx)
 {
-	pg_cryptohash_ctx *ctx = (pg_cryptohash_ctx *) hashctx;
 	HeapTuple	tup;
 	Form_pg_proc proc;
 	char		flags[5];
@@ -224,25 +226,118 @@ EsHashRoutine(Oid fn, void *hashctx)
 		char		buf[32];
 
 		snprintf(buf, sizeof(buf), "missing %u", fn);
-		hash_string(ctx, buf);
+		EsHashString(ctx, buf);
 		return;
 	}
 	proc = (Form_pg_proc) GETSTRUCT(tup);
 
-	hash_string(ctx, EsRoutineSignature(fn));
-	hash_string(ctx, format_type_extended(proc->prorettype, -1, FORMAT_TYPE_FORCE_QUALIFY));
+	EsHashString(ctx, EsRoutineSignature(fn));
+	EsHashString(ctx, format_type_extended(proc->prorettype, -1, FORMAT_TYPE_FORCE_QUALIFY));
 	lang = get_language_name(proc->prolang, true);
-	hash_string(ctx, lang);
-	hash_string(ctx, proc_text_attr(tup, Anum_pg_proc_prosrc));
-	hash_string(ctx, proc_text_attr(tup, Anum_pg_proc_probin));
-	hash_string(ctx, proc_text_attr(tup, Anum_pg_proc_prosqlbody));
-	hash_string(ctx, proc_text_attr(tup, Anum_pg_proc_proconfig));
+	EsHashString(ctx, lang);
+	EsHashString(ctx, proc_text_attr(tup, Anum_pg_proc_prosrc));
+	EsHashString(ctx, proc_text_attr(tup, Anum_pg_proc_probin));
+	EsHashString(ctx, proc_text_attr(tup, Anum_pg_proc_prosqlbody));
+	EsHashString(ctx, proc_text_attr(tup, Anum_pg_proc_proconfig));
 	flags[0] = proc->proisstrict ? 's' : '-';
 	flags[1] = proc->provolatile;
 	flags[2] = proc->prosecdef ? 'd' : '-';
 	flags[3] = proc->proretset ? 'r' : '-';
 	flags[4] = '\0';
-	hash_string(ctx, flags);
+	EsHashString(ctx, flags);
 
 	ReleaseSysCache(tup);
+}
+
+/*
+ * EsCheckRunAs
+ *		Check that owner, the role fn is to run as, exists and may execute
+ *		fn; what names the code in errors ("upcaster", "projection handler").
+ *		Called once per function and call of a reader or trigger, before the
+ *		first EsRunAsBegin.
+ */
+void
+EsCheckRunAs(Oid fn, Oid owner, const char *what)
+{
+	if (!OidIsValid(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s %s has no role to run as", what, format_procedure(fn)),
+				 errhint("Update the extension: ALTER EXTENSION es_ext UPDATE.")));
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that %s %s runs as does not exist", what, format_procedure(fn)),
+				 errdetail("Registered code runs as the role that registered it; that role was dropped."),
+				 errhint("Register it again as an existing role.")));
+	/*
+	 * Whoever owns the function controls its body: it must not gain the
+	 * rights of the role the code runs as (a superuser registering a
+	 * function another role owns, or a function dropped and created again
+	 * under the registered name by another role).
+	 */
+	{
+		HeapTuple	proctup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+		Oid			fnowner;
+
+		if (!HeapTupleIsValid(proctup))
+			elog(ERROR, "cache lookup failed for function %u", fn);
+		fnowner = ((Form_pg_proc) GETSTRUCT(proctup))->proowner;
+		ReleaseSysCache(proctup);
+		if (!has_privs_of_role(fnowner, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("%s %s would run as role \"%s\", but its owner \"%s\" lacks that role's privileges",
+							what, format_procedure(fn), GetUserNameFromId(owner, false),
+							GetUserNameFromId(fnowner, false)),
+					 errdetail("The owner of a function can change its body: it must not gain the rights of the role the code runs as."),
+					 errhint("Register it as its owner, or make it owned by the role it runs as.")));
+	}
+	if (pg_proc_aclcheck(fn, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", format_procedure(fn)),
+				 errdetail("The %s runs as role \"%s\", which lacks EXECUTE on it.",
+						   what, GetUserNameFromId(owner, false))));
+}
+
+/*
+ * EsRunAsBegin
+ *		Make owner the current user for a call of registered code, inside a
+ *		security-restricted operation with search_path = pg_catalog, pg_temp
+ *		(see the file header); nothing changes when owner is the current
+ *		user.  Pair with EsRunAsEnd after the call; on error the transaction
+ *		or subtransaction abort restores everything.
+ */
+void
+EsRunAsBegin(EsRunAs *ra, Oid owner)
+{
+	GetUserIdAndSecContext(&ra->save_userid, &ra->save_sec_context);
+	if (owner == ra->save_userid)
+	{
+		ra->save_nestlevel = 0;
+		return;
+	}
+	SetUserIdAndSecContext(owner, ra->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	ra->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", ES_SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * EsRunAsEnd
+ *		Undo EsRunAsBegin: settings changed by the code are rolled back, the
+ *		caller's user and security context restored.
+ */
+void
+EsRunAsEnd(EsRunAs *ra)
+{
+	if (ra->save_nestlevel == 0)
+		return;
+	AtEOXact_GUC(false, ra->save_nestlevel);
+	SetUserIdAndSecContext(ra->save_userid, ra->save_sec_context);
+	ra->save_nestlevel = 0;
 }

@@ -24,7 +24,8 @@
  * to es.events for the current user: a state folded from the rows one role
  * can see must not be served to a role that sees others.
  *
- * Writing.  es_snapshot_save writes one explicitly (kept until deleted).
+ * Writing.  es_snapshot_save (fold.c: it folds, then calls EsSnapshotWrite)
+ * writes one explicitly (kept until deleted).
  * es_fold writes one automatically when it applied at least
  * es.snapshot_every events, and only when that cannot disturb the caller:
  * READ COMMITTED (under REPEATABLE READ an ON CONFLICT against a row
@@ -38,6 +39,10 @@
  * with SKIP LOCKED.  Each automatic write replaces the older automatic
  * snapshots of its key and every snapshot of a stale fingerprint.
  *
+ * This file is storage only: it never folds.  fold.c calls it (EsFold reads
+ * and writes snapshots, es_snapshot_save folds then writes), never the
+ * reverse, so the two files do not call each other.
+ *
  * All SQL runs through SPI saved plans with qualified names and
  * OPERATOR(pg_catalog.x); callers are inside SPI_connect.
  *
@@ -50,9 +55,8 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "common/cryptohash.h"
+#include "commands/trigger.h"
 #include "common/hashfn.h"
-#include "common/sha2.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
@@ -153,36 +157,36 @@ static EsPlan delete_plans[4] = {
 	2, {TEXTOID, TEXTOID}},
 };
 
-/* a SHA-256 digest as a bytea datum, in the current memory context */
-static Datum
-digest_datum(const uint8 *digest)
+/* marks the upsert of save_plan for snapshot_write */
+#define SNAPSHOT_UPSERT	0x100
+
+/*
+ * snapshot_write
+ *		Execute a saved plan that writes es.snapshots, letting its guard
+ *		trigger pass that one statement (event: TRIGGER_EVENT_INSERT,
+ *		_DELETE, or TRIGGER_EVENT_INSERT | SNAPSHOT_UPSERT for an INSERT ...
+ *		ON CONFLICT DO UPDATE).  Returns the SPI result code.
+ */
+static int
+snapshot_write(EsPlan *p, Datum *values, uint32 event)
 {
-	bytea	   *b = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	Oid			relid = EsRelationOid("snapshots");
+	volatile int rc = 0;
 
-	SET_VARSIZE(b, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
-	memcpy(VARDATA(b), digest, PG_SHA256_DIGEST_LENGTH);
-	return PointerGetDatum(b);
-}
-
-static pg_cryptohash_ctx *
-sha256_begin(void)
-{
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
-
-	if (pg_cryptohash_init(ctx) < 0)
-		elog(ERROR, "could not initialize SHA-256 hash: %s", pg_cryptohash_error(ctx));
-	return ctx;
-}
-
-static Datum
-sha256_end(pg_cryptohash_ctx *ctx)
-{
-	uint8		digest[PG_SHA256_DIGEST_LENGTH];
-
-	if (pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
-		elog(ERROR, "could not finalize SHA-256 hash: %s", pg_cryptohash_error(ctx));
-	pg_cryptohash_free(ctx);
-	return digest_datum(digest);
+	if (event & SNAPSHOT_UPSERT)
+		EsAllowNextUpsert(relid);
+	else
+		EsAllowNextWrite(relid, event);
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(EsGetPlan(p), values, NULL, false, 0);
+	}
+	PG_FINALLY();
+	{
+		EsClearAllowedWrite();
+	}
+	PG_END_TRY();
+	return rc;
 }
 
 /*
@@ -195,7 +199,7 @@ sha256_end(pg_cryptohash_ctx *ctx)
 void
 EsSnapshotKeyInit(EsSnapshotKey *key, text *stream, Oid reducer, Jsonb *initial)
 {
-	pg_cryptohash_ctx *ctx;
+	EsHash	   *ctx;
 	char	   *initial_text;
 	Oid			snapshots = EsRelationOid("snapshots");
 
@@ -207,15 +211,14 @@ EsSnapshotKeyInit(EsSnapshotKey *key, text *stream, Oid reducer, Jsonb *initial)
 	key->reducer = CStringGetTextDatum(EsRoutineSignature(reducer));
 
 	initial_text = JsonbToCString(NULL, &initial->root, VARSIZE(initial));
-	ctx = sha256_begin();
-	if (pg_cryptohash_update(ctx, (const uint8 *) initial_text, strlen(initial_text)) < 0)
-		elog(ERROR, "could not update SHA-256 hash: %s", pg_cryptohash_error(ctx));
-	key->initial_hash = sha256_end(ctx);
+	ctx = EsHashBegin();
+	EsHashRaw(ctx, initial_text, strlen(initial_text));
+	key->initial_hash = EsHashEndDatum(ctx);
 
-	ctx = sha256_begin();
+	ctx = EsHashBegin();
 	EsHashRoutine(reducer, ctx);
 	EsUpcastRegistryHash(ctx);
-	key->fingerprint = sha256_end(ctx);
+	key->fingerprint = EsHashEndDatum(ctx);
 }
 
 /*
@@ -336,95 +339,23 @@ EsSnapshotWrite(const EsSnapshotKey *key, int64 version, Jsonb *state, bool auto
 	{
 		if (!try_lock_key(key))
 			return;
-		rc = SPI_execute_plan(EsGetPlan(&auto_cleanup_plan), values, NULL, false, 0);
+		rc = snapshot_write(&auto_cleanup_plan, values, TRIGGER_EVENT_DELETE);
 		if (rc != SPI_OK_DELETE)
 			elog(ERROR, "could not delete snapshots: %s", SPI_result_code_string(rc));
-		rc = SPI_execute_plan(EsGetPlan(&auto_insert_plan), values, NULL, false, 0);
+		rc = snapshot_write(&auto_insert_plan, values, TRIGGER_EVENT_INSERT);
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not write snapshot: %s", SPI_result_code_string(rc));
 	}
 	else
 	{
-		rc = SPI_execute_plan(EsGetPlan(&stale_cleanup_plan), values, NULL, false, 0);
+		rc = snapshot_write(&stale_cleanup_plan, values, TRIGGER_EVENT_DELETE);
 		if (rc != SPI_OK_DELETE)
 			elog(ERROR, "could not delete snapshots: %s", SPI_result_code_string(rc));
-		rc = SPI_execute_plan(EsGetPlan(&save_plan), values, NULL, false, 0);
+		/* INSERT ... ON CONFLICT DO UPDATE: both statement triggers fire */
+		rc = snapshot_write(&save_plan, values, TRIGGER_EVENT_INSERT | SNAPSHOT_UPSERT);
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "could not write snapshot: %s", SPI_result_code_string(rc));
 	}
-}
-
-PG_FUNCTION_INFO_V1(es_snapshot_save);
-
-/*
- * es_snapshot_save(stream text, reducer regprocedure, initial jsonb,
- *					version bigint DEFAULT NULL) RETURNS bigint
- *		Fold the stream up to version (NULL: its last event) and store the
- *		state as an explicit snapshot.  Returns the snapshot's version.
- */
-Datum
-es_snapshot_save(PG_FUNCTION_ARGS)
-{
-	EsFoldRequest req;
-	EsFoldResult res;
-	EsSnapshotKey key;
-
-	memset(&req, 0, sizeof(req));
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream id cannot be null")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("reducer cannot be null")));
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("initial state cannot be null"),
-				 errhint("Use '{}' or 'null'::jsonb for an empty state.")));
-	req.stream = PG_GETARG_TEXT_PP(0);
-	req.reducer = PG_GETARG_OID(1);
-	req.initial = PG_GETARG_JSONB_P(2);
-	req.up_to_version = PG_INT64_MAX;
-	if (!PG_ARGISNULL(3))
-	{
-		req.up_to_version = PG_GETARG_INT64(3);
-		if (req.up_to_version < 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("version " INT64_FORMAT " is out of range", req.up_to_version),
-					 errdetail("Stream versions start at 1.")));
-	}
-	req.auto_snapshot = false;
-
-	if (check_enable_rls(EsRelationOid("events"), InvalidOid, true) == RLS_ENABLED)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot save a snapshot while row level security applies to table \"es.events\""),
-				 errdetail("A state folded from the rows one role can see must not be served to roles that see other rows.")));
-
-	EsFold(&req, &res);
-
-	if (res.version == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("cannot save a snapshot of stream \"%s\": it has no events",
-						text_to_cstring(req.stream))));
-	if (req.up_to_version != PG_INT64_MAX && res.version < req.up_to_version)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("stream \"%s\" has no version " INT64_FORMAT,
-						text_to_cstring(req.stream), req.up_to_version),
-				 errdetail("Its last version is " INT64_FORMAT ".", res.version)));
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	EsSnapshotKeyInit(&key, req.stream, req.reducer, req.initial);
-	EsSnapshotWrite(&key, res.version, res.state, false);
-	SPI_finish();
-
-	PG_RETURN_INT64(res.version);
 }
 
 PG_FUNCTION_INFO_V1(es_snapshot_delete);
@@ -462,8 +393,8 @@ es_snapshot_delete(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_plan(EsGetPlan(&delete_plans[(have_stream ? 1 : 0) + (have_reducer ? 2 : 0)]),
-						  values, NULL, false, 0);
+	rc = snapshot_write(&delete_plans[(have_stream ? 1 : 0) + (have_reducer ? 2 : 0)],
+						values, TRIGGER_EVENT_DELETE);
 	if (rc != SPI_OK_DELETE)
 		elog(ERROR, "could not delete snapshots: %s", SPI_result_code_string(rc));
 	deleted = SPI_processed;

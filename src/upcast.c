@@ -14,19 +14,33 @@
  * databases with reg* columns other than regclass/regrole/regtype, and OIDs
  * do not survive dump/restore.
  *
- * The registry is cached per backend, like a catalog: it is read with a
- * fresh snapshot (so a REPEATABLE READ transaction sees registrations
- * committed after it started, as it sees DDL) and kept until
- *	- es.upcasters changes: a statement trigger on it sends a relcache
- *	  invalidation of the table at commit, which reaches every backend;
+ * The registry is cached per backend, like a catalog, by cache.c (the one
+ * cache mechanism, shared with the outbox routes): it is read with a fresh
+ * snapshot (so a REPEATABLE READ transaction sees registrations committed
+ * after it started, as it sees DDL) and kept until
+ *	- es.upcasters changes: the statement trigger es_upcasters_changed
+ *	  (EsTableCacheTrigger) sends a relcache invalidation of the table at
+ *	  commit, which reaches every backend;
  *	- any function changes (pg_proc syscache invalidation): an upcaster may
  *	  have been replaced, dropped or created under its stored name.
- * The invalidation callbacks only mark the registry stale (and count
- * themselves: a registry loaded while one arrived stays stale, as does one
- * whose load failed); the next reader reloads.  A
- * reload does not free the registry it replaces, since a caller up the stack
- * (a reducer that reads a stream inside a fold) may still use it: the old one
- * is retired and freed at the end of the transaction.
+ * A reload does not free the registry it replaces, since a caller up the
+ * stack (a reducer that reads a stream inside a fold) may still use it: the
+ * old one is retired and freed at the end of the transaction.
+ *
+ * Upcasters run as the role that registered them.  es.upcasters.registered_by
+ * records the role that wrote each row: es_register_upcaster passes the
+ * current user, and the BEFORE trigger es_upcasters_stamp sets it for any
+ * write (a direct INSERT or UPDATE by an admin included) unless the writer
+ * names a role it is a member of, so no role can make its code run as a
+ * role it cannot become.  Reading applies an upcaster as its registrant,
+ * inside a security-restricted operation with a safe search_path, whenever
+ * the reader is another role (EsRunAsBegin, routine.c): a superuser reading
+ * a stream never lends its rights to an es_admin's upcaster, and a reader's
+ * search_path never lends the registrant's rights to the reader's functions.
+ * The reader still needs EXECUTE on the upcaster; the registrant needs it
+ * too, and must exist (an upcaster whose registrant was dropped fails, it
+ * does not fall back to the reader).  The registry cache keeps the
+ * registrant of each step, and the fingerprint covers it.
  *
  * Cost when nothing applies: EsUpcasterBegin returns NULL when the registry
  * is empty, and readers then skip upcasting entirely; otherwise one hash
@@ -50,11 +64,11 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
-#include "common/cryptohash.h"
-#include "common/sha2.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "parser/parse_relation.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
@@ -74,6 +88,7 @@ typedef struct UpcastStep
 	int32		from_version;
 	Oid			fn;				/* InvalidOid: the stored name does not resolve */
 	char	   *fn_name;		/* as stored in es.upcasters.fn */
+	Oid			registrant;		/* es.upcasters.registered_by: runs as it */
 	int			slot;			/* index into EsUpcaster.finfo */
 } UpcastStep;
 
@@ -88,10 +103,9 @@ typedef struct UpcastType
 /* One loaded version of the registry. */
 typedef struct Registry
 {
-	MemoryContext cxt;			/* holds everything below */
 	HTAB	   *types;			/* UpcastType by event type */
 	int			nslots;			/* number of upcasters */
-	uint8		fingerprint[PG_SHA256_DIGEST_LENGTH];
+	uint8		fingerprint[ES_HASH_LENGTH];
 } Registry;
 
 /* Per-call state (see the file header). */
@@ -117,12 +131,14 @@ typedef struct UpcastErrorContext
 	int32		from_version;
 } UpcastErrorContext;
 
-static Registry *registry = NULL;
-static bool registry_valid = false;
-static uint64 registry_invalidations = 0;	/* callbacks seen so far */
-static Oid	registry_relid = InvalidOid;
-static MemoryContext retired_cxt = NULL;
-static bool callbacks_registered = false;
+static void *load_registry(Relation rel, Snapshot snap);
+
+/*
+ * The per-backend registry cache (cache.c): stale when es.upcasters changes
+ * and when any function changes.
+ */
+static EsTableCache registry_cache =
+	ES_TABLE_CACHE("upcasters", "es_ext upcaster registry", true, load_registry);
 
 /* A row of es.upcasters while the registry loads. */
 typedef struct RegistryRow
@@ -130,15 +146,17 @@ typedef struct RegistryRow
 	char	   *event_type;
 	int32		from_version;
 	char	   *fn_name;
+	Oid			registrant;
 } RegistryRow;
 
 static EsPlan register_plan = {
 	NULL,
-	"INSERT INTO es.upcasters AS u (event_type, from_version, fn)"
-	" VALUES ($1, $2, $3)"
+	"INSERT INTO es.upcasters AS u (event_type, from_version, fn, registered_by)"
+	" VALUES ($1, $2, $3, $4)"
 	" ON CONFLICT ON CONSTRAINT upcasters_pkey"
-	" DO UPDATE SET fn = EXCLUDED.fn, created_at = EXCLUDED.created_at",
-	3, {TEXTOID, INT4OID, TEXTOID}
+	" DO UPDATE SET fn = EXCLUDED.fn, created_at = EXCLUDED.created_at,"
+	" registered_by = EXCLUDED.registered_by",
+	4, {TEXTOID, INT4OID, TEXTOID, REGROLEOID}
 };
 
 static EsPlan unregister_plan = {
@@ -148,40 +166,6 @@ static EsPlan unregister_plan = {
 	"   AND u.from_version OPERATOR(pg_catalog.=) $2",
 	2, {TEXTOID, INT4OID}
 };
-
-static void
-registry_relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == registry_relid)
-	{
-		registry_valid = false;
-		registry_invalidations++;
-	}
-}
-
-static void
-registry_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
-{
-	registry_valid = false;
-	registry_invalidations++;
-}
-
-static void
-registry_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			MemoryContextReset(retired_cxt);
-			break;
-		default:
-			break;
-	}
-}
 
 static int
 registry_row_cmp(const void *a, const void *b)
@@ -211,61 +195,34 @@ resolve_fn(const char *fn_name)
 
 /*
  * load_registry
- *		Read es.upcasters with a fresh snapshot into a new Registry and make
- *		it current; the previous one is retired (freed at transaction end).
+ *		The registry cache's loader (cache.c): read es.upcasters, rel, with
+ *		snap into a new Registry allocated in the current memory context.
  */
-static void
-load_registry(void)
+static void *
+load_registry(Relation rel, Snapshot snap)
 {
-	Oid			relid = EsRelationOid("upcasters");
-	Relation	rel;
 	TupleDesc	desc;
-	Snapshot	snap;
 	TableScanDesc scan;
 	HeapTuple	tup;
-	MemoryContext cxt;
-	MemoryContext oldcxt;
 	Registry   *reg;
 	HASHCTL		hctl;
 	RegistryRow *rows;
 	int			nrows = 0;
 	int			maxrows = 16;
 	int			i;
-	pg_cryptohash_ctx *hash;
-	uint64		seen;
-
-	if (!callbacks_registered)
-	{
-		retired_cxt = AllocSetContextCreate(TopMemoryContext,
-											"es_ext retired upcaster registries",
-											ALLOCSET_SMALL_SIZES);
-		CacheRegisterRelcacheCallback(registry_relcache_callback, (Datum) 0);
-		CacheRegisterSyscacheCallback(PROCOID, registry_proc_callback, (Datum) 0);
-		RegisterXactCallback(registry_xact_callback, NULL);
-		callbacks_registered = true;
-	}
-
-	/*
-	 * Built under retired_cxt, so that an error halfway leaves nothing
-	 * behind after the transaction; moved under TopMemoryContext at the end.
-	 */
-	cxt = AllocSetContextCreate(retired_cxt, "es_ext upcaster registry",
-								ALLOCSET_SMALL_SIZES);
-	oldcxt = MemoryContextSwitchTo(cxt);
-
-	/*
-	 * Opening the table processes pending invalidations.  Count the ones
-	 * seen before taking the snapshot: one that arrives from now on (even
-	 * while this function looks up functions) may come from a commit that
-	 * this snapshot does not see, and leaves the new registry stale.
-	 */
-	rel = table_open(relid, AccessShareLock);
-	registry_relid = relid;
-	seen = registry_invalidations;
+	EsHash	   *hash;
+	AttrNumber	att_type,
+				att_from,
+				att_fn,
+				att_by;
 
 	desc = RelationGetDescr(rel);
+	att_type = EsTableCacheAttnum(rel, "event_type");
+	att_from = EsTableCacheAttnum(rel, "from_version");
+	att_fn = EsTableCacheAttnum(rel, "fn");
+	/* missing before ALTER EXTENSION ... UPDATE: then no upcaster runs */
+	att_by = attnameAttNum(rel, "registered_by", false);
 	rows = palloc(sizeof(RegistryRow) * maxrows);
-	snap = RegisterSnapshot(GetLatestSnapshot());
 	scan = table_beginscan(rel, snap, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
@@ -277,34 +234,36 @@ load_registry(void)
 			maxrows *= 2;
 			rows = repalloc(rows, sizeof(RegistryRow) * maxrows);
 		}
-		d = heap_getattr(tup, 1, desc, &isnull);
+		d = heap_getattr(tup, att_type, desc, &isnull);
 		rows[nrows].event_type = TextDatumGetCString(d);
-		d = heap_getattr(tup, 2, desc, &isnull);
+		d = heap_getattr(tup, att_from, desc, &isnull);
 		rows[nrows].from_version = DatumGetInt32(d);
-		d = heap_getattr(tup, 3, desc, &isnull);
+		d = heap_getattr(tup, att_fn, desc, &isnull);
 		rows[nrows].fn_name = TextDatumGetCString(d);
+		rows[nrows].registrant = InvalidOid;
+		if (att_by != InvalidAttrNumber)
+		{
+			d = heap_getattr(tup, att_by, desc, &isnull);
+			if (!isnull)
+				rows[nrows].registrant = DatumGetObjectId(d);
+		}
 		nrows++;
 	}
 	table_endscan(scan);
-	UnregisterSnapshot(snap);
-	table_close(rel, AccessShareLock);
 
 	if (nrows > 1)
 		qsort(rows, nrows, sizeof(RegistryRow), registry_row_cmp);
 
 	reg = palloc0(sizeof(Registry));
-	reg->cxt = cxt;
 	reg->nslots = nrows;
 	memset(&hctl, 0, sizeof(hctl));
 	hctl.keysize = ES_MAX_NAME_BYTES + 1;
 	hctl.entrysize = sizeof(UpcastType);
-	hctl.hcxt = cxt;
+	hctl.hcxt = CurrentMemoryContext;
 	reg->types = hash_create("es_ext upcasters", Max(nrows, 4), &hctl,
 							 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-	hash = pg_cryptohash_create(PG_SHA256);
-	if (pg_cryptohash_init(hash) < 0)
-		elog(ERROR, "could not initialize SHA-256 hash: %s", pg_cryptohash_error(hash));
+	hash = EsHashBegin();
 
 	for (i = 0; i < nrows;)
 	{
@@ -322,61 +281,56 @@ load_registry(void)
 		{
 			UpcastStep *s = &t->steps[k];
 			char		buf[16];
+			const char *rolname;
 
 			s->from_version = rows[i].from_version;
 			s->fn_name = rows[i].fn_name;
 			s->fn = resolve_fn(rows[i].fn_name);
+			s->registrant = rows[i].registrant;
 			s->slot = i;
 
-			/* fingerprint: every row and its function's definition */
+			/*
+			 * fingerprint: every row, its registrant (by name, as dumped:
+			 * what an upcaster may read depends on it) and its function's
+			 * definition
+			 */
 			snprintf(buf, sizeof(buf), "%d", s->from_version);
-			if (pg_cryptohash_update(hash, (const uint8 *) rows[i].event_type,
-									 strlen(rows[i].event_type) + 1) < 0 ||
-				pg_cryptohash_update(hash, (const uint8 *) buf, strlen(buf) + 1) < 0 ||
-				pg_cryptohash_update(hash, (const uint8 *) s->fn_name, strlen(s->fn_name) + 1) < 0)
-				elog(ERROR, "could not update SHA-256 hash: %s", pg_cryptohash_error(hash));
+			rolname = OidIsValid(s->registrant) ? GetUserNameFromId(s->registrant, true) : NULL;
+			if (rolname == NULL)
+				rolname = "";
+			EsHashCString(hash, rows[i].event_type);
+			EsHashCString(hash, buf);
+			EsHashCString(hash, s->fn_name);
+			EsHashCString(hash, rolname);
 			if (OidIsValid(s->fn))
 				EsHashRoutine(s->fn, hash);
 		}
 	}
-	if (pg_cryptohash_final(hash, reg->fingerprint, sizeof(reg->fingerprint)) < 0)
-		elog(ERROR, "could not finalize SHA-256 hash: %s", pg_cryptohash_error(hash));
-	pg_cryptohash_free(hash);
+	EsHashEnd(hash, reg->fingerprint);
 
-	MemoryContextSwitchTo(oldcxt);
-
-	/* make it current; retire the previous one */
-	MemoryContextSetParent(cxt, TopMemoryContext);
-	if (registry != NULL)
-		MemoryContextSetParent(registry->cxt, retired_cxt);
-	registry = reg;
-	registry_valid = (registry_invalidations == seen);
+	return reg;
 }
 
+/* the current registry, valid to the end of the transaction */
 static Registry *
 current_registry(void)
 {
-	if (registry == NULL || !registry_valid)
-		load_registry();
-	return registry;
+	return (Registry *) EsTableCacheGet(&registry_cache);
 }
 
 /*
  * EsUpcastRegistryHash
  *		Feed the fingerprint of the whole registry (every row and the
- *		definition of every upcaster) into the SHA-256 context hashctx.  A
+ *		definition of every upcaster) into the SHA-256 context hash.  A
  *		snapshot depends on it: folded states depend on the shapes the
  *		reducer saw.
  */
 void
-EsUpcastRegistryHash(void *hashctx)
+EsUpcastRegistryHash(EsHash *hash)
 {
 	Registry   *reg = current_registry();
 
-	if (pg_cryptohash_update((pg_cryptohash_ctx *) hashctx, reg->fingerprint,
-							 sizeof(reg->fingerprint)) < 0)
-		elog(ERROR, "could not update SHA-256 hash: %s",
-			 pg_cryptohash_error((pg_cryptohash_ctx *) hashctx));
+	EsHashRaw(hash, reg->fingerprint, sizeof(reg->fingerprint));
 }
 
 /*
@@ -471,7 +425,10 @@ upcast_error_callback(void *arg)
 			   ctx->from_version);
 }
 
-/* FmgrInfo of a step, checked and looked up on its first use in this call */
+/*
+ * FmgrInfo of a step, checked and looked up on its first use in this call:
+ * the reader and the registrant must both be allowed to execute it
+ */
 static FmgrInfo *
 step_finfo(EsUpcaster *u, UpcastStep *step, const char *event_type)
 {
@@ -487,6 +444,7 @@ step_finfo(EsUpcaster *u, UpcastStep *step, const char *event_type)
 							   event_type, step->from_version),
 					 errhint("Create the function again, or remove the upcaster with es_unregister_upcaster.")));
 		u->nargs[step->slot] = EsCheckRoutine(step->fn, ES_ROUTINE_UPCASTER, true);
+		EsCheckRunAs(step->fn, step->registrant, "upcaster");
 		finfo = MemoryContextAllocZero(u->cxt, sizeof(FmgrInfo));
 		fmgr_info_cxt(step->fn, finfo, u->cxt);
 		u->finfo[step->slot] = finfo;
@@ -496,8 +454,9 @@ step_finfo(EsUpcaster *u, UpcastStep *step, const char *event_type)
 
 /*
  * upcast_apply
- *		Run the chain of upcasters on ev, starting at step idx of entry.
- *		Allocates in the current memory context (the row context).
+ *		Run the chain of upcasters on ev, starting at step idx of entry, each
+ *		as its registrant.  Allocates in the current memory context (the row
+ *		context).
  */
 static void
 upcast_apply(EsUpcaster *u, EsEventView *ev, UpcastType *entry, int idx)
@@ -520,6 +479,7 @@ upcast_apply(EsUpcaster *u, EsEventView *ev, UpcastType *entry, int idx)
 		LOCAL_FCINFO(fcinfo, 2);
 		Datum		result;
 		int			nargs;
+		EsRunAs		runas;
 
 		ectx.from_version = sv;
 		finfo = step_finfo(u, step, entry->event_type);
@@ -535,7 +495,9 @@ upcast_apply(EsUpcaster *u, EsEventView *ev, UpcastType *entry, int idx)
 			fcinfo->args[1].value = JsonbPGetDatum(EsEventEnvelope(ev));
 			fcinfo->args[1].isnull = false;
 		}
+		EsRunAsBegin(&runas, step->registrant);
 		result = FunctionCallInvoke(fcinfo);
+		EsRunAsEnd(&runas);
 		if (fcinfo->isnull)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -707,7 +669,8 @@ PG_FUNCTION_INFO_V1(es_register_upcaster);
  *						fn regprocedure) RETURNS void
  *		Register (or replace) the upcaster of event_type from from_version
  *		to from_version + 1.  Runs as the caller: needs INSERT and UPDATE on
- *		es.upcasters (es_admin) and EXECUTE on fn.
+ *		es.upcasters (es_admin) and EXECUTE on fn.  The caller becomes the
+ *		upcaster's registrant, the role it runs as.
  */
 Datum
 es_register_upcaster(PG_FUNCTION_ARGS)
@@ -715,7 +678,7 @@ es_register_upcaster(PG_FUNCTION_ARGS)
 	text	   *type;
 	int32		from_version;
 	Oid			fn;
-	Datum		values[3];
+	Datum		values[4];
 	int			rc;
 
 	if (PG_ARGISNULL(0))
@@ -750,6 +713,7 @@ es_register_upcaster(PG_FUNCTION_ARGS)
 	values[0] = PointerGetDatum(type);
 	values[1] = Int32GetDatum(from_version);
 	values[2] = CStringGetTextDatum(EsRoutineSignature(fn));
+	values[3] = ObjectIdGetDatum(GetUserId());
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -804,23 +768,96 @@ PG_FUNCTION_INFO_V1(es_upcasters_changed);
  *		AFTER ... FOR EACH STATEMENT trigger on es.upcasters: queue a relcache
  *		invalidation of the table, delivered to every backend at commit (and
  *		to this one at the next command), so that their cached registries
- *		reload.  Covers direct writes as well as es_register_upcaster.
+ *		reload.  Covers direct writes as well as es_register_upcaster.  The
+ *		mechanism is EsTableCacheTrigger (cache.c), shared with
+ *		es_outbox_routes_changed.
  */
 Datum
 es_upcasters_changed(PG_FUNCTION_ARGS)
 {
+	return EsTableCacheTrigger(fcinfo, "es_upcasters_changed");
+}
+
+PG_FUNCTION_INFO_V1(es_upcasters_stamp);
+
+/*
+ * es_upcasters_stamp
+ *		BEFORE INSERT OR UPDATE ... FOR EACH ROW trigger on es.upcasters: set
+ *		registered_by, the role the upcaster runs as, to the current user,
+ *		unless the row names an existing role the current user is a member
+ *		of (a superuser is a member of every role: a restore writes the
+ *		dumped registrants back).  Naming another role is an error; an UPDATE
+ *		that leaves registered_by alone hands the row to the updater unless
+ *		it is a member of the registrant.
+ */
+Datum
+es_upcasters_stamp(PG_FUNCTION_ARGS)
+{
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	HeapTuple	newtup;
+	AttrNumber	att_by;
+	bool		isnull;
+	Datum		d;
+	Oid			claimed = InvalidOid;
+	Oid			previous = InvalidOid;
+	Oid			user = GetUserId();
+	int			col;
+	Datum		value;
+	bool		valnull = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("es_upcasters_changed() must be called as a trigger")));
-	if (!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
-		!TRIGGER_FIRED_AFTER(trigdata->tg_event))
+				 errmsg("es_upcasters_stamp() must be called as a trigger")));
+	if (!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ||
+		TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("es_upcasters_changed() must be fired AFTER ... FOR EACH STATEMENT")));
+				 errmsg("es_upcasters_stamp() must be fired BEFORE INSERT OR UPDATE ... FOR EACH ROW")));
 
-	CacheInvalidateRelcache(trigdata->tg_relation);
-	return PointerGetDatum(NULL);	/* ignored for statement triggers */
+	rel = trigdata->tg_relation;
+	newtup = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	att_by = EsTableCacheAttnum(rel, "registered_by");
+
+	d = heap_getattr(newtup, att_by, RelationGetDescr(rel), &isnull);
+	if (!isnull)
+		claimed = DatumGetObjectId(d);
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		d = heap_getattr(trigdata->tg_trigtuple, att_by, RelationGetDescr(rel), &isnull);
+		if (!isnull)
+			previous = DatumGetObjectId(d);
+	}
+
+	if (claimed == user)
+		return PointerGetDatum(newtup);
+	if (OidIsValid(claimed) &&
+		SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(claimed)) &&
+		is_member_of_role(user, claimed))
+		return PointerGetDatum(newtup);
+	if (OidIsValid(claimed) && claimed != previous)
+	{
+		char	   *name = GetUserNameFromId(claimed, true);
+
+		if (name == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("role with OID %u does not exist", claimed),
+					 errdetail("An upcaster runs as the role in registered_by.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to register an upcaster as role \"%s\"", name),
+				 errdetail("An upcaster runs as the role in registered_by; only members of a role may name it."),
+				 errhint("Leave registered_by out: it is set to the current user.")));
+	}
+
+	/* not given, or kept by an UPDATE of someone else's row: the writer's */
+	col = att_by;
+	value = ObjectIdGetDatum(user);
+	return PointerGetDatum(heap_modify_tuple_by_cols(newtup, RelationGetDescr(rel),
+													 1, &col, &value, &valnull));
 }

@@ -15,6 +15,8 @@
  * pg_upgrade refuses reg* columns other than regclass/regrole/regtype, and
  * OIDs do not survive dump/restore.  Readers cache the registry per backend;
  * the statement trigger below tells every backend to reload it at commit.
+ * registered_by is the role an upcaster runs as (registered code runs as its
+ * owner, never as the reader: src/upcast.c); regrole is dumped by name.
  */
 CREATE TABLE @extschema@.upcasters (
 	event_type		text NOT NULL
@@ -23,12 +25,15 @@ CREATE TABLE @extschema@.upcasters (
 	from_version	integer NOT NULL CHECK (from_version OPERATOR(pg_catalog.>=) 1),
 	fn				text NOT NULL,
 	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	registered_by	regrole NOT NULL,	/* set by es_upcasters_stamp, below */
 	CONSTRAINT upcasters_pkey PRIMARY KEY (event_type, from_version)
 );
 COMMENT ON TABLE @extschema@.upcasters IS
 	'es_ext upcasters: the function that raises the data of event_type from schema version from_version to the next, applied on every read';
 COMMENT ON COLUMN @extschema@.upcasters.fn IS
 	'schema-qualified signature of the upcaster function (cast it with ::regprocedure)';
+COMMENT ON COLUMN @extschema@.upcasters.registered_by IS
+	'the role that registered the upcaster (wrote the row): the upcaster runs as this role';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.upcasters', '');
 REVOKE ALL ON TABLE @extschema@.upcasters FROM PUBLIC;
 GRANT SELECT ON @extschema@.upcasters TO es_reader;
@@ -43,6 +48,21 @@ COMMENT ON FUNCTION @extschema@.es_upcasters_changed() IS
 REVOKE ALL ON FUNCTION @extschema@.es_upcasters_changed() FROM PUBLIC;
 CREATE TRIGGER es_upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.upcasters
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_upcasters_changed();
+
+/*
+ * registered_by is the role that wrote the row, whatever the statement says:
+ * a role may name only itself or a role it is a member of (a superuser, any
+ * role: a restore writes the dumped rows back so).  Upcasters run as it.
+ */
+CREATE FUNCTION @extschema@.es_upcasters_stamp()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_upcasters_stamp'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_upcasters_stamp() IS
+	'trigger: records the role that writes a row of es.upcasters as its registered_by, the role the upcaster runs as';
+REVOKE ALL ON FUNCTION @extschema@.es_upcasters_stamp() FROM PUBLIC;
+CREATE TRIGGER es_upcasters_stamp BEFORE INSERT OR UPDATE ON @extschema@.upcasters
+	FOR EACH ROW EXECUTE FUNCTION @extschema@.es_upcasters_stamp();
 
 CREATE FUNCTION @extschema@.es_register_upcaster(event_type text, from_version integer, fn regprocedure)
 RETURNS void

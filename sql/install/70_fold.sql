@@ -37,6 +37,12 @@ COMMENT ON COLUMN @extschema@.snapshots.fingerprint IS 'SHA-256 of the reducer''
 COMMENT ON COLUMN @extschema@.snapshots.version IS 'stream version the state is at';
 COMMENT ON COLUMN @extschema@.snapshots.automatic IS 'written by es_fold (replaced by newer automatic ones) rather than by es_snapshot_save';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.snapshots', '');
+-- written only by es_fold, es_snapshot_save and es_snapshot_delete: es_fold
+-- trusts a snapshot as the fold of its stream
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.snapshots
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.snapshots
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
 REVOKE ALL ON TABLE @extschema@.snapshots FROM PUBLIC;
 GRANT SELECT ON @extschema@.snapshots TO es_reader;
 GRANT INSERT, UPDATE, DELETE ON @extschema@.snapshots TO es_writer;

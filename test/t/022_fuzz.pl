@@ -63,7 +63,7 @@ my $has_outbox = $node->safe_psql('postgres',
 # The documented SQLSTATEs of each function (README, "Reference")
 # ---------------------------------------------------------------------
 my %documented = (
-	es_append => [qw(40001 42710 22004 22023 22003 22039 2203C 2203A 22P02 54000 42501)],
+	es_append => [qw(40001 42710 55000 27000 22004 22023 22003 22039 2203C 2203A 22P02 54000 42501)],
 	es_read_stream => [qw(22004 22003 22023)],
 	es_stream_version => [],
 	es_read_all => [qw(22004 22023)],
@@ -93,6 +93,7 @@ my %documented = (
 	es_outbox_unroute => [],
 	es_outbox_create_group => [qw(22004 22023 54000 42710)],
 	es_outbox_drop_group => [qw(22004 42704)],
+	es_outbox_alter_group => [qw(22004 22023 42704)],
 	es_outbox_claim => [qw(22004 22023 42704)],
 	es_outbox_ack => [qw(22004 42704)],
 	es_outbox_nack => [qw(22004 22023 42704)],
@@ -104,7 +105,8 @@ my %documented = (
 );
 # errors our hostile reducers and upcasters raise on purpose ("any error
 # raised by the reducer or an upcaster" is documented for the folds)
-my @reducer_errors = qw(FZ001 54001);
+# (54000: the appending reducer's es_append refusing a too long stream id)
+my @reducer_errors = qw(FZ001 54001 54000);
 
 # everything a call may write, summed up: unchanged after a failed call
 my @counted = ('es.events', 'es.streams', 'es.projection_status', 'fuzz.proj');
@@ -908,6 +910,18 @@ if ($has_outbox)
 				$g = "'nope'" if $g eq "'fzg'";
 				add_case('es_outbox_drop_group', 'es_outbox_drop_group', ['text'], [$g],
 					'SELECT es.es_outbox_drop_group($1[1]::text)::text', undef);
+			}
+		],
+		es_outbox_alter_group => [
+			1,
+			sub {
+				add_case('es_outbox_alter_group', 'es_outbox_alter_group',
+					[ 'text', 'integer', 'interval', 'interval' ],
+					[ pick(g_name(), "'fzg'"), pick(g_int(), 'NULL'), pick(g_interval(), 'NULL'),
+					  pick(g_interval(), 'NULL') ],
+					'SELECT es.es_outbox_alter_group($1[1]::text, $1[2]::integer, $1[3]::interval, $1[4]::interval)::text',
+					q{SELECT EXISTS (SELECT FROM es.outbox_groups WHERE name = $1[1]
+									   AND ($1[2] IS NULL OR max_attempts = $1[2]::integer))});
 			}
 		],
 		es_outbox_claim => [

@@ -1,0 +1,352 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.c
+ *	  Parse and validate the JSON batch that es_append receives.
+ *
+ * The whole batch is parsed in C before es_append runs any statement, so
+ * bad input writes nothing: the batch must be a non-empty JSON array within
+ * es.max_batch_events and es.max_batch_size; each element an object with a
+ * string "type" (at most ES_MAX_NAME_BYTES), a "data" member, an optional
+ * object "metadata" (whose correlation and causation ids, when present, are
+ * strings), an optional uuid string "id" and an optional positive integer
+ * "schema_version", within es.max_event_size.  Ids must be unique in the
+ * batch; missing ids are generated (random, version 4).  Errors name the
+ * event through an error context ("event N of M in the batch").
+ *
+ * Memory: the parsed events live in the caller's memory context.  No SPI,
+ * no locks.
+ *
+ * src/batch.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/uuid.h"
+
+#include "es_ext.h"
+
+/* Error context while the batch is parsed. */
+typedef struct EsParseContext
+{
+	int			index;			/* 1-based event number, 0 = whole batch */
+	int			count;
+} EsParseContext;
+
+static void
+parse_error_callback(void *arg)
+{
+	EsParseContext *ctx = (EsParseContext *) arg;
+
+	if (ctx->index > 0)
+		errcontext("event %d of %d in the batch", ctx->index, ctx->count);
+}
+
+static const char *
+jsonb_value_type_name(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvArray:
+			return "array";
+		case jbvObject:
+			return "object";
+		case jbvBinary:
+			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
+		default:
+			return "unknown";
+	}
+}
+
+/*
+ * check_metadata_id
+ *		A correlation or causation id, when present in metadata, must be a
+ *		string so that the expression indexes on them can serve lookups.
+ */
+static void
+check_metadata_id(Jsonb *metadata, const char *key)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&metadata->root, JB_FOBJECT, &k);
+	if (v != NULL && v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("metadata key \"%s\" must be a JSON string", key),
+				 errdetail("Got a JSON %s.", jsonb_value_type_name(v))));
+}
+
+/*
+ * parse_event
+ *		Parse one element of the batch into ev.  Raises an error for anything
+ *		but an object with a string "type", a "data" member, an optional
+ *		object "metadata" and an optional uuid string "id".
+ */
+static void
+parse_event(JsonbValue *elem, EsEvent *ev)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+	bool		have_type = false;
+	bool		have_data = false;
+
+	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_SQL_JSON_OBJECT_NOT_FOUND),
+				 errmsg("event must be a JSON object"),
+				 errdetail("Got a JSON %s.", jsonb_value_type_name(elem))));
+
+	if (elem->val.binary.len > es_max_event_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event is too large"),
+				 errdetail("The event takes %d bytes; the limit is %d bytes.",
+						   elem->val.binary.len, es_max_event_size),
+				 errhint("Raise \"es.max_event_size\", or store large payloads elsewhere and reference them.")));
+
+	memset(ev, 0, sizeof(EsEvent));
+	ev->schema_version = 1;
+	it = JsonbIteratorInit(elem->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		int			keylen;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = v.val.string.val;
+		keylen = v.val.string.len;
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+
+		if (keylen == 4 && memcmp(key, "type", 4) == 0)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event \"type\" must be a JSON string"),
+						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+			if (v.val.string.len == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event \"type\" cannot be empty")));
+			if (v.val.string.len > ES_MAX_NAME_BYTES)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("event \"type\" is too long"),
+						 errdetail("Event types are limited to %d bytes; this one has %d.",
+								   ES_MAX_NAME_BYTES, v.val.string.len)));
+			ev->type = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+			have_type = true;
+		}
+		else if (keylen == 14 && memcmp(key, "schema_version", 14) == 0)
+		{
+			bool		ok = false;
+
+			if (v.type == jbvNumeric)
+			{
+				int32		sv = 0;
+				Datum		d = NumericGetDatum(v.val.numeric);
+
+				if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
+				{
+					Numeric		rounded = DatumGetNumeric(DirectFunctionCall2(numeric_round, d, Int32GetDatum(0)));
+
+					if (DatumGetBool(DirectFunctionCall2(numeric_eq, d, NumericGetDatum(rounded))) &&
+						DatumGetBool(DirectFunctionCall2(numeric_ge, d, DirectFunctionCall1(int4_numeric, Int32GetDatum(1)))) &&
+						DatumGetBool(DirectFunctionCall2(numeric_le, d, DirectFunctionCall1(int4_numeric, Int32GetDatum(PG_INT32_MAX)))))
+					{
+						sv = DatumGetInt32(DirectFunctionCall1(numeric_int4, d));
+						ok = true;
+					}
+				}
+				ev->schema_version = sv;
+			}
+			if (!ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event \"schema_version\" must be a positive integer"),
+						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+		}
+		else if (keylen == 4 && memcmp(key, "data", 4) == 0)
+		{
+			ev->data = JsonbValueToJsonb(&v);
+			have_data = true;
+		}
+		else if (keylen == 8 && memcmp(key, "metadata", 8) == 0)
+		{
+			if (v.type == jbvNull)
+				ev->metadata = NULL;
+			else if (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+			{
+				ev->metadata = JsonbValueToJsonb(&v);
+				check_metadata_id(ev->metadata, "correlation_id");
+				check_metadata_id(ev->metadata, "causation_id");
+			}
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event \"metadata\" must be a JSON object"),
+						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+		}
+		else if (keylen == 2 && memcmp(key, "id", 2) == 0)
+		{
+			if (v.type == jbvNull)
+				ev->has_id = false;
+			else if (v.type == jbvString)
+			{
+				char	   *s = pnstrdup(v.val.string.val, v.val.string.len);
+				pg_uuid_t  *u;
+
+				/* uuid_in reports invalid_text_representation (22P02) */
+				u = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(s)));
+				ev->id = *u;
+				ev->has_id = true;
+			}
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event \"id\" must be a JSON string holding a UUID"),
+						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%.*s\" in event", keylen, key),
+					 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
+	}
+
+	if (!have_type)
+		ereport(ERROR,
+				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
+				 errmsg("event has no \"type\""),
+				 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
+	if (!have_data)
+		ereport(ERROR,
+				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
+				 errmsg("event has no \"data\""),
+				 errhint("Use \"data\": {} for an event without a payload.")));
+}
+
+static int
+uuid_cmp_internal(const void *a, const void *b)
+{
+	return memcmp(a, b, UUID_LEN);
+}
+
+/*
+ * EsParseBatch
+ *		Validate the batch and parse every event.  Returns a palloc'd array
+ *		of *count events; sets *with_ids when at least one event has an id.
+ */
+EsEvent *
+EsParseBatch(Jsonb *batch, int *count, bool *with_ids)
+{
+	EsParseContext pctx;
+	ErrorContextCallback errcb;
+	EsEvent    *events;
+	int			n;
+	int			nids = 0;
+	int			i;
+
+	if (!JB_ROOT_IS_ARRAY(batch) || JB_ROOT_IS_SCALAR(batch))
+		ereport(ERROR,
+				(errcode(ERRCODE_SQL_JSON_ARRAY_NOT_FOUND),
+				 errmsg("events must be a JSON array"),
+				 errdetail("Got a JSON %s.",
+						   JB_ROOT_IS_SCALAR(batch) ? "scalar" : "object"),
+				 errhint("Pass a JSON array of event objects, e.g. '[{\"type\": \"Created\", \"data\": {}}]'.")));
+
+	n = JB_ROOT_COUNT(batch);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events cannot be an empty array"),
+				 errdetail("An append writes at least one event.")));
+	if (n > es_max_batch_events)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batch has too many events"),
+				 errdetail("The batch has %d events; the limit is %d.", n, es_max_batch_events),
+				 errhint("Raise \"es.max_batch_events\", or split the batch.")));
+	if (VARSIZE(batch) > (Size) es_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("batch is too large"),
+				 errdetail("The batch takes %zu bytes; the limit is %d bytes.",
+						   (Size) VARSIZE(batch), es_max_batch_size),
+				 errhint("Raise \"es.max_batch_size\", or split the batch.")));
+
+	events = palloc(sizeof(EsEvent) * n);
+
+	pctx.count = n;
+	errcb.callback = parse_error_callback;
+	errcb.arg = &pctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+
+	for (i = 0; i < n; i++)
+	{
+		JsonbValue *elem = getIthJsonbValueFromContainer(&batch->root, i);
+
+		pctx.index = i + 1;
+		parse_event(elem, &events[i]);
+		if (events[i].has_id)
+			nids++;
+	}
+	error_context_stack = errcb.previous;
+
+	/* Ids must be unique within the batch. */
+	if (nids > 1)
+	{
+		pg_uuid_t  *ids = palloc(sizeof(pg_uuid_t) * nids);
+		int			j = 0;
+
+		for (i = 0; i < n; i++)
+			if (events[i].has_id)
+				ids[j++] = events[i].id;
+		qsort(ids, nids, sizeof(pg_uuid_t), uuid_cmp_internal);
+		for (i = 1; i < nids; i++)
+			if (memcmp(&ids[i - 1], &ids[i], UUID_LEN) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event id \"%s\" appears more than once in the batch",
+								DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&ids[i])))),
+						 errdetail("Event ids identify events within a stream and must be unique.")));
+		pfree(ids);
+	}
+
+	/* Generate the missing ids (random, version 4). */
+	for (i = 0; i < n; i++)
+	{
+		if (events[i].has_id)
+			continue;
+		if (!pg_strong_random(events[i].id.data, UUID_LEN))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random values")));
+		events[i].id.data[6] = (events[i].id.data[6] & 0x0f) | 0x40;
+		events[i].id.data[8] = (events[i].id.data[8] & 0x3f) | 0x80;
+	}
+
+	*count = n;
+	*with_ids = (nids > 0);
+	return events;
+}
