@@ -34,6 +34,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use EsRelayTest qw(wait_until read_lines);
+
 # the relay built in this tree, else the installed one
 my $relay_bin =
   (defined $ENV{TESTDIR} && -x "$ENV{TESTDIR}/src/relay/es_relay")
@@ -73,34 +77,7 @@ sub start_relay
 		'<', \undef, '>>', $file, '2>>', "$file.log");
 }
 
-# The JSON lines of a relay output file; dies on a line that is not JSON.
-sub read_lines
-{
-	my ($file) = @_;
-	my @rows;
-	return @rows unless -e $file;
-	open my $fh, '<', $file or die "could not open $file: $!";
-	while (my $line = <$fh>)
-	{
-		chomp $line;
-		push @rows, decode_json($line);
-	}
-	close $fh;
-	return @rows;
-}
 
-# Poll until $cond->() is true; false after $timeout seconds.
-sub wait_until
-{
-	my ($cond, $timeout) = @_;
-	my $deadline = time + ($timeout // 90);
-	while (time < $deadline)
-	{
-		return 1 if $cond->();
-		usleep(200_000);
-	}
-	return 0;
-}
 
 # The events of category "rl" in the database: "stream:version" => 1.
 sub db_events

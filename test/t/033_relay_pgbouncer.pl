@@ -34,6 +34,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use EsRelayTest qw(wait_until read_lines);
+
 my ($pgbouncer) =
   grep { -x $_ } ((map { "$_/pgbouncer" } split /:/, ($ENV{PATH} // '')),
 	'/usr/sbin/pgbouncer', '/usr/bin/pgbouncer');
@@ -95,18 +99,6 @@ END { kill 'TERM', $bouncer_pid if $bouncer_pid; }
 
 my $pooled = "host=127.0.0.1 port=$bport dbname=postgres user=$user";
 
-# Poll until $cond->() is true; false after $timeout seconds.
-sub wait_until
-{
-	my ($cond, $timeout) = @_;
-	my $deadline = time + ($timeout // 90);
-	while (time < $deadline)
-	{
-		return 1 if $cond->();
-		usleep(200_000);
-	}
-	return 0;
-}
 
 sub pooled_psql
 {
@@ -134,21 +126,6 @@ sub start_relay
 		'<', \undef, '>>', $file, '2>>', "$file.log");
 }
 
-# The JSON lines of a relay output file; dies on a line that is not JSON.
-sub read_lines
-{
-	my ($file) = @_;
-	my @rows;
-	return @rows unless -e $file;
-	open my $fh, '<', $file or die "could not open $file: $!";
-	while (my $line = <$fh>)
-	{
-		chomp $line;
-		push @rows, decode_json($line);
-	}
-	close $fh;
-	return @rows;
-}
 
 sub undelivered
 {
