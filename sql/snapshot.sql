@@ -264,3 +264,31 @@ SELECT calls() > 0 AS called;
 
 DROP ROLE regress_snap_reader, regress_snap_writer;
 RESET es.snapshot_every;
+
+-- a state folded under another search_path (a writer's own operators in
+-- front of the reducer's names) is never another caller's snapshot: the
+-- path is part of the fingerprint unless the reducer sets its own
+CREATE SCHEMA snap_evil;
+CREATE FUNCTION snap_evil.evil_add(integer, integer) RETURNS integer LANGUAGE sql AS $$ SELECT 1000000 $$;
+CREATE OPERATOR snap_evil.+ (LEFTARG = integer, RIGHTARG = integer, FUNCTION = snap_evil.evil_add);
+CREATE FUNCTION public.snap_count(s jsonb, e jsonb) RETURNS jsonb LANGUAGE sql
+	AS $$ SELECT jsonb_build_object('n', coalesce((s->>'n')::int, 0) + 1) $$;
+SELECT version FROM es.es_append('snap-path', 0, '[{"type": "A", "data": {}}, {"type": "A", "data": {}}]');
+SET search_path = snap_evil, pg_catalog, public;
+SET es.snapshot_every = 1;
+SELECT es.es_fold('snap-path', 'public.snap_count(jsonb,jsonb)', '{}') AS folded_with_other_operators;
+RESET search_path;
+SELECT count(*) AS snapshots_written FROM es.snapshots WHERE stream_id = 'snap-path';
+SELECT s.state, s.snapshot_version
+  FROM es.es_fold_state('snap-path', 'public.snap_count(jsonb,jsonb)', '{}') AS s;
+-- a reducer that sets its own search_path shares its snapshots
+ALTER FUNCTION public.snap_count(jsonb, jsonb) SET search_path = pg_catalog, public;
+SET search_path = snap_evil, pg_catalog, public;
+SELECT es.es_fold('snap-path', 'public.snap_count(jsonb,jsonb)', '{}') AS folded_with_its_own_path;
+RESET search_path;
+SELECT s.state, s.snapshot_version
+  FROM es.es_fold_state('snap-path', 'public.snap_count(jsonb,jsonb)', '{}') AS s;
+RESET es.snapshot_every;
+SELECT es.es_snapshot_delete('snap-path') >= 0 AS deleted;
+DROP FUNCTION public.snap_count(jsonb, jsonb);
+DROP SCHEMA snap_evil CASCADE;

@@ -185,6 +185,16 @@ conflict_error(const char *stream, bool expected_null, int64 expected, int64 act
 	else
 		snprintf(expbuf, sizeof(expbuf), "version " INT64_FORMAT, expected);
 
+	if (expected_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not append to stream \"%s\" because of a concurrent append", stream),
+				 errdetail("Any version was expected; %s", why),
+				 errhint("Retry the transaction."),
+				 err_generic_string(PG_DIAG_SCHEMA_NAME, "es"),
+				 err_generic_string(PG_DIAG_TABLE_NAME, "streams"),
+				 err_generic_string(PG_DIAG_CONSTRAINT_NAME, ES_EXPECTED_VERSION_CONSTRAINT)));
+
 	ereport(ERROR,
 			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 			 errmsg("wrong expected version for stream \"%s\"", stream),

@@ -54,6 +54,8 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -61,6 +63,7 @@
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -190,6 +193,60 @@ snapshot_write(EsPlan *p, Datum *values, uint32 event)
 }
 
 /*
+ * hash_search_path
+ *		Feed the caller's effective search_path into a fingerprint, unless
+ *		the reducer sets its own: a reducer runs as the caller and resolves
+ *		the names in its body through that path, so a state folded under one
+ *		path (a writer's, with its own operators in front) must never be
+ *		another caller's snapshot.  Schema names, not OIDs: a snapshot
+ *		survives a dump and restore.
+ */
+static void
+hash_search_path(Oid reducer, EsHash *ctx)
+{
+	HeapTuple	tup;
+	Datum		config;
+	bool		isnull;
+	bool		pinned = false;
+	List	   *path;
+	ListCell   *lc;
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(reducer));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", reducer);
+	config = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_proconfig, &isnull);
+	if (!isnull)
+	{
+		Datum	   *items;
+		int			nitems;
+		int			i;
+
+		deconstruct_array(DatumGetArrayTypeP(config), TEXTOID, -1, false, TYPALIGN_INT,
+						  &items, NULL, &nitems);
+		for (i = 0; i < nitems; i++)
+			if (strncmp(TextDatumGetCString(items[i]), "search_path=", 12) == 0)
+				pinned = true;
+	}
+	ReleaseSysCache(tup);
+	if (pinned)
+		return;
+
+	EsHashCString(ctx, "search_path");
+	path = fetch_search_path(true);
+	foreach(lc, path)
+	{
+		char	   *name;
+
+		/* functions and operators are never looked up in pg_temp unqualified */
+		if (isAnyTempNamespace(lfirst_oid(lc)))
+			continue;
+		name = get_namespace_name(lfirst_oid(lc));
+		EsHashCString(ctx, name != NULL ? name : "");
+	}
+	list_free(path);
+}
+
+/*
  * EsSnapshotKeyInit
  *		Compute the snapshot key of a fold (see the file header), allocated in
  *		the current memory context.  key->usable is false when snapshots must
@@ -218,6 +275,7 @@ EsSnapshotKeyInit(EsSnapshotKey *key, text *stream, Oid reducer, Jsonb *initial)
 	ctx = EsHashBegin();
 	EsHashRoutine(reducer, ctx);
 	EsUpcastRegistryHash(ctx);
+	hash_search_path(reducer, ctx);
 	key->fingerprint = EsHashEndDatum(ctx);
 }
 
