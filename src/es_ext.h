@@ -143,6 +143,7 @@ extern Datum EsTableCacheTrigger(FunctionCallInfo fcinfo, const char *fname);
 extern void EsAllowNextWrite(Oid relid, uint32 event);
 extern void EsAllowNextUpsert(Oid relid);
 extern void EsClearAllowedWrite(void);
+extern void EsCheckWritable(const char *what);
 
 /* read.c: the global log horizon and cursors */
 extern FullTransactionId EsLogHorizon(Snapshot snap);

@@ -19,15 +19,23 @@
  * Two more writes pass: a restore COPY (see dump.c), and the statements of
  * es_ext's own install and upgrade scripts.
  *
+ * EsCheckWritable is the first thing every writing function of es_ext does:
+ * on a hot standby, or in a read-only transaction, it refuses the call with
+ * the error PostgreSQL gives for any write there (25006), before anything
+ * else (an xid, the era, a lock) is attempted.
+ *
  * src/guard.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -37,6 +45,21 @@
 /* The one statement currently allowed: target table and command. */
 static Oid	allowed_relid = InvalidOid;
 static uint32 allowed_events = 0;	/* bit (1 << command) per command */
+
+/*
+ * EsCheckWritable
+ *		Refuse a write of the function named what (e.g. "es_append()") on a
+ *		hot standby ("cannot execute ... during recovery") and in a read-only
+ *		transaction ("cannot execute ... in a read-only transaction"), both
+ *		with SQLSTATE 25006, as PostgreSQL refuses its own writing commands.
+ */
+void
+EsCheckWritable(const char *what)
+{
+	if (RecoveryInProgress())
+		PreventCommandDuringRecovery(what);
+	PreventCommandIfReadOnly(what);
+}
 
 /*
  * EsAllowNextWrite
