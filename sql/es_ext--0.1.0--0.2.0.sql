@@ -478,3 +478,139 @@ CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @e
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
 CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.snapshots
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+
+
+/*
+ * Statistics (issue 12): counters in shared memory when preloaded, the
+ * views es.stats and es.category_stats, and es.outbox_status with the age
+ * of the oldest undelivered message and the throughput since the reset.
+ */
+CREATE OR REPLACE FUNCTION @extschema@.es_stats_counters(kind text,
+											  OUT dbid oid,
+											  OUT name text,
+											  OUT enabled boolean,
+											  OUT appends bigint,
+											  OUT events bigint,
+											  OUT data_bytes bigint,
+											  OUT conflicts bigint,
+											  OUT idempotent_replays bigint,
+											  OUT refused_batches bigint,
+											  OUT mean_append_time double precision,
+											  OUT p50_append_time double precision,
+											  OUT p99_append_time double precision,
+											  OUT max_append_time double precision,
+											  OUT stream_reads bigint,
+											  OUT log_reads bigint,
+											  OUT folds bigint,
+											  OUT snapshot_hits bigint,
+											  OUT outbox_claimed bigint,
+											  OUT outbox_acked bigint,
+											  OUT outbox_nacked bigint,
+											  OUT outbox_dead bigint,
+											  OUT stats_reset timestamptz,
+											  OUT untracked bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'es_stats_counters'
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.es_stats_counters(text) IS
+	'the statistics counters of one kind (database, category or group), as the views es.stats, es.category_stats and es.outbox_status show them';
+REVOKE ALL ON FUNCTION @extschema@.es_stats_counters(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_stats_counters(text) TO es_reader;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_stats_reset()
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'es_stats_reset'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_stats_reset() IS
+	'zeroes the es_ext statistics of this database (its own, its categories'' and its consumer groups''); returns the time of the reset';
+REVOKE ALL ON FUNCTION @extschema@.es_stats_reset() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_stats_reset() TO es_admin;
+
+CREATE OR REPLACE VIEW @extschema@.stats AS
+	SELECT s.dbid,
+		   d.datname,
+		   s.enabled,
+		   s.appends,
+		   s.events,
+		   s.data_bytes,
+		   s.conflicts,
+		   s.idempotent_replays,
+		   s.refused_batches,
+		   s.mean_append_time,
+		   s.p50_append_time,
+		   s.p99_append_time,
+		   s.max_append_time,
+		   s.stream_reads,
+		   s.log_reads,
+		   s.folds,
+		   s.snapshot_hits,
+		   s.outbox_claimed,
+		   s.outbox_acked,
+		   s.outbox_nacked,
+		   s.outbox_dead,
+		   s.untracked,
+		   s.stats_reset
+	  FROM @extschema@.es_stats_counters('database') AS s
+	  LEFT JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) s.dbid;
+COMMENT ON VIEW @extschema@.stats IS
+	'es_ext statistics per database (enabled = false, counters NULL: es_ext is not in shared_preload_libraries)';
+REVOKE ALL ON TABLE @extschema@.stats FROM PUBLIC;
+GRANT SELECT ON @extschema@.stats TO es_reader;
+
+CREATE OR REPLACE VIEW @extschema@.category_stats AS
+	SELECT s.name AS category,
+		   s.enabled,
+		   s.appends,
+		   s.events,
+		   s.data_bytes,
+		   s.conflicts,
+		   s.idempotent_replays,
+		   s.refused_batches,
+		   s.mean_append_time,
+		   s.p50_append_time,
+		   s.p99_append_time,
+		   s.max_append_time,
+		   s.stream_reads,
+		   s.log_reads,
+		   s.folds,
+		   s.snapshot_hits,
+		   s.stats_reset
+	  FROM @extschema@.es_stats_counters('category') AS s;
+COMMENT ON VIEW @extschema@.category_stats IS
+	'es_ext statistics per stream category of this database (enabled = false, counters NULL: es_ext is not in shared_preload_libraries)';
+REVOKE ALL ON TABLE @extschema@.category_stats FROM PUBLIC;
+GRANT SELECT ON @extschema@.category_stats TO es_reader;
+
+CREATE OR REPLACE VIEW @extschema@.outbox_status AS
+	SELECT g.name AS consumer_group,
+		   s.undelivered,
+		   s.in_flight,
+		   s.retrying,
+		   (SELECT pg_catalog.count(*) FROM @extschema@.outbox_dead AS z
+			 WHERE z.group_id OPERATOR(pg_catalog.=) g.group_id) AS dead,
+		   f.created_at AS oldest_undelivered_at,
+		   pg_catalog.now() OPERATOR(pg_catalog.-) f.created_at AS oldest_undelivered_age,
+		   c.outbox_claimed AS claimed_since_reset,
+		   c.outbox_acked AS delivered_since_reset,
+		   c.outbox_acked::pg_catalog.float8 OPERATOR(pg_catalog./)
+		   NULLIF(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) c.stats_reset), 0)
+		   AS delivered_per_second,
+		   c.stats_reset
+	  FROM @extschema@.outbox_groups AS g
+	 CROSS JOIN LATERAL (
+		SELECT pg_catalog.count(*) AS undelivered,
+			   pg_catalog.count(*) FILTER (WHERE d.lease IS NOT NULL
+										   AND d.visible_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS in_flight,
+			   pg_catalog.count(*) FILTER (WHERE d.lease IS NULL
+										   AND d.attempts OPERATOR(pg_catalog.>) 0) AS retrying
+		  FROM @extschema@.outbox_deliveries AS d
+		 WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id) AS s
+	  LEFT JOIN LATERAL (
+		SELECT o.created_at
+		  FROM @extschema@.outbox_deliveries AS d
+		  JOIN @extschema@.outbox AS o ON o.position OPERATOR(pg_catalog.=) d.position
+		 WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id
+		 ORDER BY d.position LIMIT 1) AS f ON true
+	  LEFT JOIN @extschema@.es_stats_counters('group') AS c ON c.name OPERATOR(pg_catalog.=) g.name;
+COMMENT ON VIEW @extschema@.outbox_status IS
+	'per consumer group: undelivered messages, those claimed now, those waiting for a retry, dead letters, age of the oldest, throughput since the statistics were reset';

@@ -176,6 +176,8 @@ conflict_error(const char *stream, bool expected_null, int64 expected, int64 act
 {
 	char		expbuf[64];
 
+	EsStatsAppendFailed(stream, strlen(stream), true);
+
 	if (expected_null)
 		snprintf(expbuf, sizeof(expbuf), "any version");
 	else if (expected == ES_EXPECT_STREAM_EXISTS)
@@ -354,6 +356,8 @@ find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
 				const char *what = stored_event_differs(&events[i], SPI_tuptable->vals[i], desc);
 
 				if (what != NULL)
+				{
+					EsStatsAppendFailed(stream_str, strlen(stream_str), false);
 					ereport(ERROR,
 							(errcode(ERRCODE_DUPLICATE_OBJECT),
 							 errmsg("batch reuses the ids of events already in stream \"%s\" for other events",
@@ -363,12 +367,14 @@ find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
 									   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&events[i].id))),
 									   what, first_version + (int64) i),
 							 errhint("A retry must resend the same events with the same ids; give a new event a new id.")));
+				}
 			}
 			*version = first_version + n - 1;
 			return true;
 		}
 	}
 
+	EsStatsAppendFailed(stream_str, strlen(stream_str), false);
 	ereport(ERROR,
 			(errcode(ERRCODE_DUPLICATE_OBJECT),
 			 errmsg("batch partly repeats events already in stream \"%s\"", stream_str),
@@ -811,58 +817,57 @@ rethrow_as_conflict(MemoryContext cxt, const char *stream, bool expected_null, i
 	PG_RE_THROW();
 }
 
-PG_FUNCTION_INFO_V1(es_append);
-
-/*
- * es_append(stream text, expected_version bigint, events jsonb)
- *		RETURNS es.append_result (version bigint, positions bigint[])
- *
- * expected_version: NULL = any, -1 = the stream must exist, 0 = the stream
- * must not exist, N > 0 = the stream must be at version N.
- */
-Datum
-es_append(PG_FUNCTION_ARGS)
+/* The arguments of es_append, checked, and its batch, parsed. */
+typedef struct AppendArgs
 {
 	text	   *stream;
 	char	   *stream_str;
-	bool		expected_null = PG_ARGISNULL(1);
-	int64		expected = expected_null ? 0 : PG_GETARG_INT64(1);
-	Jsonb	   *batch;
+	bool		expected_null;
+	int64		expected;
 	EsEvent    *events;
 	int			n;
 	bool		with_ids;
-	int64	   *positions;
-	int64		version = 0;
-	bool		replay = false;
-	TupleDesc	tupdesc;
-	Datum		result[2];
-	bool		result_nulls[2] = {false, false};
-	Datum	   *posdatums;
-	int			i;
-	MemoryContext callcxt = CurrentMemoryContext;
+	/* set by the append (fields, not locals: they outlive its PG_TRY) */
+	bool		replay;			/* an idempotent replay */
+	int64		version;		/* the stream's version after it */
+} AppendArgs;
 
-	/* 1. arguments */
+/*
+ * append_arguments
+ *		Check the arguments of es_append and parse its batch into args;
+ *		raises the error of the first bad one.
+ */
+static void
+append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
+{
+	Jsonb	   *batch;
+
+	args->replay = false;
+	args->version = 0;
+	args->expected_null = PG_ARGISNULL(1);
+	args->expected = args->expected_null ? 0 : PG_GETARG_INT64(1);
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("stream id cannot be null")));
-	stream = PG_GETARG_TEXT_PP(0);
-	if (VARSIZE_ANY_EXHDR(stream) == 0)
+	args->stream = PG_GETARG_TEXT_PP(0);
+	if (VARSIZE_ANY_EXHDR(args->stream) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("stream id cannot be empty")));
-	if (VARSIZE_ANY_EXHDR(stream) > ES_MAX_NAME_BYTES)
+	if (VARSIZE_ANY_EXHDR(args->stream) > ES_MAX_NAME_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("stream id is too long"),
 				 errdetail("Stream ids are limited to %d bytes; this one has %zu.",
-						   ES_MAX_NAME_BYTES, (Size) VARSIZE_ANY_EXHDR(stream))));
-	stream_str = text_to_cstring(stream);
+						   ES_MAX_NAME_BYTES, (Size) VARSIZE_ANY_EXHDR(args->stream))));
+	args->stream_str = text_to_cstring(args->stream);
 
-	if (!expected_null && expected < ES_EXPECT_STREAM_EXISTS)
+	if (!args->expected_null && args->expected < ES_EXPECT_STREAM_EXISTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("expected version " INT64_FORMAT " is out of range", expected),
+				 errmsg("expected version " INT64_FORMAT " is out of range", args->expected),
 				 errdetail("Use a version >= 0 (0: the stream must not exist), -1 (the stream must exist) or NULL (any version).")));
 
 	if (PG_ARGISNULL(2))
@@ -871,10 +876,75 @@ es_append(PG_FUNCTION_ARGS)
 				 errmsg("events cannot be null")));
 	batch = PG_GETARG_JSONB_P(2);
 
+	args->events = EsParseBatch(batch, &args->n, &args->with_ids);
+}
+
+/*
+ * append_arguments_counted
+ *		append_arguments, counting a bad argument or batch as a refused
+ *		batch (stats.c) before the error goes on.  Not inlined: a second
+ *		PG_TRY in es_append would put its locals at risk of longjmp.
+ */
+static pg_noinline void
+append_arguments_counted(FunctionCallInfo fcinfo, AppendArgs *args)
+{
+	PG_TRY();
+	{
+		append_arguments(fcinfo, args);
+	}
+	PG_CATCH();
+	{
+		text	   *s = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+
+		EsStatsAppendFailed(s ? VARDATA_ANY(s) : NULL, s ? VARSIZE_ANY_EXHDR(s) : 0, false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+PG_FUNCTION_INFO_V1(es_append);
+
+/*
+ * es_append(stream text, expected_version bigint, events jsonb)
+ *		RETURNS es.append_result (version bigint, positions bigint[])
+ *
+ * expected_version: NULL = any, -1 = the stream must exist, 0 = the stream
+ * must not exist, N > 0 = the stream must be at version N.
+ *
+ * Statistics (stats.c): the call is timed; a refused batch, a conflict, an
+ * idempotent replay and an append are counted where they are known.
+ */
+Datum
+es_append(PG_FUNCTION_ARGS)
+{
+	AppendArgs	args;
+	text	   *stream;
+	char	   *stream_str;
+	bool		expected_null;
+	int64		expected;
+	EsEvent    *events;
+	int			n;
+	int64	   *positions;
+	TupleDesc	tupdesc;
+	Datum		result[2];
+	bool		result_nulls[2] = {false, false};
+	Datum	   *posdatums;
+	int			i;
+	MemoryContext callcxt = CurrentMemoryContext;
+	instr_time	start;
+
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
-	events = EsParseBatch(batch, &n, &with_ids);
+	/* 1. arguments: a bad one is a refused batch */
+	EsStatsAppendBegin(&start);
+	append_arguments_counted(fcinfo, &args);
+	stream = args.stream;
+	stream_str = args.stream_str;
+	expected_null = args.expected_null;
+	expected = args.expected;
+	events = args.events;
+	n = args.n;
 	positions = palloc0(sizeof(int64) * n);
 
 	/* 2-4. write, under SPI */
@@ -885,10 +955,10 @@ es_append(PG_FUNCTION_ARGS)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 
-		if (with_ids)
-			replay = find_existing(stream_str, stream_datum, events, n, positions, &version);
+		if (args.with_ids)
+			args.replay = find_existing(stream_str, stream_datum, events, n, positions, &args.version);
 
-		if (!replay)
+		if (!args.replay)
 		{
 			int32		era = EsAppendEra();
 			Datum		tx_id = FullTransactionIdGetDatum(GetTopFullTransactionId());
@@ -897,9 +967,9 @@ es_append(PG_FUNCTION_ARGS)
 			Datum		log_tx_id;
 
 			refuse_before_row_triggers(EsRelationOid("streams"), "streams");
-			version = advance_stream(stream_str, stream_datum, expected_null, expected, n,
-									 tx_id, &log_tx_id);
-			first_version = version - n + 1;
+			args.version = advance_stream(stream_str, stream_datum, expected_null, expected, n,
+										  tx_id, &log_tx_id);
+			first_version = args.version - n + 1;
 
 			/* taken under the stream lock: non-decreasing within a stream */
 			recorded_at = TimestampTzGetDatum(GetCurrentTimestamp());
@@ -924,9 +994,10 @@ es_append(PG_FUNCTION_ARGS)
 	posdatums = palloc(sizeof(Datum) * n);
 	for (i = 0; i < n; i++)
 		posdatums[i] = Int64GetDatum(positions[i]);
-	result[0] = Int64GetDatum(version);
+	result[0] = Int64GetDatum(args.version);
 	result[1] = PointerGetDatum(construct_array(posdatums, n, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	tupdesc = BlessTupleDesc(tupdesc);
+	EsStatsAppendEnd(&start, stream_str, VARSIZE_ANY_EXHDR(stream), events, n, args.replay);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_nulls)));
 }

@@ -4,8 +4,9 @@
  *	  Module magic and initialization of es_ext.
  *
  * _PG_init only registers the extension's settings and, when the library is
- * in shared_preload_libraries, the shared memory and the launcher of the
- * outbox notify workers (notify.c); everything else lives in one file per
+ * in shared_preload_libraries, the shared memory of the statistics
+ * (stats.c) and of the outbox notify workers with their launcher
+ * (notify.c); everything else lives in one file per
  * concern (append.c, read.c, guard.c, outbox.c, ...).
  *
  * src/es_ext.c
@@ -134,9 +135,35 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	MarkGUCPrefixReserved("es");
+	DefineCustomBoolVariable("es.track_stats",
+							 "Collects es_ext statistics (appends, reads, folds, outbox traffic).",
+							 "Needs es_ext in shared_preload_libraries; see the view es.stats.",
+							 &es_track_stats,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
-	/* worker notify mode: shared state, launcher (only when preloaded) */
+	/*
+	 * Only when preloaded: the statistics (their size is fixed at startup,
+	 * and a PGC_POSTMASTER setting cannot be defined later) and the shared
+	 * state and launcher of the worker notify mode.
+	 */
 	if (process_shared_preload_libraries_in_progress)
+	{
+		DefineCustomIntVariable("es.stats_max_categories",
+								"Sets how many stream categories and consumer groups es_ext keeps statistics for.",
+								"Past that, they are counted in their database's statistics only.",
+								&es_stats_max_categories,
+								ES_DEFAULT_STATS_MAX_CATEGORIES,
+								0,
+								ES_MAX_STATS_MAX_CATEGORIES,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
+		EsStatsRegister();
 		EsNotifyRegister();
+	}
+
+	MarkGUCPrefixReserved("es");
 }

@@ -17,6 +17,7 @@
 #include "access/tupdesc.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "portability/instr_time.h"
 #include "storage/lockdefs.h"
 #include "utils/jsonb.h"
 #include "utils/rel.h"
@@ -82,6 +83,11 @@
 #define ES_DEFAULT_NOTIFY_INTERVAL		5
 #define ES_MAX_NOTIFY_INTERVAL			1000
 
+/* stats.c: category and group names are kept up to this many bytes (with the NUL) */
+#define ES_STATS_NAME_LEN		64
+#define ES_DEFAULT_STATS_MAX_CATEGORIES	1000
+#define ES_MAX_STATS_MAX_CATEGORIES		1000000
+
 /* GUCs (es_ext.c) */
 extern int	es_max_batch_events;
 extern int	es_max_batch_size;
@@ -144,6 +150,18 @@ extern void EsAllowNextWrite(Oid relid, uint32 event);
 extern void EsAllowNextUpsert(Oid relid);
 extern void EsClearAllowedWrite(void);
 extern void EsCheckWritable(const char *what);
+
+/* stats.c: counters in shared memory (no-ops unless preloaded) */
+extern bool es_track_stats;
+extern int	es_stats_max_categories;
+extern void EsStatsRegister(void);
+extern void EsStatsAppendBegin(instr_time *start);
+extern void EsStatsAppendEnd(const instr_time *start, const char *stream, int len,
+							 const EsEvent *events, int n, bool replay);
+extern void EsStatsAppendFailed(const char *stream, int len, bool conflict);
+extern void EsStatsRead(const char *name, int len, bool log);
+extern void EsStatsFold(const char *stream, int len, bool snapshot_hit);
+extern void EsStatsOutbox(const char *group, int64 claimed, int64 acked, int64 nacked, int64 dead);
 
 /* read.c: the global log horizon and cursors */
 extern FullTransactionId EsLogHorizon(Snapshot snap);

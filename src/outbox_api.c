@@ -759,6 +759,8 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 	bool		spent_isnull;
 	int			n;
 	uint64		i;
+	int64		dead = 0;
+	int64		claimed;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -808,13 +810,14 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 		spent_values[0] = Int32GetDatum(grp.group_id);
 		spent_values[1] = spent_pos;
 		/* "lease expired" replaces the delivery's own last error */
-		move_to_dead(&claim_spent_plan, spent_values, grp.group_id,
-					 CStringGetTextDatum("lease expired"), false, "lease expired", ts);
+		dead = move_to_dead(&claim_spent_plan, spent_values, grp.group_id,
+							CStringGetTextDatum("lease expired"), false, "lease expired", ts);
 	}
 
 	if (n == 0)
 	{
 		outbox_finish();
+		EsStatsOutbox(text_to_cstring(name), 0, 0, 0, dead);
 		return (Datum) 0;
 	}
 
@@ -854,7 +857,9 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, row, rownulls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, rownulls);
 	}
+	claimed = SPI_processed;
 	outbox_finish();
+	EsStatsOutbox(text_to_cstring(name), claimed, 0, 0, dead);
 	return (Datum) 0;
 }
 
@@ -896,6 +901,7 @@ es_outbox_ack(PG_FUNCTION_ARGS)
 				  values, NULL, InvalidSnapshot, SPI_OK_DELETE);
 	n = SPI_processed;
 	outbox_finish();
+	EsStatsOutbox(text_to_cstring(PG_GETARG_TEXT_PP(0)), 0, n, 0, 0);
 	PG_RETURN_INT64(n);
 }
 
@@ -940,6 +946,7 @@ es_outbox_nack(PG_FUNCTION_ARGS)
 	char		nulls[8];
 	Datum		spent_values[4];
 	int64		n;
+	int64		dead;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -958,9 +965,9 @@ es_outbox_nack(PG_FUNCTION_ARGS)
 	spent_values[1] = PG_GETARG_DATUM(2);
 	spent_values[2] = PG_GETARG_DATUM(1);
 	spent_values[3] = Int32GetDatum(grp.max_attempts);
-	n = move_to_dead(&nack_spent_plan, spent_values, grp.group_id,
-					 PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3), PG_ARGISNULL(3),
-					 "nacked", ts);
+	dead = move_to_dead(&nack_spent_plan, spent_values, grp.group_id,
+						PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3), PG_ARGISNULL(3),
+						"nacked", ts);
 
 	/* the others: again after the backoff */
 	memset(nulls, ' ', sizeof(nulls));
@@ -978,8 +985,9 @@ es_outbox_nack(PG_FUNCTION_ARGS)
 	values[7] = grp.backoff_max;
 	EsOutboxWrite(&nack_retry_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_UPDATE,
 				  values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
-	n += SPI_processed;
+	n = dead + SPI_processed;
 	outbox_finish();
+	EsStatsOutbox(text_to_cstring(PG_GETARG_TEXT_PP(0)), 0, 0, n - dead, dead);
 	PG_RETURN_INT64(n);
 }
 

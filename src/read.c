@@ -221,6 +221,7 @@ es_read_stream(PG_FUNCTION_ARGS)
 	}
 
 	values[0] = PG_GETARG_DATUM(0);
+	EsStatsRead(VARDATA_ANY(PG_GETARG_TEXT_PP(0)), VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)), false);
 	if (PG_ARGISNULL(1))
 		values[1] = Int64GetDatum(backward ? PG_INT64_MAX : 1);
 	else
@@ -409,6 +410,11 @@ es_read_all(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("event_types cannot contain null")));
 	}
+
+	if (have_category)
+		EsStatsRead(VARDATA_ANY(PG_GETARG_TEXT_PP(2)), VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)), true);
+	else
+		EsStatsRead(NULL, 0, true);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_BLESS);
 

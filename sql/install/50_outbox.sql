@@ -235,11 +235,14 @@ CREATE VIEW @extschema@.outbox_status AS
 		   s.retrying,
 		   (SELECT pg_catalog.count(*) FROM @extschema@.outbox_dead AS z
 			 WHERE z.group_id OPERATOR(pg_catalog.=) g.group_id) AS dead,
-		   (SELECT o.created_at
-			  FROM @extschema@.outbox_deliveries AS d
-			  JOIN @extschema@.outbox AS o ON o.position OPERATOR(pg_catalog.=) d.position
-			 WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id
-			 ORDER BY d.position LIMIT 1) AS oldest_undelivered_at
+		   f.created_at AS oldest_undelivered_at,
+		   pg_catalog.now() OPERATOR(pg_catalog.-) f.created_at AS oldest_undelivered_age,
+		   c.outbox_claimed AS claimed_since_reset,
+		   c.outbox_acked AS delivered_since_reset,
+		   c.outbox_acked::pg_catalog.float8 OPERATOR(pg_catalog./)
+		   NULLIF(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) c.stats_reset), 0)
+		   AS delivered_per_second,
+		   c.stats_reset
 	  FROM @extschema@.outbox_groups AS g
 	 CROSS JOIN LATERAL (
 		SELECT pg_catalog.count(*) AS undelivered,
@@ -248,9 +251,16 @@ CREATE VIEW @extschema@.outbox_status AS
 			   pg_catalog.count(*) FILTER (WHERE d.lease IS NULL
 										   AND d.attempts OPERATOR(pg_catalog.>) 0) AS retrying
 		  FROM @extschema@.outbox_deliveries AS d
-		 WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id) AS s;
+		 WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id) AS s
+	  LEFT JOIN LATERAL (
+		SELECT o.created_at
+		  FROM @extschema@.outbox_deliveries AS d
+		  JOIN @extschema@.outbox AS o ON o.position OPERATOR(pg_catalog.=) d.position
+		 WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id
+		 ORDER BY d.position LIMIT 1) AS f ON true
+	  LEFT JOIN @extschema@.es_stats_counters('group') AS c ON c.name OPERATOR(pg_catalog.=) g.name;
 COMMENT ON VIEW @extschema@.outbox_status IS
-	'per consumer group: undelivered messages, those claimed now, those waiting for a retry, dead letters, age of the oldest';
+	'per consumer group: undelivered messages, those claimed now, those waiting for a retry, dead letters, age of the oldest, throughput since the statistics were reset';
 REVOKE ALL ON TABLE @extschema@.outbox_status FROM PUBLIC;
 GRANT SELECT ON @extschema@.outbox_status TO es_consumer, es_admin;
 

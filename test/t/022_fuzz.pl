@@ -68,6 +68,9 @@ my %documented = (
 	es_stream_version => [],
 	es_read_all => [qw(22004 22023)],
 	es_log_horizon => [],
+	# statistics: an unknown kind; a reset without shared_preload_libraries
+	es_stats_counters => [qw(22023)],
+	es_stats_reset => [qw(55000)],
 	es_user_objects => [],
 	es_events_by_correlation => [],
 	es_events_by_causation => [],
@@ -698,6 +701,22 @@ my %gen = (
 			add_case('es_log_horizon', 'es_log_horizon', [], [],
 				'SELECT es.es_log_horizon()::text',
 				q{SELECT $2::xid8 <= pg_snapshot_xmin(pg_current_snapshot())});
+		}
+	],
+	es_stats_counters => [
+		2,
+		sub {
+			my $kind = pick("'database'", "'category'", "'group'", g_name());
+			add_case('es_stats_counters', 'es_stats_counters', ['text'], [$kind],
+				q{SELECT count(*)::text FROM es.es_stats_counters($1[1]::text) AS s WHERE NOT s.enabled},
+				q{SELECT $2::bigint = CASE WHEN $1[1] IS NULL THEN 0 ELSE 1 END});
+		}
+	],
+	es_stats_reset => [
+		1,
+		sub {
+			add_case('es_stats_reset', 'es_stats_reset', [], [],
+				'SELECT es.es_stats_reset()::text', undef);
 		}
 	],
 	es_user_objects => [
