@@ -515,7 +515,7 @@ LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.es_stats_counters(text) IS
 	'the statistics counters of one kind (database, category or group), as the views es.stats, es.category_stats and es.outbox_status show them';
 REVOKE ALL ON FUNCTION @extschema@.es_stats_counters(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.es_stats_counters(text) TO es_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.es_stats_counters(text) TO es_reader, pg_monitor;
 
 CREATE OR REPLACE FUNCTION @extschema@.es_stats_reset()
 RETURNS timestamptz
@@ -555,7 +555,7 @@ CREATE OR REPLACE VIEW @extschema@.stats AS
 COMMENT ON VIEW @extschema@.stats IS
 	'es_ext statistics per database (enabled = false, counters NULL: es_ext is not in shared_preload_libraries)';
 REVOKE ALL ON TABLE @extschema@.stats FROM PUBLIC;
-GRANT SELECT ON @extschema@.stats TO es_reader;
+GRANT SELECT ON @extschema@.stats TO es_reader, pg_monitor;
 
 CREATE OR REPLACE VIEW @extschema@.category_stats AS
 	SELECT s.name AS category,
@@ -579,7 +579,7 @@ CREATE OR REPLACE VIEW @extschema@.category_stats AS
 COMMENT ON VIEW @extschema@.category_stats IS
 	'es_ext statistics per stream category of this database (enabled = false, counters NULL: es_ext is not in shared_preload_libraries)';
 REVOKE ALL ON TABLE @extschema@.category_stats FROM PUBLIC;
-GRANT SELECT ON @extschema@.category_stats TO es_reader;
+GRANT SELECT ON @extschema@.category_stats TO es_reader, pg_monitor;
 
 CREATE OR REPLACE VIEW @extschema@.outbox_status AS
 	SELECT g.name AS consumer_group,
@@ -614,3 +614,8 @@ CREATE OR REPLACE VIEW @extschema@.outbox_status AS
 	  LEFT JOIN @extschema@.es_stats_counters('group') AS c ON c.name OPERATOR(pg_catalog.=) g.name;
 COMMENT ON VIEW @extschema@.outbox_status IS
 	'per consumer group: undelivered messages, those claimed now, those waiting for a retry, dead letters, age of the oldest, throughput since the statistics were reset';
+
+/* monitoring: pg_monitor (postgres_exporter's role) reads the operational views */
+GRANT USAGE ON SCHEMA @extschema@ TO pg_monitor;
+GRANT SELECT ON @extschema@.horizon_holders TO pg_monitor;
+GRANT SELECT ON @extschema@.outbox_status TO pg_monitor;

@@ -1,7 +1,7 @@
 # test/lib.sh — shared by test/run, examples/demo and bench/run.
 # Installs what a fresh Debian 12 machine lacks and builds/installs es_ext.
 
-ES_PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl libpq-dev make gcc pgbouncer"
+ES_PACKAGES="postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-contrib libipc-run-perl libpq-dev make gcc pgbouncer prometheus-postgres-exporter"
 
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then

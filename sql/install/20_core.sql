@@ -11,7 +11,7 @@
  * has REVOKE ALL ... FROM PUBLIC and its grants beside it.
  */
 REVOKE ALL ON SCHEMA @extschema@ FROM PUBLIC;
-GRANT USAGE ON SCHEMA @extschema@ TO es_reader;
+GRANT USAGE ON SCHEMA @extschema@ TO es_reader, pg_monitor;
 
 /*
  * Guard triggers: events and streams are written only by es_append.  The

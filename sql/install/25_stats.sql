@@ -35,7 +35,7 @@ LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.es_stats_counters(text) IS
 	'the statistics counters of one kind (database, category or group), as the views es.stats, es.category_stats and es.outbox_status show them';
 REVOKE ALL ON FUNCTION @extschema@.es_stats_counters(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.es_stats_counters(text) TO es_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.es_stats_counters(text) TO es_reader, pg_monitor;
 
 CREATE FUNCTION @extschema@.es_stats_reset()
 RETURNS timestamptz
@@ -75,7 +75,7 @@ CREATE VIEW @extschema@.stats AS
 COMMENT ON VIEW @extschema@.stats IS
 	'es_ext statistics per database (enabled = false, counters NULL: es_ext is not in shared_preload_libraries)';
 REVOKE ALL ON TABLE @extschema@.stats FROM PUBLIC;
-GRANT SELECT ON @extschema@.stats TO es_reader;
+GRANT SELECT ON @extschema@.stats TO es_reader, pg_monitor;
 
 CREATE VIEW @extschema@.category_stats AS
 	SELECT s.name AS category,
@@ -99,4 +99,4 @@ CREATE VIEW @extschema@.category_stats AS
 COMMENT ON VIEW @extschema@.category_stats IS
 	'es_ext statistics per stream category of this database (enabled = false, counters NULL: es_ext is not in shared_preload_libraries)';
 REVOKE ALL ON TABLE @extschema@.category_stats FROM PUBLIC;
-GRANT SELECT ON @extschema@.category_stats TO es_reader;
+GRANT SELECT ON @extschema@.category_stats TO es_reader, pg_monitor;

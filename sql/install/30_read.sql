@@ -87,7 +87,7 @@ CREATE VIEW @extschema@.horizon_holders AS
 COMMENT ON VIEW @extschema@.horizon_holders IS
 	'transactions holding the global log horizon back (they own an xid), oldest first';
 REVOKE ALL ON TABLE @extschema@.horizon_holders FROM PUBLIC;
-GRANT SELECT ON @extschema@.horizon_holders TO es_admin;
+GRANT SELECT ON @extschema@.horizon_holders TO es_admin, pg_monitor;
 
 /*
  * Correlation and causation: metadata keys "correlation_id" and

@@ -262,7 +262,7 @@ CREATE VIEW @extschema@.outbox_status AS
 COMMENT ON VIEW @extschema@.outbox_status IS
 	'per consumer group: undelivered messages, those claimed now, those waiting for a retry, dead letters, age of the oldest, throughput since the statistics were reset';
 REVOKE ALL ON TABLE @extschema@.outbox_status FROM PUBLIC;
-GRANT SELECT ON @extschema@.outbox_status TO es_consumer, es_admin;
+GRANT SELECT ON @extschema@.outbox_status TO es_consumer, es_admin, pg_monitor;
 
 /* Wake-ups (src/notify.c) */
 CREATE FUNCTION @extschema@.es_outbox_notify()
