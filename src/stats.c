@@ -766,6 +766,8 @@ counter_values(const EsStatsCounters *c, Datum *values, bool *nulls)
 	Assert(i == ES_STATS_COUNTER_COLS);
 }
 
+PG_FUNCTION_INFO_V1(es_stats_counters);
+
 /*
  * es_stats_counters(kind text) RETURNS SETOF record
  *		(dbid oid, name text, enabled boolean, <the counters>, untracked
@@ -776,8 +778,6 @@ counter_values(const EsStatsCounters *c, Datum *values, bool *nulls)
  *		NULL counters.  The views es.stats, es.category_stats and
  *		es.outbox_status read it.
  */
-PG_FUNCTION_INFO_V1(es_stats_counters);
-
 Datum
 es_stats_counters(PG_FUNCTION_ARGS)
 {
