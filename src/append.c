@@ -936,6 +936,8 @@ es_append(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
+	EsCheckWritable("es_append()");
+
 	/* 1. arguments: a bad one is a refused batch */
 	EsStatsAppendBegin(&start);
 	append_arguments_counted(fcinfo, &args);

@@ -569,6 +569,8 @@ es_snapshot_save(PG_FUNCTION_ARGS)
 	EsFoldResult res;
 	EsSnapshotKey key;
 
+	EsCheckWritable("es_snapshot_save()");
+
 	memset(&req, 0, sizeof(req));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

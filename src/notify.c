@@ -350,11 +350,14 @@ PG_FUNCTION_INFO_V1(es_outbox_notify);
 /*
  * es_outbox_notify()
  *		SQL access to EsNotifyRequest(): wake the consumers when this
- *		transaction commits.
+ *		transaction commits.  Refused on a hot standby (25006), as NOTIFY is
+ *		(a notification needs a transaction id); allowed in a read-only
+ *		transaction, as NOTIFY is.
  */
 Datum
 es_outbox_notify(PG_FUNCTION_ARGS)
 {
+	PreventCommandDuringRecovery("es_outbox_notify()");
 	EsNotifyRequest();
 	PG_RETURN_VOID();
 }

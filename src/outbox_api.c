@@ -232,6 +232,8 @@ es_outbox_route(PG_FUNCTION_ARGS)
 	int			i;
 	bool		added;
 
+	EsCheckWritable("es_outbox_route()");
+
 	for (i = 0; i < 2; i++)
 		if (!PG_ARGISNULL(i) && VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(i)) == 0)
 			ereport(ERROR,
@@ -284,6 +286,8 @@ es_outbox_unroute(PG_FUNCTION_ARGS)
 	char		nulls[2] = {' ', ' '};
 	int			i;
 	bool		removed;
+
+	EsCheckWritable("es_outbox_unroute()");
 
 	for (i = 0; i < 2; i++)
 	{
@@ -348,6 +352,8 @@ es_outbox_create_group(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int32		gid;
 	Snapshot	snap;
+
+	EsCheckWritable("es_outbox_create_group()");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -445,6 +451,8 @@ es_outbox_alter_group(PG_FUNCTION_ARGS)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int			i;
 
+	EsCheckWritable("es_outbox_alter_group()");
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -525,6 +533,8 @@ es_outbox_drop_group(PG_FUNCTION_ARGS)
 	int32		gid;
 	int64		n;
 	Snapshot	snap;
+
+	EsCheckWritable("es_outbox_drop_group()");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -762,6 +772,8 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 	int64		dead = 0;
 	int64		claimed;
 
+	EsCheckWritable("es_outbox_claim()");
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -888,6 +900,8 @@ es_outbox_ack(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	int64		n;
 
+	EsCheckWritable("es_outbox_ack()");
+
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -947,6 +961,8 @@ es_outbox_nack(PG_FUNCTION_ARGS)
 	Datum		spent_values[4];
 	int64		n;
 	int64		dead;
+
+	EsCheckWritable("es_outbox_nack()");
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -1049,6 +1065,8 @@ es_outbox_replay(PG_FUNCTION_ARGS)
 	Datum		positions;
 	int64		n = 0;
 
+	EsCheckWritable("es_outbox_replay()");
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -1098,6 +1116,8 @@ es_outbox_discard(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	char		nulls[2] = {' ', ' '};
 	int64		n;
+
+	EsCheckWritable("es_outbox_discard()");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -1178,6 +1198,8 @@ es_outbox_cleanup(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	Snapshot	snap;
 	int64		n;
+
+	EsCheckWritable("es_outbox_cleanup()");
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,

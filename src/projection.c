@@ -449,6 +449,8 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	EsEventAttrs attrs;
 	ErrorContextCallback errcb;
 
+	EsCheckWritable("es_projection_replay()");
+
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -436,6 +436,8 @@ es_snapshot_delete(PG_FUNCTION_ARGS)
 	int			rc;
 	uint64		deleted;
 
+	EsCheckWritable("es_snapshot_delete()");
+
 	if (have_stream)
 		values[nargs++] = PG_GETARG_DATUM(0);
 	if (have_reducer)

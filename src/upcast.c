@@ -681,6 +681,8 @@ es_register_upcaster(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	int			rc;
 
+	EsCheckWritable("es_register_upcaster()");
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -738,6 +740,8 @@ es_unregister_upcaster(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	int			rc;
 	bool		found;
+
+	EsCheckWritable("es_unregister_upcaster()");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -1,0 +1,538 @@
+
+# Copyright (c) es_ext contributors
+#
+# test/t/050_hot_standby.pl
+#
+# es_ext on a hot standby.  A primary holds streams, an inline projection
+# with its read model, an upcaster, explicit and automatic snapshots and an
+# outbox with a consumer group; a streaming standby is made from a base
+# backup (pg_basebackup, then standby.signal and primary_conninfo, as
+# pg_basebackup -R writes them).
+#
+# After catch-up the standby reads what the primary reads: the events and
+# streams, the read model, es_read_stream, es_fold (also from a snapshot,
+# checked by counting the reducer's calls; with es.snapshot_every = 1 the
+# fold skips its automatic snapshot instead of failing) and es_read_all from
+# the start, from a cursor and page by page.
+#
+# Gap safety on the standby: while a transaction on the primary holds an xid
+# and has not committed, a later commit replayed on the standby is not
+# returned by es_read_all (the standby's snapshots count the primary's
+# running transactions as running, so the horizon stays below the open
+# xid); once it commits, reading on from the cursor the standby returned
+# gives both events, none skipped.  Twice: the open transaction appends
+# before the other commits, and it took its xid first but writes its first
+# WAL record only after the other committed.
+#
+# Every function of the extension is classified from pg_proc: the readers
+# must work on the standby, every other callable function (the writers,
+# es_outbox_notify and the procedure es_rebuild_projection) must fail there
+# with SQLSTATE 25006, and the test fails on a function in neither list.
+# Each writer's call is valid: it succeeds on the primary (rolled back).
+# The standby's tables are unchanged by the attempts, and the primary still
+# appends, projects and rebuilds, and the standby follows.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $primary = PostgreSQL::Test::Cluster->new('es_primary');
+$primary->init(allows_streaming => 1);
+# autovacuum off: an autovacuum transaction holding an xid would move the
+# horizon of the es_read_all checks below
+# preloaded: the standby keeps statistics of its own (es.stats)
+$primary->append_conf('postgresql.conf',
+	"autovacuum = off\nshared_preload_libraries = 'es_ext'\n");
+$primary->start;
+
+my $initial = q{'{"balance": 0, "n": 0}'};
+my $reducer = q{'hs.balance(jsonb,jsonb)'};
+
+$primary->safe_psql(
+	'postgres', q{
+CREATE EXTENSION es_ext;
+CREATE SCHEMA hs;
+
+-- the read model, kept by an inline projection
+CREATE TABLE hs.balances (account text PRIMARY KEY, balance numeric NOT NULL, events int NOT NULL,
+						  last_position bigint NOT NULL);
+CREATE FUNCTION hs.project_balance() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO hs.balances AS b
+	VALUES (NEW.stream_id,
+			CASE NEW.event_type WHEN 'Withdrawn' THEN -1 ELSE 1 END
+			* coalesce((NEW.data ->> 'amount')::numeric, 0),
+			1, NEW.global_position)
+	ON CONFLICT (account) DO UPDATE
+	   SET balance = b.balance + excluded.balance, events = b.events + 1,
+		   last_position = excluded.last_position;
+	RETURN NULL;
+END $$;
+CREATE TRIGGER balances AFTER INSERT ON es.events
+	FOR EACH ROW WHEN (NEW.category = 'acct') EXECUTE FUNCTION hs.project_balance();
+
+-- a reducer that counts its calls in a session setting (set_config works
+-- on a standby)
+CREATE FUNCTION hs.balance(state jsonb, event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM set_config('hs.calls',
+					   (coalesce(nullif(current_setting('hs.calls', true), ''), '0')::int + 1)::text, false);
+	RETURN jsonb_build_object(
+		'balance', (state ->> 'balance')::numeric
+				   + CASE event ->> 'type' WHEN 'Withdrawn' THEN -1 ELSE 1 END
+				   * coalesce((event -> 'data' ->> 'amount')::numeric, 0),
+		'n', (state ->> 'n')::int + 1,
+		'currency', coalesce(event -> 'data' -> 'currency', state -> 'currency'));
+END $$;
+
+-- an upcaster: every read on either node raises Opened v1 to v2
+CREATE FUNCTION hs.opened_v1_v2(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+	AS $$ SELECT data || '{"currency": "EUR"}' $$;
+SELECT es.es_register_upcaster('Opened', 1, 'hs.opened_v1_v2(jsonb)');
+
+-- the outbox: a route and a consumer group
+SELECT es.es_outbox_route('acct');
+SELECT es.es_outbox_create_group('billing');
+
+-- four accounts of 10 events in one batch each, and a note stream
+SELECT es.es_append('acct-' || a, 0,
+		(SELECT jsonb_agg(CASE WHEN i = 1
+							   THEN jsonb_build_object('type', 'Opened', 'data', '{}'::jsonb,
+													   'metadata', jsonb_build_object('correlation_id', 'c-' || a))
+							   ELSE jsonb_build_object('type', CASE WHEN i % 3 = 0 THEN 'Withdrawn' ELSE 'Deposited' END,
+													   'data', jsonb_build_object('amount', i * a),
+													   'metadata', jsonb_build_object('correlation_id', 'c-' || a,
+																					  'causation_id', 'k-' || i))
+						  END ORDER BY i)
+		   FROM generate_series(1, 10) AS i))
+  FROM generate_series(1, 4) AS a;
+SELECT es.es_append('note-1', NULL, '[{"type": "Noted", "data": {"text": "hello"}}]');
+});
+
+# an explicit snapshot of acct-1 at version 8, an automatic one of acct-2 at
+# version 10, then more events, one transaction each
+$primary->safe_psql('postgres',
+	"SELECT es.es_snapshot_save('acct-1', $reducer, $initial, 8)");
+$primary->safe_psql('postgres',
+	"SET es.snapshot_every = 5; SELECT es.es_fold('acct-2', $reducer, $initial)");
+$primary->safe_psql(
+	'postgres', q{
+SELECT es.es_append('acct-' || (1 + i % 3), NULL,
+		jsonb_build_array(jsonb_build_object('type', 'Deposited', 'data', jsonb_build_object('amount', i))))
+  FROM generate_series(1, 9) AS i;
+SELECT es.es_append('note-1', NULL, '[{"type": "Noted", "data": {"text": "again"}}]');
+});
+is( $primary->safe_psql(
+		'postgres',
+		'SELECT string_agg(stream_id || \'@\' || version || CASE WHEN automatic THEN \' auto\' ELSE \'\' END, \', \' ORDER BY stream_id) FROM es.snapshots'
+	),
+	'acct-1@8, acct-2@10 auto',
+	'the primary holds an explicit and an automatic snapshot');
+
+# a claim, so that ack and nack have a lease to present on the standby
+my ($lease, $lease_position) = split /\|/,
+  $primary->safe_psql('postgres',
+	'SELECT lease, "position" FROM es.es_outbox_claim(\'billing\', 1)');
+
+# the standby
+$primary->backup('es_backup');
+my $standby = PostgreSQL::Test::Cluster->new('es_standby');
+$standby->init_from_backup($primary, 'es_backup', has_streaming => 1);
+$standby->start;
+$primary->wait_for_catchup($standby);
+is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
+	't', 'the standby is in recovery');
+
+# ---------------------------------------------------------------------
+# What the standby reads equals what the primary reads
+# ---------------------------------------------------------------------
+
+# a digest of every es_ext table and the read model, one line per table
+my $digest_sql = join(
+	"\nUNION ALL\n",
+	map {
+		"SELECT '$_', count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM $_ AS t"
+	  } qw(es.config es.streams es.events es.snapshots es.upcasters es.projection_status
+	  es.outbox_routes es.outbox_groups es.outbox es.outbox_deliveries es.outbox_dead
+	  es.user_objects hs.balances));
+
+my %same = (
+	'tables' => $digest_sql,
+	'es_read_stream, forward' => q{
+		SELECT s.stream_id, r.version, r.event_id, r.event_type, r.schema_version, r.data, r.metadata
+		  FROM es.streams AS s, es.es_read_stream(s.stream_id) AS r
+		 ORDER BY s.stream_id, r.version},
+	'es_read_stream, backward from a version' =>
+	  q{SELECT version, data FROM es.es_read_stream('acct-1', 9, 3, 'backward')},
+	'es_stream_version' =>
+	  q{SELECT stream_id, es.es_stream_version(stream_id) FROM es.streams ORDER BY 1},
+	'es_fold_state of every account' => qq{
+		SELECT s.stream_id, f.*
+		  FROM es.streams AS s, es.es_fold_state(s.stream_id, $reducer, $initial) AS f
+		 WHERE s.category = 'acct' ORDER BY 1},
+	'es_fold up to a version' =>
+	  qq{SELECT es.es_fold('acct-3', $reducer, $initial, 5)},
+	'es_read_all from the start' => q{
+		SELECT global_position, stream_id, version, event_id, event_type, data, metadata,
+			   recorded_at, log_cursor
+		  FROM es.es_read_all(NULL, 1000)},
+	'es_read_all of a category and event types' => q{
+		SELECT global_position, log_cursor
+		  FROM es.es_read_all(NULL, 1000, 'acct', ARRAY['Opened', 'Withdrawn'])},
+	'es_events_by_correlation and es_events_by_causation' => q{
+		SELECT 'c', global_position FROM es.es_events_by_correlation('c-2')
+		UNION ALL SELECT 'k', global_position FROM es.es_events_by_causation('k-3')},
+	'es_upcast' => q{
+		SELECT (es.es_upcast(e)).data FROM es.events AS e WHERE e.event_type = 'Opened'
+		 ORDER BY e.global_position},
+	'es_fold_agg' => qq{
+		SELECT e.stream_id, es.es_fold_agg($reducer, $initial, e ORDER BY e.version)
+		  FROM es.events AS e WHERE e.category = 'acct' GROUP BY 1 ORDER BY 1},);
+
+foreach my $name (sort keys %same)
+{
+	my $want = $primary->safe_psql('postgres', $same{$name});
+	isnt($want, '', "the primary has rows: $name");
+	is($standby->safe_psql('postgres', $same{$name}),
+		$want, "the standby reads what the primary reads: $name");
+}
+is( $standby->safe_psql(
+		'postgres',
+		q{SELECT count(*) FROM es.events AS e JOIN es.es_read_all(NULL, 1000) AS r USING (event_id)}),
+	$standby->safe_psql('postgres', 'SELECT count(*) FROM es.events'),
+	'es_read_all on the standby returns every event');
+
+# from a cursor the standby returned, and page by page
+my $cursor7 = $standby->safe_psql('postgres',
+	'SELECT log_cursor FROM es.es_read_all(NULL, 7) OFFSET 6');
+my $from_cursor = qq{
+	SELECT global_position, stream_id, version, data, log_cursor
+	  FROM es.es_read_all('$cursor7', 1000)};
+is( $standby->safe_psql('postgres', $from_cursor),
+	$primary->safe_psql('postgres', $from_cursor),
+	'es_read_all from a cursor: the standby reads what the primary reads');
+is( $standby->safe_psql('postgres', "SELECT count(*) FROM es.es_read_all('$cursor7', 1000)"),
+	$standby->safe_psql('postgres', 'SELECT count(*) - 7 FROM es.events'),
+	'es_read_all from a cursor returns every later event');
+
+# Page through the global log on $node, $size events at a time, from $cursor
+# (undef: the start); returns the cursor of the last row and the rows.
+sub read_pages
+{
+	my ($node, $cursor, $size) = @_;
+	my @rows;
+	for (;;)
+	{
+		my $arg = defined $cursor ? "'$cursor'" : 'NULL';
+		my $page = $node->safe_psql('postgres',
+			"SELECT global_position, stream_id, version, log_cursor FROM es.es_read_all($arg, $size)"
+		);
+		last if $page eq '';
+		my @lines = split /\n/, $page;
+		push @rows, @lines;
+		($cursor) = (split /\|/, $lines[-1])[3];
+		last if @lines < $size;
+	}
+	return ($cursor, @rows);
+}
+my ($cursor, @standby_pages) = read_pages($standby, undef, 5);
+my (undef, @primary_pages) = read_pages($primary, undef, 5);
+is_deeply(\@standby_pages, \@primary_pages,
+	'es_read_all page by page (5 events a page): the standby reads what the primary reads');
+
+# es_fold from a snapshot on the standby: the reducer is called only for the
+# events after it
+foreach my $case (['acct-1', 8], ['acct-2', 10])
+{
+	my ($stream, $snapshot) = @$case;
+	is( $standby->safe_psql(
+			'postgres', qq{
+		SELECT set_config('hs.calls', '0', false);
+		SELECT f.snapshot_version, f.events_applied = f.version - $snapshot,
+			   current_setting('hs.calls')::bigint = f.events_applied, f.events_applied > 0
+		  FROM es.es_fold_state('$stream', $reducer, $initial) AS f}),
+		"0\n$snapshot|t|t|t",
+		"es_fold_state of $stream on the standby starts from the snapshot at version $snapshot"
+	);
+}
+
+# es.snapshot_every = 1: a fold that would write an automatic snapshot skips
+# it on the standby and returns the primary's state
+my $fold_acct3 = "SELECT es.es_fold('acct-3', $reducer, $initial)";
+is( $standby->safe_psql('postgres', "SET es.snapshot_every = 1; $fold_acct3"),
+	$primary->safe_psql('postgres', $fold_acct3),
+	'es_fold with es.snapshot_every = 1 works on the standby');
+is( $standby->safe_psql(
+		'postgres', "SELECT count(*) FROM es.snapshots WHERE stream_id = 'acct-3'"),
+	'0',
+	'and wrote no snapshot');
+
+# ---------------------------------------------------------------------
+# Gap safety: es_read_all on the standby never skips a late commit
+# ---------------------------------------------------------------------
+
+my $session_a = $primary->background_psql('postgres');
+
+# Case 1: A appends and stays open; B appends to another stream and commits.
+$session_a->query_safe(
+	q{BEGIN; SELECT es.es_append('gapa-1', 0, '[{"type": "Late", "data": {}}]')});
+my $xid_a = $session_a->query_safe('SELECT pg_current_xact_id()');
+$primary->safe_psql('postgres',
+	q{SELECT es.es_append('gapb-1', 0, '[{"type": "Early", "data": {}}]')});
+$primary->wait_for_catchup($standby);
+is( $standby->safe_psql(
+		'postgres', "SELECT count(*) FROM es.events WHERE stream_id = 'gapb-1'"),
+	'1',
+	'case 1: the standby replayed the commit of B');
+is($standby->safe_psql('postgres', "SELECT count(*) FROM es.es_read_all('$cursor', 1000)"),
+	'0', 'case 1: es_read_all on the standby does not return B while A is open');
+is( $standby->safe_psql('postgres', "SELECT es.es_log_horizon() <= '$xid_a'::xid8"),
+	't', "case 1: the standby's horizon is at or below A's xid");
+$session_a->query_safe('COMMIT');
+$primary->wait_for_catchup($standby);
+is( $standby->safe_psql(
+		'postgres', "SELECT stream_id FROM es.es_read_all('$cursor', 1000)"),
+	"gapa-1\ngapb-1",
+	'case 1: after A commits, reading on from the cursor returns A and B');
+$cursor = $standby->safe_psql('postgres',
+	"SELECT log_cursor FROM es.es_read_all('$cursor', 1000) OFFSET 1");
+
+# Case 2: C commits; A takes an xid (no WAL yet); B appends and commits; only
+# then does A write its first WAL record.
+$primary->safe_psql('postgres',
+	q{SELECT es.es_append('gapc-2', 0, '[{"type": "Before", "data": {}}]')});
+$session_a->query_safe('BEGIN');
+$xid_a = $session_a->query_safe('SELECT pg_current_xact_id()');
+is( $primary->safe_psql(
+		'postgres',
+		q{SELECT pg_current_xact_id() > '} . $xid_a
+		  . q{'::xid8, (es.es_append('gapb-2', 0, '[{"type": "Early", "data": {}}]')).version}
+	),
+	't|1',
+	'case 2: B takes a later xid than A and commits');
+$primary->wait_for_catchup($standby);
+is( $standby->safe_psql(
+		'postgres', "SELECT count(*) FROM es.events WHERE stream_id = 'gapb-2'"),
+	'1',
+	'case 2: the standby replayed the commit of B');
+is( $standby->safe_psql(
+		'postgres', "SELECT stream_id FROM es.es_read_all('$cursor', 1000)"),
+	'gapc-2',
+	'case 2: es_read_all on the standby returns C, not B, while A (no WAL yet) is open');
+$cursor = $standby->safe_psql('postgres',
+	"SELECT log_cursor FROM es.es_read_all('$cursor', 1000)");
+$session_a->query_safe(
+	q{SELECT es.es_append('gapa-2', 0, '[{"type": "Late", "data": {}}]')});
+$primary->wait_for_catchup($standby);
+is($standby->safe_psql('postgres', "SELECT count(*) FROM es.es_read_all('$cursor', 1000)"),
+	'0', 'case 2: nothing more while A, now appending, is open');
+$session_a->query_safe('COMMIT');
+$primary->wait_for_catchup($standby);
+is( $standby->safe_psql(
+		'postgres', "SELECT stream_id FROM es.es_read_all('$cursor', 1000)"),
+	"gapa-2\ngapb-2",
+	'case 2: after A commits, reading on from the cursor C returned gives A and B');
+$session_a->quit;
+
+my ($end_cursor, @standby_all) = read_pages($standby, undef, 7);
+my (undef, @primary_all) = read_pages($primary, undef, 7);
+is_deeply(\@standby_all, \@primary_all,
+	'after the gaps, the whole log read on the standby equals the primary\'s');
+
+# ---------------------------------------------------------------------
+# Every function of the extension: readers work, the rest fail with 25006
+# ---------------------------------------------------------------------
+
+# readers (and anything else allowed on a standby): a call each, which must
+# work there
+my %readers = (
+	'es.es_read_stream(text,bigint,bigint,text)' =>
+	  q{SELECT count(*) FROM es.es_read_stream('acct-1')},
+	'es.es_stream_version(text)' => q{SELECT es.es_stream_version('acct-1')},
+	'es.es_read_all(es.log_cursor,integer,text,text[])' =>
+	  q{SELECT count(*) FROM es.es_read_all(NULL, 10, 'acct', ARRAY['Deposited'])},
+	'es.es_log_horizon()' => q{SELECT es.es_log_horizon()},
+	'es.es_events_by_correlation(text)' =>
+	  q{SELECT count(*) FROM es.es_events_by_correlation('c-1')},
+	'es.es_events_by_causation(text)' =>
+	  q{SELECT count(*) FROM es.es_events_by_causation('k-2')},
+	'es.es_upcast(es.events)' =>
+	  q{SELECT count((es.es_upcast(e)).data) FROM es.events AS e},
+	'es.es_fold(text,regprocedure,jsonb,bigint,timestamp with time zone)' =>
+	  qq{SELECT es.es_fold('acct-4', $reducer, $initial, NULL, now())},
+	'es.es_fold_state(text,regprocedure,jsonb,bigint,timestamp with time zone)' =>
+	  qq{SELECT es.es_fold_state('acct-1', $reducer, $initial)},
+	'es.es_fold_agg(regprocedure,jsonb,es.events)' =>
+	  qq{SELECT es.es_fold_agg($reducer, $initial, e ORDER BY e.version) FROM es.events AS e WHERE e.stream_id = 'acct-2'},
+	'es.es_outbox_notify_status()' => q{SELECT * FROM es.es_outbox_notify_status()},
+	'es.es_user_objects()' => q{SELECT count(*) FROM es.es_user_objects()},
+	# statistics live in the standby's own shared memory: reset works there
+	'es.es_stats_counters(text)' =>
+	  q{SELECT count(*) FROM es.es_stats_counters('database')},
+	'es.es_stats_reset()' => q{SELECT es.es_stats_reset()},);
+
+# writers (and the wake-up): a call each with valid arguments, which must
+# fail on the standby with 25006
+my %writers = (
+	'es.es_append(text,bigint,jsonb)' =>
+	  q{SELECT es.es_append('acct-1', NULL, '[{"type": "Deposited", "data": {"amount": 1}}]')},
+	'es.es_snapshot_save(text,regprocedure,jsonb,bigint)' =>
+	  qq{SELECT es.es_snapshot_save('acct-3', $reducer, $initial)},
+	'es.es_snapshot_delete(text,regprocedure)' =>
+	  q{SELECT es.es_snapshot_delete('acct-1')},
+	'es.es_register_upcaster(text,integer,regprocedure)' =>
+	  q{SELECT es.es_register_upcaster('Noted', 1, 'hs.opened_v1_v2(jsonb)')},
+	'es.es_unregister_upcaster(text,integer)' =>
+	  q{SELECT es.es_unregister_upcaster('Opened', 1)},
+	'es.es_projection_replay(name,es.log_cursor,integer,boolean)' =>
+	  q{SELECT * FROM es.es_projection_replay('balances', NULL, 10, false)},
+	'es.es_rebuild_projection(name,text,integer,boolean)' =>
+	  q{CALL es.es_rebuild_projection('balances', 'TRUNCATE hs.balances')},
+	'es.es_outbox_notify()' => q{SELECT es.es_outbox_notify()},
+	'es.es_outbox_route(text,text)' => q{SELECT es.es_outbox_route('note')},
+	'es.es_outbox_unroute(text,text)' => q{SELECT es.es_outbox_unroute('acct')},
+	'es.es_outbox_create_group(text,integer,interval,interval,boolean)' =>
+	  q{SELECT es.es_outbox_create_group('audit', backfill => true)},
+	'es.es_outbox_alter_group(text,integer,interval,interval)' =>
+	  q{SELECT es.es_outbox_alter_group('billing', max_attempts => 3)},
+	'es.es_outbox_drop_group(text)' => q{SELECT es.es_outbox_drop_group('billing')},
+	'es.es_outbox_claim(text,integer,interval)' =>
+	  q{SELECT * FROM es.es_outbox_claim('billing', 10)},
+	'es.es_outbox_ack(text,uuid,bigint[])' =>
+	  qq{SELECT es.es_outbox_ack('billing', '$lease', ARRAY[$lease_position]::bigint[])},
+	'es.es_outbox_nack(text,uuid,bigint[],text,interval)' =>
+	  qq{SELECT es.es_outbox_nack('billing', '$lease', ARRAY[$lease_position]::bigint[], 'failed')},
+	'es.es_outbox_replay(text,bigint[])' => q{SELECT es.es_outbox_replay('billing')},
+	'es.es_outbox_discard(text,bigint[])' => q{SELECT es.es_outbox_discard('billing')},
+	'es.es_outbox_cleanup(interval,integer)' => q{SELECT es.es_outbox_cleanup()},);
+
+# called only by PostgreSQL: trigger functions, the aggregate's support
+# functions (they take internal)
+my %internal = map { $_ => 1 } (
+	'es.es_guard()', 'es.es_project()',
+	'es.es_outbox_routes_changed()', 'es.es_upcasters_changed()',
+	'es.es_upcasters_stamp()', 'es.es_restored()',
+	'es.es_user_objects_pending()',
+	'es.es_fold_agg_step(internal,regprocedure,jsonb,es.events)',
+	'es.es_fold_agg_final(internal)');
+
+# $sql on $node: "ok", or "SQLSTATE: message" of its error
+sub outcome
+{
+	my ($node, $sql) = @_;
+	my ($ret, $stdout, $stderr) =
+	  $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	return 'ok' if $ret == 0;
+	return "$1: $2" if $stderr =~ /ERROR:\s+([0-9A-Z]{5}):\s+(.*)/;
+	return "psql exit $ret: $stderr";
+}
+
+my $functions = $standby->safe_psql(
+	'postgres', q{
+	SELECT p.oid::pg_catalog.regprocedure::text, l.lanname,
+		   p.prorettype = 'pg_catalog.trigger'::pg_catalog.regtype
+		   OR 'pg_catalog.internal'::pg_catalog.regtype = ANY (p.proargtypes::oid[])
+	  FROM pg_catalog.pg_proc AS p
+	  JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang
+	  JOIN pg_catalog.pg_depend AS d
+		ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+	   AND d.deptype = 'e'
+	  JOIN pg_catalog.pg_extension AS x ON x.oid = d.refobjid AND x.extname = 'es_ext'
+	 ORDER BY 1});
+my $before = $standby->safe_psql('postgres', $digest_sql);
+my %seen;
+
+foreach my $line (split /\n/, $functions)
+{
+	my ($fn, $lang, $not_callable) = split /\|/, $line;
+	$seen{$fn} = 1;
+	if (exists $readers{$fn})
+	{
+		is(outcome($standby, $readers{$fn}), 'ok', "reader $fn works on the standby");
+	}
+	elsif (exists $writers{$fn})
+	{
+		my $got = outcome($standby, $writers{$fn});
+		like($got, qr/^25006: /, "$fn fails on the standby with 25006 ($got)");
+		# a C function refuses by its own name, before anything else
+		if ($lang eq 'c')
+		{
+			(my $name = $fn) =~ s/^es\.(\w+)\(.*$/$1/;
+			is($got, "25006: cannot execute $name() during recovery",
+				"$fn refuses by its name");
+		}
+	}
+	elsif (exists $internal{$fn})
+	{
+		is($not_callable, 't', "$fn is called only by PostgreSQL");
+	}
+	else
+	{
+		fail("function $fn of the extension is neither a reader nor a writer: classify it in "
+			  . __FILE__);
+	}
+}
+foreach my $fn (sort(keys %readers, keys %writers, keys %internal))
+{
+	ok($seen{$fn}, "$fn listed in this test exists in the extension");
+}
+
+# the statistics views on the standby: its own reads, counted there
+$standby->safe_psql('postgres', q{SELECT count(*) FROM es.es_read_stream('acct-1')});
+is( $standby->safe_psql(
+		'postgres',
+		q{SELECT enabled AND stream_reads >= 1 AND appends = 0
+		    FROM es.stats WHERE datname = current_database()}),
+	't',
+	'es.stats on the standby counts its reads (and no appends)');
+is( $standby->safe_psql(
+		'postgres', q{SELECT stream_reads >= 1 FROM es.category_stats WHERE category = 'acct'}),
+	't', 'es.category_stats on the standby');
+is($standby->safe_psql('postgres', $digest_sql),
+	$before, 'the attempts changed nothing on the standby');
+
+# the writers' calls are valid: each succeeds on the primary (rolled back;
+# the procedure commits by itself, it runs last, for real)
+foreach my $fn (sort keys %writers)
+{
+	next if $writers{$fn} =~ /^CALL/;
+	is(outcome($primary, "BEGIN;\n$writers{$fn};\nROLLBACK;"),
+		'ok', "the call of $fn succeeds on the primary");
+}
+
+# ---------------------------------------------------------------------
+# The primary still works, and the standby follows
+# ---------------------------------------------------------------------
+
+my $balances = 'SELECT account, balance, events FROM hs.balances ORDER BY 1';
+my $balances_before = $primary->safe_psql('postgres', $balances);
+is( outcome($primary, $writers{'es.es_rebuild_projection(name,text,integer,boolean)'}),
+	'ok', 'es_rebuild_projection succeeds on the primary');
+is($primary->safe_psql('postgres', $balances),
+	$balances_before, 'and rebuilds the same read model');
+is( $primary->safe_psql(
+		'postgres',
+		q{SELECT (es.es_append('acct-1', NULL, '[{"type": "Deposited", "data": {"amount": 1000}}]')).version}
+	),
+	'14',
+	'the primary appends');
+$primary->wait_for_catchup($standby);
+is($standby->safe_psql('postgres', $digest_sql),
+	$primary->safe_psql('postgres', $digest_sql),
+	'the standby follows: every table equals the primary\'s');
+is( $standby->safe_psql(
+		'postgres', "SELECT stream_id, version FROM es.es_read_all('$end_cursor', 1000)"),
+	'acct-1|14',
+	'the new event is read on from the standby\'s last cursor');
+is( $standby->safe_psql(
+		'postgres', "SELECT balance FROM hs.balances WHERE account = 'acct-1'"),
+	$primary->safe_psql(
+		'postgres', "SELECT balance FROM hs.balances WHERE account = 'acct-1'"),
+	'the read model on the standby follows');
+
+$standby->stop;
+$primary->stop;
+done_testing();
