@@ -619,3 +619,17 @@ COMMENT ON VIEW @extschema@.outbox_status IS
 GRANT USAGE ON SCHEMA @extschema@ TO pg_monitor;
 GRANT SELECT ON @extschema@.horizon_holders TO pg_monitor;
 GRANT SELECT ON @extschema@.outbox_status TO pg_monitor;
+
+/*
+ * Logical replication (issue 12): projections for replicated events on a
+ * subscriber (sql/install/90_replica.sql).
+ */
+CREATE OR REPLACE FUNCTION @extschema@.es_replica_projections(enable boolean DEFAULT true)
+RETURNS SETOF name
+AS 'MODULE_PATHNAME', 'es_replica_projections'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE ROWS 10
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.es_replica_projections(boolean) IS
+	'on a logical replication subscriber: makes the projection triggers on es.events fire for replicated events (ENABLE ALWAYS, after checking that they pin search_path) or not (false); returns the triggers changed';
+REVOKE ALL ON FUNCTION @extschema@.es_replica_projections(boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_replica_projections(boolean) TO es_admin;

@@ -937,6 +937,8 @@ es_append(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 
 	EsCheckWritable("es_append()");
+	/* a logical subscriber's log belongs to the origin (replica.c) */
+	EsCheckNotSubscriber(ES_LOG_APPEND);
 
 	/* 1. arguments: a bad one is a refused batch */
 	EsStatsAppendBegin(&start);

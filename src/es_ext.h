@@ -167,6 +167,15 @@ extern void EsStatsOutbox(const char *group, int64 claimed, int64 acked, int64 n
 extern FullTransactionId EsLogHorizon(Snapshot snap);
 extern void EsParseCursor(HeapTupleHeader cursor, int32 *era, Datum *tx_id, int64 *position);
 
+/* replica.c: es_ext on a logical replication subscriber */
+typedef enum EsLogAccess
+{
+	ES_LOG_READ_ALL,			/* es_read_all */
+	ES_LOG_APPEND				/* es_append */
+} EsLogAccess;
+
+extern void EsCheckNotSubscriber(EsLogAccess access);
+
 /* dump.c: what makes a logical dump restore */
 extern bool EsRestoreCopy(Relation rel);
 extern bool EsOwnTrigger(const Trigger *trig);

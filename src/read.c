@@ -373,6 +373,9 @@ es_read_all(PG_FUNCTION_ARGS)
 	Portal		portal;
 	int			nargs = 6;
 
+	/* a logical subscriber's events carry the origin's ids (replica.c) */
+	EsCheckNotSubscriber(ES_LOG_READ_ALL);
+
 	if (!PG_ARGISNULL(0))
 	{
 		Datum		tx;

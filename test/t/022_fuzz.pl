@@ -66,7 +66,7 @@ my %documented = (
 	es_append => [qw(40001 42710 55000 27000 22004 22023 22003 22039 2203C 2203A 22P02 54000 42501)],
 	es_read_stream => [qw(22004 22003 22023)],
 	es_stream_version => [],
-	es_read_all => [qw(22004 22023)],
+	es_read_all => [qw(22004 22023 55000)],
 	es_log_horizon => [],
 	# statistics: an unknown kind; a reset without shared_preload_libraries
 	es_stats_counters => [qw(22023)],
@@ -89,6 +89,9 @@ my %documented = (
 	# transaction block (the fuzz driver calls in a subtransaction)
 	es_projection_replay => [qw(42704 42809 22004 22023)],
 	es_rebuild_projection => [qw(2D000 42704 42809 22004 22023)],
+	# logical replication: a projection that cannot run for replicated rows
+	# (fz_proj's function does not pin search_path: 55000)
+	es_replica_projections => [qw(22004 42501 55000 0A000 42883 42602 22023)],
 	# trigger functions called directly
 	trigger => [qw(39P01 0A000)],
 	# the outbox (sql/es_ext--0.1.0.sql, the RAISEs of each function)
@@ -763,6 +766,21 @@ my %gen = (
 				  g_cursor(), g_int(), g_bool() ],
 				q{SELECT json_agg(r)::text FROM es.es_projection_replay($1[1]::name, $1[2]::es.log_cursor, $1[3]::integer, $1[4]::boolean) AS r},
 				undef);
+		}
+	],
+	es_replica_projections => [
+		1,
+		sub {
+			# on success: with true every enabled projection fires ALWAYS,
+			# with false none fires for replicated rows
+			add_case('es_replica_projections', 'es_replica_projections', ['boolean'], [ g_bool() ],
+				q{SELECT coalesce(string_agg(n::text, ',' ORDER BY n), '') FROM es.es_replica_projections($1[1]::boolean) AS n},
+				q{SELECT NOT EXISTS (SELECT FROM pg_trigger AS t
+									  WHERE t.tgrelid = 'es.events'::regclass AND NOT t.tgisinternal
+										AND t.tgname NOT LIKE 'es\_%'
+										AND (t.tgtype::int & 4) <> 0 AND (t.tgtype::int & 66) = 0
+										AND t.tgenabled IN ('O', 'R', 'A')
+										AND t.tgenabled <> CASE WHEN $1[1]::boolean THEN 'A' ELSE 'O' END)});
 		}
 	],
 	es_rebuild_projection => [

@@ -407,7 +407,8 @@ my %writers = (
 	  qq{SELECT es.es_outbox_nack('billing', '$lease', ARRAY[$lease_position]::bigint[], 'failed')},
 	'es.es_outbox_replay(text,bigint[])' => q{SELECT es.es_outbox_replay('billing')},
 	'es.es_outbox_discard(text,bigint[])' => q{SELECT es.es_outbox_discard('billing')},
-	'es.es_outbox_cleanup(interval,integer)' => q{SELECT es.es_outbox_cleanup()},);
+	'es.es_outbox_cleanup(interval,integer)' => q{SELECT es.es_outbox_cleanup()},
+	'es.es_replica_projections(boolean)' => q{SELECT * FROM es.es_replica_projections(false)},);
 
 # called only by PostgreSQL: trigger functions, the aggregate's support
 # functions (they take internal)
