@@ -255,7 +255,6 @@ BEGIN
 	IF resume AND prior.state OPERATOR(pg_catalog.=) 'rebuilding' THEN
 		cur := prior.last_cursor;
 		total := prior.replayed;
-		RAISE NOTICE 'projection "%": resuming an interrupted rebuild after % events', projection, total;
 	ELSE
 		EXECUTE pg_catalog.format('ALTER TABLE @extschema@.events DISABLE TRIGGER %I', projection);
 		IF reset IS NOT NULL THEN
@@ -270,6 +269,13 @@ BEGIN
 				replayed = 0, last_cursor = NULL, updated_at = excluded.updated_at;
 	END IF;
 	COMMIT;
+	IF resume AND prior.state OPERATOR(pg_catalog.=) 'rebuilding' THEN
+		RAISE NOTICE 'projection "%": resuming an interrupted rebuild after % events', projection, total
+			USING HINT = 'Progress is shown in the view es.projection_progress.';
+	ELSE
+		RAISE NOTICE 'projection "%": rebuilding', projection
+			USING HINT = 'Progress is shown in the view es.projection_progress.';
+	END IF;
 
 	-- history, in committed batches, while appends go on
 	LOOP
@@ -282,7 +288,6 @@ BEGIN
 		   SET replayed = total, last_cursor = cur, updated_at = pg_catalog.clock_timestamp()
 		 WHERE s.projection OPERATOR(pg_catalog.=) es_rebuild_projection.projection;
 		COMMIT;
-		RAISE NOTICE 'projection "%": % events replayed', projection, total;
 		EXIT WHEN n OPERATOR(pg_catalog.<) batch_size;
 	END LOOP;
 
@@ -633,3 +638,165 @@ COMMENT ON FUNCTION @extschema@.es_replica_projections(boolean) IS
 	'on a logical replication subscriber: makes the projection triggers on es.events fire for replicated events (ENABLE ALWAYS, after checking that they pin search_path) or not (false); returns the triggers changed';
 REVOKE ALL ON FUNCTION @extschema@.es_replica_projections(boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_replica_projections(boolean) TO es_admin;
+
+ * How far a cursor is behind: events readable now, events held back by the
+ * horizon, and the time since the first of them was appended.  es.subscriptions
+ * (35_checkpoint.sql) and es.projection_progress (40_projection.sql) use it.
+ */
+CREATE OR REPLACE FUNCTION @extschema@.es_cursor_lag(after @extschema@.log_cursor,
+										  OUT events_behind bigint,
+										  OUT events_held_back bigint,
+										  OUT lag interval)
+RETURNS record
+AS 'MODULE_PATHNAME', 'es_cursor_lag'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) IS
+	'how far a global log cursor (NULL: the start) is behind: events es_read_all would return now, committed events held back by the horizon, and the time since the first of them was appended';
+REVOKE ALL ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) TO es_reader, pg_monitor;
+
+/*
+ * Checkpoints of global-log subscribers and es.subscriptions (issue 12):
+ * the same DDL as sql/install/35_checkpoint.sql.
+ */
+CREATE TABLE IF NOT EXISTS @extschema@.checkpoints (
+	name		text NOT NULL CHECK (pg_catalog.octet_length(name) OPERATOR(pg_catalog.>=) 1
+									 AND pg_catalog.octet_length(name) OPERATOR(pg_catalog.<=) 63),
+	cursor		@extschema@.log_cursor,
+	owner		regrole NOT NULL,
+	created_at	timestamptz NOT NULL,
+	saved_at	timestamptz NOT NULL,
+	CONSTRAINT checkpoints_pkey PRIMARY KEY (name)
+);
+COMMENT ON TABLE @extschema@.checkpoints IS
+	'es_ext checkpoints: the global log cursor of each named subscriber (written only by es_checkpoint_save and es_checkpoint_drop)';
+COMMENT ON COLUMN @extschema@.checkpoints.name IS 'the subscriber''s name, 1 to 63 bytes';
+COMMENT ON COLUMN @extschema@.checkpoints.cursor IS 'the log_cursor of the last event the subscriber processed; NULL: read from the start';
+COMMENT ON COLUMN @extschema@.checkpoints.owner IS 'the role that created the checkpoint: only its members and es_admin may save or drop it';
+COMMENT ON COLUMN @extschema@.checkpoints.created_at IS 'when the checkpoint was first saved';
+COMMENT ON COLUMN @extschema@.checkpoints.saved_at IS 'when the cursor was last saved (the time of the call; it counts once the transaction commits)';
+CREATE OR REPLACE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.checkpoints
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+CREATE OR REPLACE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.checkpoints
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.checkpoints', '');
+REVOKE ALL ON TABLE @extschema@.checkpoints FROM PUBLIC;
+GRANT SELECT ON @extschema@.checkpoints TO es_reader;
+-- the functions run as their caller; the guard lets only them write
+GRANT INSERT, UPDATE, DELETE ON @extschema@.checkpoints TO es_consumer, es_admin;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_checkpoint_save(name text, cursor @extschema@.log_cursor)
+RETURNS void
+AS 'MODULE_PATHNAME', 'es_checkpoint_save'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_checkpoint_save(text, @extschema@.log_cursor) IS
+	'saves a subscriber''s global log cursor under a name, in the caller''s transaction; NULL: from the start; moving it back replays';
+REVOKE ALL ON FUNCTION @extschema@.es_checkpoint_save(text, @extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_checkpoint_save(text, @extschema@.log_cursor) TO es_consumer, es_admin;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_checkpoint(name text)
+RETURNS @extschema@.log_cursor
+AS 'MODULE_PATHNAME', 'es_checkpoint'
+LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.es_checkpoint(text) IS
+	'the cursor saved under a name; NULL when there is no such checkpoint, so es_read_all(es_checkpoint(name)) starts from the beginning';
+REVOKE ALL ON FUNCTION @extschema@.es_checkpoint(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_checkpoint(text) TO es_reader;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_checkpoint_drop(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_checkpoint_drop'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_checkpoint_drop(text) IS
+	'drops a checkpoint; false when it does not exist';
+REVOKE ALL ON FUNCTION @extschema@.es_checkpoint_drop(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_checkpoint_drop(text) TO es_consumer, es_admin;
+
+/*
+ * One row per checkpoint with its lag (es_cursor_lag: index range scans of
+ * the events after the cursor, never the whole log) and, when events wait
+ * behind the horizon, the oldest transaction holding it back (the first row
+ * of es.horizon_holders).  pg_stat_activity shows the start of another
+ * role's transaction only to members of that role and of pg_read_all_stats:
+ * holder_xact_age is NULL for the others.
+ */
+CREATE OR REPLACE VIEW @extschema@.subscriptions AS
+	SELECT c.name,
+		   c.owner,
+		   c.cursor,
+		   (c.cursor).global_position AS "position",
+		   c.saved_at,
+		   l.events_behind,
+		   l.events_held_back,
+		   l.lag,
+		   h.pid AS holder_pid,
+		   h.xid_age AS holder_xid_age,
+		   h.xact_age AS holder_xact_age,
+		   h.prepared_gid AS holder_prepared_gid
+	  FROM @extschema@.checkpoints AS c
+	 CROSS JOIN LATERAL @extschema@.es_cursor_lag(c.cursor) AS l
+	  LEFT JOIN (SELECT o.pid, o.xid_age, o.xact_age, o.prepared_gid
+				   FROM @extschema@.horizon_holders AS o
+				  ORDER BY o.xid_age DESC
+				  LIMIT 1) AS h
+		ON l.events_held_back OPERATOR(pg_catalog.>) 0;
+COMMENT ON VIEW @extschema@.subscriptions IS
+	'one row per checkpoint: its cursor, the events readable after it, those held back by the horizon, its lag in time, and the oldest transaction holding the horizon back';
+COMMENT ON COLUMN @extschema@.subscriptions."position" IS 'the global_position of the checkpoint''s cursor';
+COMMENT ON COLUMN @extschema@.subscriptions.events_behind IS 'events after the cursor that es_read_all returns now';
+COMMENT ON COLUMN @extschema@.subscriptions.events_held_back IS 'committed events after the cursor at or above the horizon: returned once older transactions end';
+COMMENT ON COLUMN @extschema@.subscriptions.lag IS 'now() minus the recorded_at of the first event after the cursor; 0 when there is none';
+COMMENT ON COLUMN @extschema@.subscriptions.holder_pid IS 'when events are held back: the process of the oldest transaction holding the horizon (NULL for a prepared transaction)';
+COMMENT ON COLUMN @extschema@.subscriptions.holder_xid_age IS 'when events are held back: the age of that transaction''s id';
+COMMENT ON COLUMN @extschema@.subscriptions.holder_xact_age IS 'when events are held back: how long that transaction has run (NULL when pg_stat_activity hides it from the reader)';
+COMMENT ON COLUMN @extschema@.subscriptions.holder_prepared_gid IS 'when events are held back by a prepared transaction: its gid';
+REVOKE ALL ON TABLE @extschema@.subscriptions FROM PUBLIC;
+GRANT SELECT ON @extschema@.subscriptions TO es_reader, pg_monitor;
+
+/* a restore COPY records the table as restored (sql/install/80_dump.sql) */
+CREATE OR REPLACE TRIGGER es_restored AFTER INSERT ON @extschema@.checkpoints
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_restored();
+
+/*
+ * Rebuild progress, readable while a rebuild runs (each batch commits its
+ * row of es.projection_status): what is left to replay is counted after the
+ * last committed cursor (es_cursor_lag: an index range scan of the events
+ * left, never the whole log), the rate from the start of the rebuild to its
+ * last committed batch.  A rebuild that was interrupted keeps the state
+ * 'rebuilding' with an updated_at that no longer moves.
+ */
+CREATE OR REPLACE VIEW @extschema@.projection_progress AS
+	SELECT s.projection,
+		   s.state,
+		   s.started_at,
+		   s.updated_at,
+		   s.replayed,
+		   r.remaining,
+		   s.replayed OPERATOR(pg_catalog.+) r.remaining AS total,
+		   t.events_per_second,
+		   CASE WHEN s.state OPERATOR(pg_catalog.=) 'live' THEN '0'::interval
+				WHEN t.events_per_second OPERATOR(pg_catalog.>) 0
+				THEN pg_catalog.make_interval(secs => (r.remaining OPERATOR(pg_catalog./) t.events_per_second)::double precision)
+		   END AS eta,
+		   s.finished_at
+	  FROM @extschema@.projection_status AS s
+	 CROSS JOIN LATERAL
+		   (SELECT CASE WHEN s.state OPERATOR(pg_catalog.=) 'live' THEN 0::bigint
+						ELSE (SELECT l.events_behind OPERATOR(pg_catalog.+) l.events_held_back
+								FROM @extschema@.es_cursor_lag(s.last_cursor) AS l)
+				   END AS remaining) AS r
+	 CROSS JOIN LATERAL
+		   (SELECT pg_catalog.round(s.replayed::numeric OPERATOR(pg_catalog./)
+									NULLIF(EXTRACT(epoch FROM
+										CASE WHEN s.state OPERATOR(pg_catalog.=) 'live'
+											 THEN COALESCE(s.finished_at, s.updated_at) ELSE s.updated_at END
+										OPERATOR(pg_catalog.-) s.started_at), 0),
+									1) AS events_per_second) AS t;
+COMMENT ON VIEW @extschema@.projection_progress IS
+	'progress of projection rebuilds: events replayed, events left, rate and estimated time left (readable while a rebuild runs)';
+COMMENT ON COLUMN @extschema@.projection_progress.remaining IS 'events still to replay after the last committed batch; 0 when live';
+COMMENT ON COLUMN @extschema@.projection_progress.total IS 'replayed + remaining';
+COMMENT ON COLUMN @extschema@.projection_progress.events_per_second IS 'events replayed per second, from started_at to the last committed batch (or the end)';
+COMMENT ON COLUMN @extschema@.projection_progress.eta IS 'estimated time left at that rate; 0 when live, NULL before the first batch';
+REVOKE ALL ON TABLE @extschema@.projection_progress FROM PUBLIC;
+GRANT SELECT ON @extschema@.projection_progress TO es_reader, pg_monitor;

@@ -227,6 +227,9 @@ SELECT stream_id, version FROM es.es_read_all(NULL, 1000, event_types => ARRAY['
  WHERE stream_id LIKE 'rls-%' ORDER BY log_cursor;
 SELECT count(*) AS all_rows_visible FROM es.es_read_all(NULL, 100000)
  WHERE stream_id LIKE 'rls-%' AND version IS NOT NULL;
+-- es_cursor_lag (what es.subscriptions shows) counts only what the reader sees
+SELECT events_behind AS visible_after_the_first, events_held_back
+  FROM es.es_cursor_lag((SELECT r.log_cursor FROM es.es_read_all(NULL, 1, 'rls') AS r));
 -- correlation and causation lookups
 SELECT stream_id, version FROM es.es_events_by_correlation('rls-corr');
 SELECT stream_id, version FROM es.es_events_by_causation('rls-cause');

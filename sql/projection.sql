@@ -124,6 +124,12 @@ SELECT count(*) AS differences FROM (
 SELECT projection, state, replayed = (SELECT count(*) FROM es.events) AS replayed_all, finished_at IS NOT NULL AS finished,
        last_cursor = (SELECT log_cursor FROM es.es_read_all(NULL, 1000000) ORDER BY log_cursor DESC LIMIT 1) AS at_head
   FROM es.projection_status ORDER BY projection;
+-- es.projection_progress: a finished rebuild is live, with nothing left
+SELECT projection, state, remaining, total = replayed AS total_is_replayed,
+       total = (SELECT count(*) FROM es.events) AS total_is_log, eta,
+       events_per_second = round(replayed / extract(epoch FROM finished_at - started_at), 1) AS rate_ok,
+       finished_at IS NOT NULL AS finished
+  FROM es.projection_progress ORDER BY projection;
 
 -- the triggers are live again after a rebuild
 SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'es.events'::regclass AND NOT tgisinternal
@@ -167,8 +173,24 @@ SELECT 'account_log', 'rebuilding', now(), r.replayed, r.last_cursor, now()
 ON CONFLICT (projection) DO UPDATE SET state = 'rebuilding', replayed = excluded.replayed,
 	last_cursor = excluded.last_cursor;
 SELECT count(*) AS replayed_before_interruption FROM proj.account_log;
+-- the interrupted rebuild in es.projection_progress: what is left is every
+-- event after its last cursor; no rate yet (no time passed in its batches)
+UPDATE es.projection_status SET started_at = now(), updated_at = now(), finished_at = NULL
+ WHERE projection = 'account_log';
+SELECT p.projection, p.state, p.replayed,
+       p.remaining = (SELECT count(*) FROM es.events AS e
+                       WHERE ROW(e.era, e.tx_id, e.global_position)::es.log_cursor > s.last_cursor) AS remaining_ok,
+       p.remaining > 0 AS some_left, p.total = p.replayed + p.remaining AS adds_up,
+       p.events_per_second, p.eta, p.finished_at
+  FROM es.projection_progress AS p JOIN es.projection_status AS s USING (projection)
+ WHERE p.projection = 'account_log';
+-- with a rate: 3 events in 3 seconds, 1 event per second
+UPDATE es.projection_status SET started_at = updated_at - interval '3 seconds' WHERE projection = 'account_log';
+SELECT events_per_second, eta = make_interval(secs => remaining) AS eta_ok
+  FROM es.projection_progress WHERE projection = 'account_log';
 CALL es.es_rebuild_projection('account_log', 'TRUNCATE proj.account_log');
 SELECT state FROM es.projection_status WHERE projection = 'account_log';
+SELECT state, remaining, eta FROM es.projection_progress WHERE projection = 'account_log';
 SELECT count(*) AS differences FROM (
 	(SELECT * FROM proj.account_log EXCEPT (SELECT * FROM proj.log_inline UNION SELECT 'pacct-2', 3, 'deposited 10'))
 	UNION ALL ((SELECT * FROM proj.log_inline UNION SELECT 'pacct-2', 3, 'deposited 10') EXCEPT SELECT * FROM proj.account_log)) x;
@@ -220,3 +242,37 @@ DROP TRIGGER account_balance ON es.events;
 DROP TRIGGER type_counts ON es.events;
 DROP TRIGGER account_log ON es.events;
 DROP SCHEMA proj CASCADE;
+
+-- a rebuild reports its progress in es.projection_progress, not with a
+-- NOTICE per batch: one NOTICE when it starts (naming the view), one when it
+-- ends, whatever the number of batches (in a database of its own, so that
+-- the counts are this test's)
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE regress_proj_notices;
+\c regress_proj_notices
+CREATE EXTENSION es_ext;
+CREATE TABLE public.n (version bigint);
+CREATE FUNCTION public.n_project() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.n VALUES (NEW.version);
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER n_proj AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION public.n_project();
+SELECT version FROM es.es_append('n-1', 0,
+	(SELECT jsonb_agg(jsonb_build_object('type', 'N', 'data', i)) FROM generate_series(1, 5) AS i));
+CALL es.es_rebuild_projection('n_proj', 'TRUNCATE public.n', batch_size => 1);
+SELECT count(*) AS projected FROM public.n;
+SELECT projection, state, replayed, remaining, total, eta FROM es.projection_progress;
+-- resuming an interrupted rebuild: the same two NOTICEs
+ALTER TABLE es.events DISABLE TRIGGER n_proj;
+DELETE FROM public.n WHERE version > 2;
+UPDATE es.projection_status
+   SET state = 'rebuilding', replayed = 2, finished_at = NULL,
+       last_cursor = (SELECT log_cursor FROM es.es_read_all(NULL, 2) ORDER BY log_cursor DESC LIMIT 1);
+SELECT projection, state, replayed, remaining, total, eta IS NOT NULL AS has_eta, finished_at FROM es.projection_progress;
+CALL es.es_rebuild_projection('n_proj', 'TRUNCATE public.n', batch_size => 1);
+SELECT count(*) AS projected FROM public.n;
+SELECT projection, state, replayed, remaining, total, eta FROM es.projection_progress;
+\c :regress_db
+DROP DATABASE regress_proj_notices;

@@ -83,6 +83,7 @@ CREATE TABLE evil.outbox_dead (LIKE es.outbox_dead);
 CREATE TABLE evil.snapshots (LIKE es.snapshots);
 CREATE TABLE evil.upcasters (LIKE es.upcasters);
 CREATE TABLE evil.projection_status (LIKE es.projection_status);
+CREATE TABLE evil.checkpoints (LIKE es.checkpoints);
 CREATE TEMP TABLE events (LIKE es.events);
 CREATE TEMP TABLE snapshots (LIKE es.snapshots);
 CREATE TEMP TABLE outbox_deliveries (LIKE es.outbox_deliveries);
@@ -160,6 +161,14 @@ SELECT stream_id, version FROM es_read_all(NULL, 100, 'spa', ARRAY['B']);
 SELECT stream_id, version FROM es_events_by_correlation('spa-c');
 SELECT es_log_horizon() IS NOT NULL AS horizon;
 
+-- checkpoints of a global-log subscriber, its lag
+SELECT es_checkpoint_save('spa_sub', NULL);
+SELECT es_checkpoint_save('spa_sub', (SELECT r.log_cursor FROM es_read_all(NULL, 1, 'spa') AS r));
+SELECT (es_checkpoint('spa_sub')).global_position IS NOT NULL AS saved;
+SELECT events_behind, events_held_back FROM es_cursor_lag(es_checkpoint('spa_sub'));
+SELECT name, events_behind, events_held_back FROM es.subscriptions WHERE name OPERATOR(pg_catalog.=) 'spa_sub';
+SELECT es_checkpoint_drop('spa_sub');
+
 -- folds and snapshots
 SELECT es_fold('spa-1', 'public.spa_count(jsonb,jsonb)', '{"n": 0, "sum": 0}');
 SELECT state, version, snapshot_version, events_applied
@@ -193,6 +202,7 @@ SELECT es_outbox_unroute('spa');
 -- projections: a replay, and a rebuild (a procedure, which cannot pin its
 -- search_path: every name in it is qualified)
 CALL es_rebuild_projection('spa_proj', 'TRUNCATE public.spa_proj', 500);
+SELECT projection, state, remaining, eta FROM es.projection_progress WHERE projection OPERATOR(pg_catalog.=) 'spa_proj';
 
 RESET client_min_messages;
 RESET search_path;
@@ -212,6 +222,7 @@ SELECT (SELECT count(*) FROM evil.events) + (SELECT count(*) FROM evil.streams)
 	 + (SELECT count(*) FROM evil.outbox_groups) + (SELECT count(*) FROM evil.outbox_routes)
 	 + (SELECT count(*) FROM evil.snapshots) + (SELECT count(*) FROM evil.upcasters)
 	 + (SELECT count(*) FROM evil.projection_status) + (SELECT count(*) FROM evil.config)
+	 + (SELECT count(*) FROM evil.checkpoints)
 	 + (SELECT count(*) FROM pg_temp.events) + (SELECT count(*) FROM pg_temp.snapshots)
 	 + (SELECT count(*) FROM pg_temp.outbox_deliveries) AS rows_in_look_alikes;
 

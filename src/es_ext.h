@@ -43,6 +43,12 @@
 /* Longest consumer group name, in bytes (es.outbox_groups.name). */
 #define ES_OUTBOX_MAX_GROUP_NAME	63
 
+/* Longest checkpoint name, in bytes (es.checkpoints.name). */
+#define ES_CHECKPOINT_MAX_NAME	63
+
+/* es_checkpoint_save: tries at creating a checkpoint another session creates at once. */
+#define ES_CHECKPOINT_ATTEMPTS	2
+
 /* Claims: max_count bounds, and the least number of visible deliveries scanned. */
 #define ES_OUTBOX_MAX_CLAIM		10000
 #define ES_OUTBOX_MIN_SCAN_WINDOW	1000

@@ -188,6 +188,13 @@ es_guard(PG_FUNCTION_ARGS)
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by es_fold, es_snapshot_save and es_snapshot_delete: a snapshot is trusted as the fold of its stream.")));
 
+	if (strcmp(RelationGetRelationName(rel), "checkpoints") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("cannot %s table %s directly", command_name(event), relname),
+				 errdetail("This table is written only by es_checkpoint_save and es_checkpoint_drop, which check who owns a checkpoint."),
+				 errhint("Call es.es_checkpoint_save(name, cursor) or es.es_checkpoint_drop(name).")));
+
 	if (strcmp(RelationGetRelationName(rel), "user_objects") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),

@@ -2,7 +2,9 @@
  *
  * read.c
  *	  Read side: es_read_stream (one stream, in version order), es_read_all
- *	  (the global log, gap-safe) and es_log_horizon.
+ *	  (the global log, gap-safe), es_log_horizon, and es_cursor_lag (how far
+ *	  a cursor is behind: what es.subscriptions and es.projection_progress
+ *	  show).
  *
  * The global log is ordered by the cursor (era, tx_id, global_position),
  * never by global_position alone: a position is drawn from a sequence at
@@ -501,4 +503,140 @@ Datum
 es_log_horizon(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_FULLTRANSACTIONID(EsLogHorizon(GetActiveSnapshot()));
+}
+
+/* events after the cursor $1..$3 and below the era and horizon $4, $5 */
+static EsPlan lag_behind_plan = {
+	NULL,
+	"SELECT pg_catalog.count(*) FROM es.events AS e"
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+	"   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)",
+	5, {INT4OID, XID8OID, INT8OID, INT4OID, XID8OID}
+};
+
+/* events after the cursor $1..$3 (the caller passes the later bound) */
+static EsPlan lag_after_plan = {
+	NULL,
+	"SELECT pg_catalog.count(*) FROM es.events AS e"
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)",
+	3, {INT4OID, XID8OID, INT8OID}
+};
+
+/* the first event after the cursor $1..$3, readable or not */
+static EsPlan lag_next_plan = {
+	NULL,
+	"SELECT e.recorded_at FROM es.events AS e"
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+	" ORDER BY e.era, e.tx_id, e.global_position"
+	" LIMIT 1",
+	3, {INT4OID, XID8OID, INT8OID}
+};
+
+/* run a count(*) plan, return the count */
+static int64
+count_events(EsPlan *plan, Datum *values)
+{
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_plan(EsGetPlan(plan), values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not count events: %s", SPI_result_code_string(rc));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+PG_FUNCTION_INFO_V1(es_cursor_lag);
+
+/*
+ * es_cursor_lag(after es.log_cursor, OUT events_behind bigint,
+ *				 OUT events_held_back bigint, OUT lag interval) RETURNS record
+ *
+ * How far the cursor after (NULL: the start of the log) is behind, under the
+ * active snapshot: events_behind, the events after it that es_read_all would
+ * return now (below the era and horizon, as in es_read_all); events_held_back,
+ * the committed events after it at or above the horizon (es_read_all returns
+ * them once the older transactions holding the horizon back have ended);
+ * lag, now() minus the recorded_at of the first event after it in log order,
+ * readable or not ('0' when there is none, and never negative).  Each count
+ * is an index range scan of events_log_idx: its cost grows with the events
+ * counted, never with the size of the log.
+ */
+Datum
+es_cursor_lag(PG_FUNCTION_ARGS)
+{
+	int32		era = -1;
+	FullTransactionId tx = FullTransactionIdFromU64(0);
+	int64		position = 0;
+	int32		current_era;
+	FullTransactionId horizon;
+	Datum		cursor[3];
+	Datum		values[5];
+	Datum		out[3];
+	bool		outnulls[3] = {false, false, false};
+	int64		behind = 0;
+	int64		held_back;
+	TupleDesc	tupdesc;
+	Interval   *lag = (Interval *) palloc0(sizeof(Interval));
+	int			rc;
+
+	if (!PG_ARGISNULL(0))
+	{
+		Datum		d;
+
+		EsParseCursor(PG_GETARG_HEAPTUPLEHEADER(0), &era, &d, &position);
+		tx = DatumGetFullTransactionId(d);
+	}
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	cursor[0] = Int32GetDatum(era);
+	cursor[1] = FullTransactionIdGetDatum(tx);
+	cursor[2] = Int64GetDatum(position);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* the era and horizon of the active snapshot, as es_read_all's */
+	current_era = EsCurrentEra();
+	horizon = EsLogHorizon(GetActiveSnapshot());
+
+	if (era < current_era || (era == current_era && FullTransactionIdPrecedes(tx, horizon)))
+	{
+		/* readable now: after the cursor, below (era, horizon) */
+		memcpy(values, cursor, sizeof(cursor));
+		values[3] = Int32GetDatum(current_era);
+		values[4] = FullTransactionIdGetDatum(horizon);
+		behind = count_events(&lag_behind_plan, values);
+		/* held back: from (era, horizon) on */
+		values[0] = Int32GetDatum(current_era);
+		values[1] = FullTransactionIdGetDatum(horizon);
+		values[2] = Int64GetDatum(PG_INT64_MIN);
+		held_back = count_events(&lag_after_plan, values);
+	}
+	else
+		held_back = count_events(&lag_after_plan, cursor);	/* all held back */
+
+	/* lag: since the first event after the cursor was appended */
+	rc = SPI_execute_plan(EsGetPlan(&lag_next_plan), cursor, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the global log: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		recorded = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		since;
+
+		since = DirectFunctionCall2(timestamp_mi,
+									TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+									recorded);
+		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, since, IntervalPGetDatum(lag))) > 0)
+			memcpy(lag, DatumGetIntervalP(since), sizeof(Interval));
+	}
+	SPI_finish();
+
+	out[0] = Int64GetDatum(behind);
+	out[1] = Int64GetDatum(held_back);
+	out[2] = IntervalPGetDatum(lag);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, out, outnulls)));
 }

@@ -57,6 +57,23 @@ REVOKE ALL ON FUNCTION @extschema@.es_log_horizon() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_log_horizon() TO es_reader;
 
 /*
+ * How far a cursor is behind: events readable now, events held back by the
+ * horizon, and the time since the first of them was appended.  es.subscriptions
+ * (35_checkpoint.sql) and es.projection_progress (40_projection.sql) use it.
+ */
+CREATE FUNCTION @extschema@.es_cursor_lag(after @extschema@.log_cursor,
+										  OUT events_behind bigint,
+										  OUT events_held_back bigint,
+										  OUT lag interval)
+RETURNS record
+AS 'MODULE_PATHNAME', 'es_cursor_lag'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) IS
+	'how far a global log cursor (NULL: the start) is behind: events es_read_all would return now, committed events held back by the horizon, and the time since the first of them was appended';
+REVOKE ALL ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) TO es_reader, pg_monitor;
+
+/*
  * Who holds the horizon back: every transaction that has an xid, oldest
  * first.  Readers wait for the oldest one to finish.
  */

@@ -54,7 +54,8 @@ GRANT INSERT, UPDATE, DELETE ON @extschema@.projection_status TO es_admin;
  *  1. Pause the trigger (ALTER TABLE ... DISABLE TRIGGER) and run the reset
  *     statement, in one short transaction.
  *  2. Replay the log in batches below the horizon, committing after each
- *     batch (progress in es.projection_status and a NOTICE).  Appenders go on;
+ *     batch (progress in es.projection_status, shown by the view
+ *     es.projection_progress; one NOTICE at the start, one at the end).  Appenders go on;
  *     their events are replayed too, in log order.
  *  3. Lock out appenders (SHARE ROW EXCLUSIVE on es.events) only to replay the
  *     last events and re-enable the trigger, then commit.
@@ -121,7 +122,6 @@ BEGIN
 	IF resume AND prior.state OPERATOR(pg_catalog.=) 'rebuilding' THEN
 		cur := prior.last_cursor;
 		total := prior.replayed;
-		RAISE NOTICE 'projection "%": resuming an interrupted rebuild after % events', projection, total;
 	ELSE
 		EXECUTE pg_catalog.format('ALTER TABLE @extschema@.events DISABLE TRIGGER %I', projection);
 		IF reset IS NOT NULL THEN
@@ -136,6 +136,13 @@ BEGIN
 				replayed = 0, last_cursor = NULL, updated_at = excluded.updated_at;
 	END IF;
 	COMMIT;
+	IF resume AND prior.state OPERATOR(pg_catalog.=) 'rebuilding' THEN
+		RAISE NOTICE 'projection "%": resuming an interrupted rebuild after % events', projection, total
+			USING HINT = 'Progress is shown in the view es.projection_progress.';
+	ELSE
+		RAISE NOTICE 'projection "%": rebuilding', projection
+			USING HINT = 'Progress is shown in the view es.projection_progress.';
+	END IF;
 
 	-- history, in committed batches, while appends go on
 	LOOP
@@ -148,7 +155,6 @@ BEGIN
 		   SET replayed = total, last_cursor = cur, updated_at = pg_catalog.clock_timestamp()
 		 WHERE s.projection OPERATOR(pg_catalog.=) es_rebuild_projection.projection;
 		COMMIT;
-		RAISE NOTICE 'projection "%": % events replayed', projection, total;
 		EXIT WHEN n OPERATOR(pg_catalog.<) batch_size;
 	END LOOP;
 
@@ -175,3 +181,47 @@ COMMENT ON PROCEDURE @extschema@.es_rebuild_projection(name, text, integer, bool
 	'empties a projection''s read model (reset statement) and replays the whole log through its trigger, in committed batches';
 REVOKE ALL ON PROCEDURE @extschema@.es_rebuild_projection(name, text, integer, boolean) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE @extschema@.es_rebuild_projection(name, text, integer, boolean) TO es_admin;
+
+/*
+ * Rebuild progress, readable while a rebuild runs (each batch commits its
+ * row of es.projection_status): what is left to replay is counted after the
+ * last committed cursor (es_cursor_lag: an index range scan of the events
+ * left, never the whole log), the rate from the start of the rebuild to its
+ * last committed batch.  A rebuild that was interrupted keeps the state
+ * 'rebuilding' with an updated_at that no longer moves.
+ */
+CREATE OR REPLACE VIEW @extschema@.projection_progress AS
+	SELECT s.projection,
+		   s.state,
+		   s.started_at,
+		   s.updated_at,
+		   s.replayed,
+		   r.remaining,
+		   s.replayed OPERATOR(pg_catalog.+) r.remaining AS total,
+		   t.events_per_second,
+		   CASE WHEN s.state OPERATOR(pg_catalog.=) 'live' THEN '0'::interval
+				WHEN t.events_per_second OPERATOR(pg_catalog.>) 0
+				THEN pg_catalog.make_interval(secs => (r.remaining OPERATOR(pg_catalog./) t.events_per_second)::double precision)
+		   END AS eta,
+		   s.finished_at
+	  FROM @extschema@.projection_status AS s
+	 CROSS JOIN LATERAL
+		   (SELECT CASE WHEN s.state OPERATOR(pg_catalog.=) 'live' THEN 0::bigint
+						ELSE (SELECT l.events_behind OPERATOR(pg_catalog.+) l.events_held_back
+								FROM @extschema@.es_cursor_lag(s.last_cursor) AS l)
+				   END AS remaining) AS r
+	 CROSS JOIN LATERAL
+		   (SELECT pg_catalog.round(s.replayed::numeric OPERATOR(pg_catalog./)
+									NULLIF(EXTRACT(epoch FROM
+										CASE WHEN s.state OPERATOR(pg_catalog.=) 'live'
+											 THEN COALESCE(s.finished_at, s.updated_at) ELSE s.updated_at END
+										OPERATOR(pg_catalog.-) s.started_at), 0),
+									1) AS events_per_second) AS t;
+COMMENT ON VIEW @extschema@.projection_progress IS
+	'progress of projection rebuilds: events replayed, events left, rate and estimated time left (readable while a rebuild runs)';
+COMMENT ON COLUMN @extschema@.projection_progress.remaining IS 'events still to replay after the last committed batch; 0 when live';
+COMMENT ON COLUMN @extschema@.projection_progress.total IS 'replayed + remaining';
+COMMENT ON COLUMN @extschema@.projection_progress.events_per_second IS 'events replayed per second, from started_at to the last committed batch (or the end)';
+COMMENT ON COLUMN @extschema@.projection_progress.eta IS 'estimated time left at that rate; 0 when live, NULL before the first batch';
+REVOKE ALL ON TABLE @extschema@.projection_progress FROM PUBLIC;
+GRANT SELECT ON @extschema@.projection_progress TO es_reader, pg_monitor;

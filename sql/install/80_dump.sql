@@ -78,7 +78,7 @@ DECLARE
 BEGIN
 	FOREACH t IN ARRAY ARRAY['config', 'streams', 'events', 'projection_status', 'outbox_routes',
 							 'outbox_groups', 'outbox', 'outbox_deliveries', 'outbox_dead',
-							 'upcasters', 'snapshots'] LOOP
+							 'upcasters', 'snapshots', 'checkpoints'] LOOP
 		EXECUTE pg_catalog.format('CREATE OR REPLACE TRIGGER es_restored AFTER INSERT ON @extschema@.%I'
 								  ' FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_restored()', t);
 	END LOOP;

@@ -58,6 +58,8 @@ my $has_fold = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_fold(text,regprocedure,jsonb,bigint,timestamptz)') IS NOT NULL") eq 't';
 my $has_outbox = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_outbox_claim(text,integer,interval)') IS NOT NULL") eq 't';
+my $has_checkpoints = $node->safe_psql('postgres',
+	"SELECT to_regprocedure('es.es_checkpoint_save(text,es.log_cursor)') IS NOT NULL") eq 't';
 
 # ---------------------------------------------------------------------
 # The documented SQLSTATEs of each function (README, "Reference")
@@ -71,6 +73,12 @@ my %documented = (
 	# statistics: an unknown kind; a reset without shared_preload_libraries
 	es_stats_counters => [qw(22023)],
 	es_stats_reset => [qw(55000)],
+	es_cursor_lag => [qw(22004)],
+	# checkpoints: 25006 (standby, read-only transaction), 42501 (another
+	# role's checkpoint) and 40001 (a concurrent creation) cannot occur here
+	es_checkpoint_save => [qw(25006 22004 22023 22001 42501 40001)],
+	es_checkpoint => [],
+	es_checkpoint_drop => [qw(25006 22004 22023 22001 42501)],
 	es_user_objects => [],
 	es_events_by_correlation => [],
 	es_events_by_causation => [],
@@ -119,8 +127,12 @@ my @counted = ('es.events', 'es.streams', 'es.projection_status', 'fuzz.proj');
 push @counted, 'es.snapshots', 'es.upcasters' if $has_fold;
 push @counted, 'es.outbox', 'es.outbox_deliveries', 'es.outbox_groups', 'es.outbox_routes', 'es.outbox_dead'
   if $has_outbox;
+# a checkpoint can change without changing the number of rows: its cursors
+my @summed = map { "(SELECT count(*) FROM $_)" } @counted;
+push @summed, q{(SELECT md5(string_agg(c.name || '=' || COALESCE(c.cursor::text, '-'), ',' ORDER BY c.name)) FROM es.checkpoints AS c)}
+  if $has_checkpoints;
 my $fingerprint = 'SELECT concat_ws(\'/\', (SELECT sum(version) FROM es.streams), '
-  . join(', ', map { "(SELECT count(*) FROM $_)" } @counted) . ')';
+  . join(', ', @summed) . ')';
 
 # ---------------------------------------------------------------------
 # The schema of the fuzzer: helpers, reducers, upcasters, a projection
@@ -722,6 +734,21 @@ my %gen = (
 				'SELECT es.es_stats_reset()::text', undef);
 		}
 	],
+	es_cursor_lag => [
+		3,
+		sub {
+			add_case('es_cursor_lag', 'es_cursor_lag', ['es.log_cursor'], [ g_cursor() ],
+				'SELECT row_to_json(l)::text FROM es.es_cursor_lag($1[1]::es.log_cursor) AS l',
+				# behind + held back: every visible event after the cursor
+				q{SELECT (j->>'events_behind')::bigint >= 0 AND (j->>'events_held_back')::bigint >= 0
+						 AND (j->>'events_behind')::bigint + (j->>'events_held_back')::bigint =
+							 (SELECT count(*) FROM es.events AS e
+							   WHERE $1[1] IS NULL
+								  OR ROW(e.era, e.tx_id, e.global_position)::es.log_cursor > $1[1]::es.log_cursor)
+						 AND (j->>'lag')::interval >= '0'
+					FROM (SELECT $2::json AS j) AS x});
+		}
+	],
 	es_user_objects => [
 		1,
 		sub {
@@ -907,6 +934,40 @@ if ($has_fold)
 				'SELECT es.es_upcast(' . g_event_row() . ')::text', undef);
 		}
 	];
+}
+
+if ($has_checkpoints)
+{
+	my $checkpoint = sub { return pick(g_name(), "'fzc-1'", "'fzc-1'", "'fzc-2'"); };
+	%gen = (
+		%gen,
+		es_checkpoint_save => [
+			4,
+			sub {
+				add_case('es_checkpoint_save', 'es_checkpoint_save', [qw(text es.log_cursor)],
+					[ $checkpoint->(), g_cursor() ],
+					'SELECT es.es_checkpoint_save($1[1]::text, $1[2]::es.log_cursor)::text',
+					q{SELECT EXISTS (SELECT FROM es.checkpoints AS c
+									  WHERE c.name = $1[1] AND c.owner = current_user::regrole
+										AND c.cursor IS NOT DISTINCT FROM $1[2]::es.log_cursor)});
+			}
+		],
+		es_checkpoint => [
+			2,
+			sub {
+				add_case('es_checkpoint', 'es_checkpoint', ['text'], [ $checkpoint->() ],
+					'SELECT es.es_checkpoint($1[1]::text)::text',
+					q{SELECT $2 IS NOT DISTINCT FROM (SELECT c.cursor::text FROM es.checkpoints AS c WHERE c.name = $1[1])});
+			}
+		],
+		es_checkpoint_drop => [
+			1,
+			sub {
+				add_case('es_checkpoint_drop', 'es_checkpoint_drop', ['text'], [ $checkpoint->() ],
+					'SELECT es.es_checkpoint_drop($1[1]::text)::text',
+					q{SELECT NOT EXISTS (SELECT FROM es.checkpoints AS c WHERE c.name = $1[1])});
+			}
+		]);
 }
 
 if ($has_outbox)

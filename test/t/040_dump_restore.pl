@@ -7,19 +7,20 @@
 # snapshots, an upcaster, outbox routes and two consumer groups with acked,
 # leased and undelivered messages, a dead letter, projections of every style
 # with their read models, a disabled trigger, row level security with a
-# policy, a user index) is dumped with pg_dump in the custom, directory and
-# plain formats and restored with pg_restore (serially, in one transaction
-# and with -j 3) or
-# psql, with no special flags, into a new database of the same cluster and
-# of a second cluster that has used far fewer transaction ids.
+# policy, a user index, checkpoints of global-log subscribers) is dumped
+# with pg_dump in the custom, directory and plain formats and restored with
+# pg_restore (serially, in one transaction and with -j 3) or psql, with no
+# special flags, into a new database of the same cluster and of a second
+# cluster that has used far fewer transaction ids.
 #
 # Each restore must exit 0 and give back every row of every es_ext table and
 # read model, the sequences, and the user's objects on es_ext's tables; a
 # subscriber reading es_read_all from the start must see the whole restored
-# history in the source's order; new appends must get positions after the
-# restored ones, be projected exactly once, reach the consumer groups, and
-# follow the restored history in es_read_all (a new era in the second
-# cluster, whose transaction ids are below the restored ones).
+# history in the source's order, and one going on from its restored
+# checkpoint the rest; new appends must get positions after the restored
+# ones, be projected exactly once, reach the consumer groups, and follow the
+# restored history in es_read_all (a new era in the second cluster, whose
+# transaction ids are below the restored ones).
 
 use strict;
 use warnings;
@@ -124,6 +125,13 @@ SELECT es.es_outbox_nack('mailer', c.lease, ARRAY[c.position], 'broken')
 });
 # a projection rebuild leaves its status row
 $src->safe_psql('shop', q{CALL es.es_rebuild_projection('order_totals', 'TRUNCATE public.order_totals')});
+# checkpoints of two global-log subscribers: one after the first 10 events,
+# one that has not started
+$src->safe_psql('shop', q{
+SELECT es.es_checkpoint_save('shop-sub',
+	(SELECT r.log_cursor FROM es.es_read_all(NULL, 10) AS r ORDER BY r.log_cursor DESC LIMIT 1));
+SELECT es.es_checkpoint_save('shop-new', NULL);
+});
 
 # everything a restore must give back, as one comparable text
 my $contents = q{
@@ -143,6 +151,8 @@ SELECT concat_ws(E'\n',
 	(SELECT string_agg(d::text, E'\n' ORDER BY d::text) FROM es.outbox_dead AS d),
 	(SELECT string_agg(concat_ws('|', projection, state, replayed, last_cursor), E'\n' ORDER BY projection)
 	   FROM es.projection_status),
+	(SELECT string_agg(concat_ws('|', name, cursor, owner, created_at, saved_at), E'\n' ORDER BY name)
+	   FROM es.checkpoints),
 	(SELECT string_agg(t::text, E'\n' ORDER BY t::text) FROM public.order_totals AS t),
 	(SELECT string_agg(t::text, E'\n' ORDER BY t::text) FROM public.type_counts AS t),
 	(SELECT string_agg(t::text, E'\n' ORDER BY t::text) FROM public.shipments AS t),
@@ -215,6 +225,17 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			  FROM es.es_read_all(NULL, 100000) AS r}),
 			"$expected_log,$p1|order-1|4|{\"amount\": 100},$p2|order-99|1|{\"amount\": 7}",
 			"$label: a subscriber from the start sees the restored history, then the new events");
+		is($node->safe_psql($db, q{
+			SELECT count(*) || '|' || (SELECT s.events_behind FROM es.subscriptions AS s WHERE s.name = 'shop-sub')
+			  FROM es.es_read_all(es.es_checkpoint('shop-sub'), 100000)}),
+			$node->safe_psql($db, q{SELECT count(*) - 10 || '|' || count(*) - 10 FROM es.events}),
+			"$label: a restored checkpoint goes on after its first 10 events, new events included");
+		is($node->safe_psql($db, q{
+			SELECT es.es_checkpoint_save('shop-sub',
+				(SELECT r.log_cursor FROM es.es_read_all(es.es_checkpoint('shop-sub'), 100000) AS r
+				  ORDER BY r.log_cursor DESC LIMIT 1));
+			SELECT s.events_behind FROM es.subscriptions AS s WHERE s.name = 'shop-sub'}),
+			"\n0", "$label: the subscriber catches up and saves its checkpoint");
 
 		if ($node == $other)
 		{

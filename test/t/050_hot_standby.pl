@@ -137,6 +137,9 @@ my ($lease, $lease_position) = split /\|/,
   $primary->safe_psql('postgres',
 	'SELECT lease, "position" FROM es.es_outbox_claim(\'billing\', 1)');
 
+# a global-log subscriber's checkpoint (from the start)
+$primary->safe_psql('postgres', q{SELECT es.es_checkpoint_save('hs-sub', NULL)});
+
 # the standby
 $primary->backup('es_backup');
 my $standby = PostgreSQL::Test::Cluster->new('es_standby');
@@ -372,7 +375,9 @@ my %readers = (
 	# statistics live in the standby's own shared memory: reset works there
 	'es.es_stats_counters(text)' =>
 	  q{SELECT count(*) FROM es.es_stats_counters('database')},
-	'es.es_stats_reset()' => q{SELECT es.es_stats_reset()},);
+	'es.es_stats_reset()' => q{SELECT es.es_stats_reset()},
+	'es.es_checkpoint(text)' => q{SELECT es.es_checkpoint('hs-sub')},
+	'es.es_cursor_lag(es.log_cursor)' => q{SELECT * FROM es.es_cursor_lag(NULL)},);
 
 # writers (and the wake-up): a call each with valid arguments, which must
 # fail on the standby with 25006
@@ -408,7 +413,10 @@ my %writers = (
 	'es.es_outbox_replay(text,bigint[])' => q{SELECT es.es_outbox_replay('billing')},
 	'es.es_outbox_discard(text,bigint[])' => q{SELECT es.es_outbox_discard('billing')},
 	'es.es_outbox_cleanup(interval,integer)' => q{SELECT es.es_outbox_cleanup()},
-	'es.es_replica_projections(boolean)' => q{SELECT * FROM es.es_replica_projections(false)},);
+	'es.es_replica_projections(boolean)' => q{SELECT * FROM es.es_replica_projections(false)},
+	'es.es_checkpoint_save(text,es.log_cursor)' =>
+	  q{SELECT es.es_checkpoint_save('hs-sub', es.es_checkpoint('hs-sub'))},
+	'es.es_checkpoint_drop(text)' => q{SELECT es.es_checkpoint_drop('hs-sub')},);
 
 # called only by PostgreSQL: trigger functions, the aggregate's support
 # functions (they take internal)
@@ -480,6 +488,13 @@ foreach my $fn (sort(keys %readers, keys %writers, keys %internal))
 {
 	ok($seen{$fn}, "$fn listed in this test exists in the extension");
 }
+
+# the subscriptions view on the standby: the checkpoint saved on the primary
+is( $standby->safe_psql(
+		'postgres',
+		q{SELECT name || ' ' || (events_behind = (SELECT count(*) FROM es.events)) FROM es.subscriptions}),
+	'hs-sub true',
+	'es.subscriptions on the standby shows the primary\'s checkpoint and its lag');
 
 # the statistics views on the standby: its own reads, counted there
 $standby->safe_psql('postgres', q{SELECT count(*) FROM es.es_read_stream('acct-1')});
