@@ -21,7 +21,7 @@
  * es.checkpoints has the guard triggers (guard.c): the functions here are
  * its only writers.  They run as their caller (no SECURITY DEFINER), each
  * write a saved SPI plan executed right after the guard was told to let
- * that one statement through (EsOutboxWrite).  The row of an existing
+ * that one statement through (EsGuardedWrite, guard.c).  The row of an existing
  * checkpoint is locked (SELECT ... FOR NO KEY UPDATE / FOR UPDATE) before
  * its owner is checked and it is written, so the check holds for the row
  * that is written; a checkpoint created concurrently is found by the next
@@ -277,13 +277,13 @@ es_checkpoint_save(PG_FUNCTION_ARGS)
 		if (lock_checkpoint(&lock_for_save_plan, name, &owner))
 		{
 			check_owner(name, owner, "save");
-			EsOutboxWrite(&update_plan, relid, TRIGGER_EVENT_UPDATE, values, nulls,
-						  InvalidSnapshot, SPI_OK_UPDATE);
+			EsGuardedWrite(&update_plan, relid, TRIGGER_EVENT_UPDATE, values, nulls,
+						   InvalidSnapshot, SPI_OK_UPDATE);
 			break;
 		}
 		/* a checkpoint created since the lookup: DO NOTHING, then look again */
-		EsOutboxWrite(&insert_plan, relid, TRIGGER_EVENT_INSERT, values, nulls,
-					  InvalidSnapshot, SPI_OK_INSERT);
+		EsGuardedWrite(&insert_plan, relid, TRIGGER_EVENT_INSERT, values, nulls,
+					   InvalidSnapshot, SPI_OK_INSERT);
 		if (SPI_processed == 1)
 			break;
 	}
@@ -357,8 +357,8 @@ es_checkpoint_drop(PG_FUNCTION_ARGS)
 	if (lock_checkpoint(&lock_for_drop_plan, name, &owner))
 	{
 		check_owner(name, owner, "drop");
-		EsOutboxWrite(&delete_plan, EsRelationOid("checkpoints"), TRIGGER_EVENT_DELETE,
-					  &arg, NULL, InvalidSnapshot, SPI_OK_DELETE);
+		EsGuardedWrite(&delete_plan, EsRelationOid("checkpoints"), TRIGGER_EVENT_DELETE,
+					   &arg, NULL, InvalidSnapshot, SPI_OK_DELETE);
 		dropped = SPI_processed > 0;
 	}
 	if (SPI_finish() != SPI_OK_FINISH)

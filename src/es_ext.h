@@ -361,9 +361,11 @@ extern bool EsOutboxActive(void);
 extern void EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 						   const EsOutboxEvent *events, Datum recorded_at);
 
-/* outbox_api.c: guarded writes of the outbox tables, the lock that orders groups */
-extern int	EsOutboxWrite(EsPlan *p, Oid relid, uint32 event, Datum *values,
-						  const char *nulls, Snapshot snapshot, int expected_rc);
+/* guard.c: run a saved plan that writes an es_ext table, past its guard */
+extern int	EsGuardedWrite(EsPlan *p, Oid relid, uint32 event, Datum *values,
+						   const char *nulls, Snapshot snapshot, int expected_rc);
+
+/* outbox_api.c: the lock that orders the consumer groups */
 extern Snapshot EsOutboxLockGroups(LOCKMODE mode);
 
 /* notify.c: wake-ups and the notify worker */

@@ -34,6 +34,7 @@
 #include "access/xlog.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -59,6 +60,43 @@ EsCheckWritable(const char *what)
 	if (RecoveryInProgress())
 		PreventCommandDuringRecovery(what);
 	PreventCommandIfReadOnly(what);
+}
+
+/*
+ * EsGuardedWrite
+ *		Execute a saved plan that writes the es_ext table relid with command
+ *		event (TRIGGER_EVENT_INSERT, _UPDATE or _DELETE), letting its guard
+ *		trigger pass that one statement.  snapshot: InvalidSnapshot for the
+ *		usual one, or the snapshot to run the statement with (the outbox
+ *		uses one taken after its lock, see outbox_api.c).  Returns the SPI result code, which must be expected_rc.
+ *		Must be called inside SPI.
+ */
+int
+EsGuardedWrite(EsPlan *p, Oid relid, uint32 event, Datum *values, const char *nulls,
+			   Snapshot snapshot, int expected_rc)
+{
+	SPIPlanPtr	plan = EsGetPlan(p);
+	volatile int rc = 0;
+
+	EsAllowNextWrite(relid, event);
+	PG_TRY();
+	{
+		if (snapshot != InvalidSnapshot)
+			rc = SPI_execute_snapshot(plan, values, nulls, snapshot, InvalidSnapshot,
+									  false, true, 0);
+		else
+			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		EsClearAllowedWrite();
+	}
+	PG_END_TRY();
+
+	if (rc != expected_rc)
+		elog(ERROR, "could not write \"es.%s\": %s", get_rel_name(relid),
+			 SPI_result_code_string(rc));
+	return rc;
 }
 
 /*

@@ -11,7 +11,7 @@
  * two saved plans: one inserts the outbox rows, the other, for each of
  * them, one delivery row per consumer group, reading the groups with a
  * snapshot taken under the lock on es.outbox (outbox_api.c explains why).
- * The guard triggers let each through (EsOutboxWrite).  The outbox rows get
+ * The guard triggers let each through (EsGuardedWrite, guard.c).  The outbox rows get
  * their positions from an identity sequence in batch order, under the
  * stream's row lock, so positions follow versions within a stream.  When
  * any delivery was written, EsNotifyRequest() (notify.c) arranges the
@@ -321,8 +321,8 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 	 * creation committed before this point gets the messages, and one
 	 * created later waits for this transaction and backfills them.
 	 */
-	EsOutboxWrite(plan_desc, outbox_relid, TRIGGER_EVENT_INSERT, values, nulls,
-				  InvalidSnapshot, SPI_OK_INSERT_RETURNING);
+	EsGuardedWrite(plan_desc, outbox_relid, TRIGGER_EVENT_INSERT, values, nulls,
+				   InvalidSnapshot, SPI_OK_INSERT_RETURNING);
 	positions_out = palloc(sizeof(Datum) * SPI_processed);
 	for (i = 0; i < (int) SPI_processed; i++)
 	{
@@ -334,8 +334,8 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 												 sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	dvalues[1] = PointerGetDatum(stream);
 	dvalues[2] = recorded_at;
-	EsOutboxWrite(&deliveries_plan, deliveries_relid, TRIGGER_EVENT_INSERT, dvalues, NULL,
-				  EsOutboxLockGroups(RowExclusiveLock), SPI_OK_INSERT);
+	EsGuardedWrite(&deliveries_plan, deliveries_relid, TRIGGER_EVENT_INSERT, dvalues, NULL,
+				   EsOutboxLockGroups(RowExclusiveLock), SPI_OK_INSERT);
 
 	/* no group, no delivery: nobody to wake (Debezium reads the WAL) */
 	if (SPI_processed > 0)

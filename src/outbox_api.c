@@ -54,43 +54,6 @@
 #include "es_ext.h"
 
 /*
- * EsOutboxWrite
- *		Execute a saved plan that writes the es_ext table relid with command
- *		event (TRIGGER_EVENT_INSERT, _UPDATE or _DELETE), letting its guard
- *		trigger pass that one statement.  snapshot: InvalidSnapshot for the
- *		usual one, or the snapshot to run the statement with (see the file
- *		header).  Returns the SPI result code, which must be expected_rc.
- *		Must be called inside SPI.
- */
-int
-EsOutboxWrite(EsPlan *p, Oid relid, uint32 event, Datum *values, const char *nulls,
-			  Snapshot snapshot, int expected_rc)
-{
-	SPIPlanPtr	plan = EsGetPlan(p);
-	volatile int rc = 0;
-
-	EsAllowNextWrite(relid, event);
-	PG_TRY();
-	{
-		if (snapshot != InvalidSnapshot)
-			rc = SPI_execute_snapshot(plan, values, nulls, snapshot, InvalidSnapshot,
-									  false, true, 0);
-		else
-			rc = SPI_execute_plan(plan, values, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		EsClearAllowedWrite();
-	}
-	PG_END_TRY();
-
-	if (rc != expected_rc)
-		elog(ERROR, "could not write \"es.%s\": %s", get_rel_name(relid),
-			 SPI_result_code_string(rc));
-	return rc;
-}
-
-/*
  * EsOutboxLockGroups
  *		Take the lock on es.outbox that orders the appends and the cleanup
  *		against the creation and removal of consumer groups (ROW EXCLUSIVE
@@ -259,8 +222,8 @@ es_outbox_route(PG_FUNCTION_ARGS)
 	}
 
 	outbox_connect();
-	EsOutboxWrite(&route_plan, EsRelationOid("outbox_routes"), TRIGGER_EVENT_INSERT,
-				  values, nulls, InvalidSnapshot, SPI_OK_INSERT_RETURNING);
+	EsGuardedWrite(&route_plan, EsRelationOid("outbox_routes"), TRIGGER_EVENT_INSERT,
+				   values, nulls, InvalidSnapshot, SPI_OK_INSERT_RETURNING);
 	added = (SPI_processed > 0);
 	outbox_finish();
 	PG_RETURN_BOOL(added);
@@ -300,8 +263,8 @@ es_outbox_unroute(PG_FUNCTION_ARGS)
 			values[i] = PointerGetDatum(PG_GETARG_TEXT_PP(i));
 	}
 	outbox_connect();
-	EsOutboxWrite(&unroute_plan, EsRelationOid("outbox_routes"), TRIGGER_EVENT_DELETE,
-				  values, nulls, InvalidSnapshot, SPI_OK_DELETE);
+	EsGuardedWrite(&unroute_plan, EsRelationOid("outbox_routes"), TRIGGER_EVENT_DELETE,
+				   values, nulls, InvalidSnapshot, SPI_OK_DELETE);
 	removed = (SPI_processed > 0);
 	outbox_finish();
 	PG_RETURN_BOOL(removed);
@@ -393,8 +356,8 @@ es_outbox_create_group(PG_FUNCTION_ARGS)
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
 	values[3] = PG_GETARG_DATUM(3);
-	EsOutboxWrite(&create_group_plan, EsRelationOid("outbox_groups"), TRIGGER_EVENT_INSERT,
-				  values, NULL, snap, SPI_OK_INSERT_RETURNING);
+	EsGuardedWrite(&create_group_plan, EsRelationOid("outbox_groups"), TRIGGER_EVENT_INSERT,
+				   values, NULL, snap, SPI_OK_INSERT_RETURNING);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -404,8 +367,8 @@ es_outbox_create_group(PG_FUNCTION_ARGS)
 	if (PG_GETARG_BOOL(4))
 	{
 		values[0] = Int32GetDatum(gid);
-		EsOutboxWrite(&backfill_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_INSERT,
-					  values, NULL, GetLatestSnapshot(), SPI_OK_INSERT);
+		EsGuardedWrite(&backfill_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_INSERT,
+					   values, NULL, GetLatestSnapshot(), SPI_OK_INSERT);
 		if (SPI_processed > 0)
 			EsNotifyRequest();
 	}
@@ -476,8 +439,8 @@ es_outbox_alter_group(PG_FUNCTION_ARGS)
 	}
 
 	outbox_connect();
-	EsOutboxWrite(&alter_group_plan, EsRelationOid("outbox_groups"), TRIGGER_EVENT_UPDATE,
-				  values, nulls, InvalidSnapshot, SPI_OK_UPDATE_RETURNING);
+	EsGuardedWrite(&alter_group_plan, EsRelationOid("outbox_groups"), TRIGGER_EVENT_UPDATE,
+				   values, nulls, InvalidSnapshot, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 	{
 		int			rc = SPI_execute_plan(EsGetPlan(&group_exists_plan), values, NULL, false, 1);
@@ -545,8 +508,8 @@ es_outbox_drop_group(PG_FUNCTION_ARGS)
 	outbox_connect();
 	snap = EsOutboxLockGroups(ShareLock);
 	values[0] = PointerGetDatum(name);
-	EsOutboxWrite(&drop_group_plan, EsRelationOid("outbox_groups"), TRIGGER_EVENT_DELETE,
-				  values, NULL, snap, SPI_OK_DELETE_RETURNING);
+	EsGuardedWrite(&drop_group_plan, EsRelationOid("outbox_groups"), TRIGGER_EVENT_DELETE,
+				   values, NULL, snap, SPI_OK_DELETE_RETURNING);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -554,11 +517,11 @@ es_outbox_drop_group(PG_FUNCTION_ARGS)
 	gid = DatumGetInt32(result_value(0, 1, &isnull));
 
 	values[0] = Int32GetDatum(gid);
-	EsOutboxWrite(&drop_deliveries_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_DELETE,
-				  values, NULL, GetLatestSnapshot(), SPI_OK_DELETE);
+	EsGuardedWrite(&drop_deliveries_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_DELETE,
+				   values, NULL, GetLatestSnapshot(), SPI_OK_DELETE);
 	n = SPI_processed;
-	EsOutboxWrite(&drop_dead_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_DELETE,
-				  values, NULL, GetLatestSnapshot(), SPI_OK_DELETE);
+	EsGuardedWrite(&drop_dead_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_DELETE,
+				   values, NULL, GetLatestSnapshot(), SPI_OK_DELETE);
 	n += SPI_processed;
 	outbox_finish();
 	PG_RETURN_INT64(n);
@@ -628,8 +591,8 @@ move_to_dead(EsPlan *spent, Datum *spent_values, int32 gid, Datum reason, bool r
 	Datum		positions;
 	int64		n;
 
-	EsOutboxWrite(spent, deliveries, TRIGGER_EVENT_DELETE, spent_values, NULL,
-				  InvalidSnapshot, SPI_OK_SELECT);
+	EsGuardedWrite(spent, deliveries, TRIGGER_EVENT_DELETE, spent_values, NULL,
+				   InvalidSnapshot, SPI_OK_SELECT);
 	positions = result_value(0, 1, &isnull);
 	if (isnull)
 		return 0;
@@ -647,8 +610,8 @@ move_to_dead(EsPlan *spent, Datum *spent_values, int32 gid, Datum reason, bool r
 		nulls[5] = 'n';
 	values[6] = TimestampTzGetDatum(ts);
 	values[7] = result_value(0, 4, &isnull);
-	EsOutboxWrite(&to_dead_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_INSERT,
-				  values, nulls, InvalidSnapshot, SPI_OK_INSERT);
+	EsGuardedWrite(&to_dead_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_INSERT,
+				   values, nulls, InvalidSnapshot, SPI_OK_INSERT);
 	return n;
 }
 
@@ -859,8 +822,8 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 	values[2] = lease_time;
 	values[3] = tok;
 	values[4] = head_pos;
-	EsOutboxWrite(&claim_lease_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_UPDATE,
-				  values, nulls, InvalidSnapshot, SPI_OK_SELECT);
+	EsGuardedWrite(&claim_lease_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_UPDATE,
+				   values, nulls, InvalidSnapshot, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		Datum		row[12];
@@ -911,8 +874,8 @@ es_outbox_ack(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(grp.group_id);
 	values[1] = PG_GETARG_DATUM(1);
 	values[2] = PG_GETARG_DATUM(2);
-	EsOutboxWrite(&ack_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_DELETE,
-				  values, NULL, InvalidSnapshot, SPI_OK_DELETE);
+	EsGuardedWrite(&ack_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_DELETE,
+				   values, NULL, InvalidSnapshot, SPI_OK_DELETE);
 	n = SPI_processed;
 	outbox_finish();
 	EsStatsOutbox(text_to_cstring(PG_GETARG_TEXT_PP(0)), 0, n, 0, 0);
@@ -999,8 +962,8 @@ es_outbox_nack(PG_FUNCTION_ARGS)
 		nulls[5] = 'n';
 	values[6] = grp.backoff_base;
 	values[7] = grp.backoff_max;
-	EsOutboxWrite(&nack_retry_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_UPDATE,
-				  values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
+	EsGuardedWrite(&nack_retry_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_UPDATE,
+				   values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
 	n = dead + SPI_processed;
 	outbox_finish();
 	EsStatsOutbox(text_to_cstring(PG_GETARG_TEXT_PP(0)), 0, 0, n - dead, dead);
@@ -1075,8 +1038,8 @@ es_outbox_replay(PG_FUNCTION_ARGS)
 	find_group(PG_GETARG_TEXT_PP(0), false, &grp);
 	values[0] = Int32GetDatum(grp.group_id);
 	set_positions_arg(fcinfo, values, nulls);
-	EsOutboxWrite(&replay_take_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_DELETE,
-				  values, nulls, InvalidSnapshot, SPI_OK_SELECT);
+	EsGuardedWrite(&replay_take_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_DELETE,
+				   values, nulls, InvalidSnapshot, SPI_OK_SELECT);
 	positions = result_value(0, 1, &isnull);
 	if (!isnull)
 	{
@@ -1084,8 +1047,8 @@ es_outbox_replay(PG_FUNCTION_ARGS)
 		values[2] = result_value(0, 2, &isnull);
 		values[3] = result_value(0, 3, &isnull);
 		memset(nulls, ' ', sizeof(nulls));
-		EsOutboxWrite(&replay_put_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_INSERT,
-					  values, nulls, InvalidSnapshot, SPI_OK_INSERT);
+		EsGuardedWrite(&replay_put_plan, EsRelationOid("outbox_deliveries"), TRIGGER_EVENT_INSERT,
+					   values, nulls, InvalidSnapshot, SPI_OK_INSERT);
 		n = SPI_processed;
 		if (n > 0)
 			EsNotifyRequest();
@@ -1127,8 +1090,8 @@ es_outbox_discard(PG_FUNCTION_ARGS)
 	find_group(PG_GETARG_TEXT_PP(0), false, &grp);
 	values[0] = Int32GetDatum(grp.group_id);
 	set_positions_arg(fcinfo, values, nulls);
-	EsOutboxWrite(&discard_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_DELETE,
-				  values, nulls, InvalidSnapshot, SPI_OK_DELETE);
+	EsGuardedWrite(&discard_plan, EsRelationOid("outbox_dead"), TRIGGER_EVENT_DELETE,
+				   values, nulls, InvalidSnapshot, SPI_OK_DELETE);
 	n = SPI_processed;
 	outbox_finish();
 	PG_RETURN_INT64(n);
@@ -1218,8 +1181,8 @@ es_outbox_cleanup(PG_FUNCTION_ARGS)
 	snap = EsOutboxLockGroups(RowExclusiveLock);
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
-	EsOutboxWrite(&cleanup_plan, EsRelationOid("outbox"), TRIGGER_EVENT_DELETE,
-				  values, NULL, snap, SPI_OK_DELETE);
+	EsGuardedWrite(&cleanup_plan, EsRelationOid("outbox"), TRIGGER_EVENT_DELETE,
+				   values, NULL, snap, SPI_OK_DELETE);
 	n = SPI_processed;
 	outbox_finish();
 	PG_RETURN_INT64(n);
