@@ -639,6 +639,7 @@ COMMENT ON FUNCTION @extschema@.es_replica_projections(boolean) IS
 REVOKE ALL ON FUNCTION @extschema@.es_replica_projections(boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_replica_projections(boolean) TO es_admin;
 
+/*
  * How far a cursor is behind: events readable now, events held back by the
  * horizon, and the time since the first of them was appended.  es.subscriptions
  * (35_checkpoint.sql) and es.projection_progress (40_projection.sql) use it.
