@@ -654,7 +654,7 @@ LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) IS
 	'how far a global log cursor (NULL: the start) is behind: events es_read_all would return now, committed events held back by the horizon, and the time since the first of them was appended';
 REVOKE ALL ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) TO es_reader, pg_monitor;
+GRANT EXECUTE ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) TO es_reader;
 
 /*
  * Checkpoints of global-log subscribers and es.subscriptions (issue 12):
@@ -752,7 +752,7 @@ COMMENT ON COLUMN @extschema@.subscriptions.holder_xid_age IS 'when events are h
 COMMENT ON COLUMN @extschema@.subscriptions.holder_xact_age IS 'when events are held back: how long that transaction has run (NULL when pg_stat_activity hides it from the reader)';
 COMMENT ON COLUMN @extschema@.subscriptions.holder_prepared_gid IS 'when events are held back by a prepared transaction: its gid';
 REVOKE ALL ON TABLE @extschema@.subscriptions FROM PUBLIC;
-GRANT SELECT ON @extschema@.subscriptions TO es_reader, pg_monitor;
+GRANT SELECT ON @extschema@.subscriptions TO es_reader;
 
 /* a restore COPY records the table as restored (sql/install/80_dump.sql) */
 CREATE OR REPLACE TRIGGER es_restored AFTER INSERT ON @extschema@.checkpoints
@@ -800,4 +800,4 @@ COMMENT ON COLUMN @extschema@.projection_progress.total IS 'replayed + remaining
 COMMENT ON COLUMN @extschema@.projection_progress.events_per_second IS 'events replayed per second, from started_at to the last committed batch (or the end)';
 COMMENT ON COLUMN @extschema@.projection_progress.eta IS 'estimated time left at that rate; 0 when live, NULL before the first batch';
 REVOKE ALL ON TABLE @extschema@.projection_progress FROM PUBLIC;
-GRANT SELECT ON @extschema@.projection_progress TO es_reader, pg_monitor;
+GRANT SELECT ON @extschema@.projection_progress TO es_reader;

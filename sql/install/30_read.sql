@@ -71,7 +71,7 @@ LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) IS
 	'how far a global log cursor (NULL: the start) is behind: events es_read_all would return now, committed events held back by the horizon, and the time since the first of them was appended';
 REVOKE ALL ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) TO es_reader, pg_monitor;
+GRANT EXECUTE ON FUNCTION @extschema@.es_cursor_lag(@extschema@.log_cursor) TO es_reader;
 
 /*
  * Who holds the horizon back: every transaction that has an xid, oldest

@@ -105,4 +105,4 @@ COMMENT ON COLUMN @extschema@.subscriptions.holder_xid_age IS 'when events are h
 COMMENT ON COLUMN @extschema@.subscriptions.holder_xact_age IS 'when events are held back: how long that transaction has run (NULL when pg_stat_activity hides it from the reader)';
 COMMENT ON COLUMN @extschema@.subscriptions.holder_prepared_gid IS 'when events are held back by a prepared transaction: its gid';
 REVOKE ALL ON TABLE @extschema@.subscriptions FROM PUBLIC;
-GRANT SELECT ON @extschema@.subscriptions TO es_reader, pg_monitor;
+GRANT SELECT ON @extschema@.subscriptions TO es_reader;

@@ -224,4 +224,4 @@ COMMENT ON COLUMN @extschema@.projection_progress.total IS 'replayed + remaining
 COMMENT ON COLUMN @extschema@.projection_progress.events_per_second IS 'events replayed per second, from started_at to the last committed batch (or the end)';
 COMMENT ON COLUMN @extschema@.projection_progress.eta IS 'estimated time left at that rate; 0 when live, NULL before the first batch';
 REVOKE ALL ON TABLE @extschema@.projection_progress FROM PUBLIC;
-GRANT SELECT ON @extschema@.projection_progress TO es_reader, pg_monitor;
+GRANT SELECT ON @extschema@.projection_progress TO es_reader;

@@ -6,7 +6,7 @@
 # The monitoring recipe, examples/monitoring/queries.yaml (a queries file
 # for postgres_exporter), on a preloaded server with data in every view:
 #
-#  - every query of the file runs as a role that is only in pg_monitor,
+#  - every query of the file runs as a role in pg_monitor and es_reader only,
 #    returns rows, and returns exactly the columns its metrics declare (a
 #    renamed view column breaks this test, not the user's dashboard);
 #  - when postgres_exporter is installed (Debian: prometheus-postgres-
@@ -79,7 +79,7 @@ $node->start;
 $node->safe_psql(
 	'postgres', q{
 	CREATE EXTENSION es_ext;
-	CREATE ROLE monitor LOGIN IN ROLE pg_monitor;
+	CREATE ROLE monitor LOGIN IN ROLE pg_monitor, es_reader;
 	SELECT es.es_outbox_route('order');
 	SELECT es.es_outbox_create_group('mailer');
 	SELECT es.es_append('order-1', 0, '[{"type": "Placed", "data": {"n": 1}}]');
@@ -91,14 +91,14 @@ $node->safe_psql('postgres', $_) for @{ extra_setup() };
 $node->safe_psql('postgres',
 	q{CALL es.es_rebuild_projection('order_count', 'UPDATE public.order_count SET n = 0')});
 
-# every query, as the pg_monitor role
+# every query, as the monitoring role
 for my $name (sort keys %$queries)
 {
 	my $sql = $queries->{$name}{query};
 	my ($ret, $stdout, $stderr) = $node->psql(
 		'postgres', "\\pset tuples_only off\n\\pset footer off\n\\pset format unaligned\n$sql",
 		extra_params => [ '-U', 'monitor' ]);
-	is($ret, 0, "$name runs as a member of pg_monitor") or diag $stderr;
+	is($ret, 0, "$name runs as a member of pg_monitor and es_reader") or diag $stderr;
 	my ($header, @rows) = split /\n/, $stdout;
 	ok(@rows >= 1, "$name returns rows");
 	is(join(',', sort split /\|/, ($header // '')),
