@@ -556,7 +556,7 @@ CREATE OR REPLACE VIEW @extschema@.stats AS
 		   s.untracked,
 		   s.stats_reset
 	  FROM @extschema@.es_stats_counters('database') AS s
-	  LEFT JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) s.dbid;
+	  JOIN pg_catalog.pg_database AS d ON d.oid OPERATOR(pg_catalog.=) s.dbid;
 COMMENT ON VIEW @extschema@.stats IS
 	'es_ext statistics per database (enabled = false, counters NULL: es_ext is not in shared_preload_libraries)';
 REVOKE ALL ON TABLE @extschema@.stats FROM PUBLIC;

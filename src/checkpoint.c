@@ -245,6 +245,8 @@ es_checkpoint_save(PG_FUNCTION_ARGS)
 	int			attempt;
 
 	EsCheckWritable("es_checkpoint_save()");
+	/* a cursor is checked against this cluster's horizon (replica.c) */
+	EsCheckNotSubscriber(ES_LOG_READ_ALL);
 	name = check_name(fcinfo);
 
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -579,6 +579,9 @@ es_cursor_lag(PG_FUNCTION_ARGS)
 	Interval   *lag = (Interval *) palloc0(sizeof(Interval));
 	int			rc;
 
+	/* the lag is measured against this cluster's horizon, as es_read_all reads */
+	EsCheckNotSubscriber(ES_LOG_READ_ALL);
+
 	if (!PG_ARGISNULL(0))
 	{
 		Datum		d;

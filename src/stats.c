@@ -12,14 +12,17 @@
  *
  * Shared state: one hash table of entries keyed by (database, kind, name):
  * kind 'd' is the database's own entry (name empty), 'c' a stream category,
- * 'g' an outbox consumer group.  Lookups take the LWLock in shared mode;
- * creating an entry takes it in exclusive mode.  Each entry's counters are
- * protected by its own spinlock, held only to add or copy.  Entries are
- * never removed -- a reset zeroes them -- so a backend may cache the address
- * of its database's entry.  At most es.stats_max_categories category and
- * group entries exist; past that, a category or group is counted in the
- * database entry only, and the database entry's "untracked" counter says
- * how often that happened.
+ * 'g' an outbox consumer group.  Counting takes the LWLock in shared mode
+ * (exclusive to create an entry) and holds it while it adds; each entry's
+ * counters are protected by its own spinlock, held only to add or copy.
+ * Entries are removed only under the exclusive lock, by es_stats_reset:
+ * the categories and groups of its database (they come back at their next
+ * use), and every entry of a database that was dropped -- so a backend may
+ * cache the address of its own database's entry.  The table has a fixed
+ * size: at most es.stats_max_categories category and group entries, for
+ * the whole cluster; past that, a category or group is counted in its
+ * database's entry only, and that entry's "untracked" counter says how
+ * often that happened.
  *
  * Durability: the postmaster writes the entries to pg_stat/es_ext.stat when
  * it shuts down (in any mode: smart, fast or immediate) and reads, then
@@ -42,11 +45,13 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "pgstat.h"
 #include "port/pg_bitutils.h"
 #include "storage/fd.h"
@@ -57,6 +62,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "es_ext.h"
@@ -238,8 +244,11 @@ stats_load(void)
 			break;
 		}
 		saved.key.name[ES_STATS_NAME_LEN - 1] = '\0';
-		if (stats_insert(&saved.key, &saved.c) == NULL)
-			break;
+		if (saved.key.kind != ES_STATS_DATABASE && saved.key.kind != ES_STATS_CATEGORY &&
+			saved.key.kind != ES_STATS_GROUP)
+			continue;
+		/* no room for this one (a smaller es.stats_max_categories): skip it */
+		(void) stats_insert(&saved.key, &saved.c);
 	}
 done:
 	FreeFile(file);
@@ -318,8 +327,15 @@ stats_shmem_startup(void)
 	}
 	info.keysize = sizeof(EsStatsKey);
 	info.entrysize = sizeof(EsStatsEntry);
+	/*
+	 * HASH_FIXED_SIZE: never grow past the entries reserved, into the
+	 * shared memory slack the lock manager and other modules rely on (and
+	 * that other libraries' reservations use at the next start, when a
+	 * saved file is loaded before them).  A full table makes
+	 * HASH_ENTER_NULL return NULL: the counts go to "untracked".
+	 */
 	stats_hash = ShmemInitHash("es_ext stats hash", stats_entries(), stats_entries(),
-							   &info, HASH_ELEM | HASH_BLOBS);
+							   &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	LWLockRelease(AddinShmemInitLock);
 
 	/* the postmaster (or a single-user backend) loads and saves the file */
@@ -365,35 +381,47 @@ stats_key(EsStatsKey *key, Oid dbid, char kind, const char *name, int len)
 }
 
 /*
- * stats_entry
+ * stats_lookup
  *		The entry of key, created when missing (NULL when none is left).
+ *		Returns with the lock held, shared or exclusive (*mode says which):
+ *		entries are removed only under the exclusive lock, so the entry stays
+ *		valid until the caller releases it.
  */
 static EsStatsEntry *
-stats_entry(const EsStatsKey *key)
+stats_lookup(const EsStatsKey *key, LWLockMode *mode)
 {
 	EsStatsEntry *entry;
 
+	*mode = LW_SHARED;
 	LWLockAcquire(stats_shared->lock, LW_SHARED);
 	entry = hash_search(stats_hash, key, HASH_FIND, NULL);
-	LWLockRelease(stats_shared->lock);
 	if (entry == NULL)
 	{
+		LWLockRelease(stats_shared->lock);
+		*mode = LW_EXCLUSIVE;
 		LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
 		entry = stats_insert(key, NULL);
-		LWLockRelease(stats_shared->lock);
 	}
 	return entry;
 }
 
+/*
+ * db_entry
+ *		This database's entry, created when missing; NULL when none is left.
+ *		Its address is cached: a database's entry is removed only once the
+ *		database is dropped (es_stats_reset), when no backend is connected.
+ */
 static EsStatsEntry *
 db_entry(void)
 {
 	if (my_db_entry == NULL)
 	{
 		EsStatsKey	key;
+		LWLockMode	mode;
 
 		stats_key(&key, MyDatabaseId, ES_STATS_DATABASE, NULL, 0);
-		my_db_entry = stats_entry(&key);
+		my_db_entry = stats_lookup(&key, &mode);
+		LWLockRelease(stats_shared->lock);
 	}
 	return my_db_entry;
 }
@@ -471,18 +499,21 @@ stats_count(char kind, const char *name, int len, const EsStatsDelta *d)
 {
 	EsStatsEntry *dbe = db_entry();
 	EsStatsEntry *entry = NULL;
+	EsStatsKey	key;
+	LWLockMode	mode;
 
 	if (name != NULL)
 	{
-		EsStatsKey	key;
-
 		stats_key(&key, MyDatabaseId, kind, name, len);
-		entry = stats_entry(&key);
-		if (entry != NULL)
-			stats_add(entry, d, false);
+		entry = stats_lookup(&key, &mode);
 	}
+	else
+		LWLockAcquire(stats_shared->lock, LW_SHARED);
+	if (entry != NULL)
+		stats_add(entry, d, false);
 	if (dbe != NULL)
 		stats_add(dbe, d, name != NULL && entry == NULL);
+	LWLockRelease(stats_shared->lock);
 }
 
 /* The histogram bucket of a latency in microseconds. */
@@ -851,8 +882,11 @@ PG_FUNCTION_INFO_V1(es_stats_reset);
 
 /*
  * es_stats_reset() RETURNS timestamptz
- *		Zero the counters of this database (its own, its categories' and its
- *		groups'); returns the time of the reset.
+ *		Zero the counters of this database and remove the entries of its
+ *		categories and groups (they come back at their next use, and free
+ *		their places of es.stats_max_categories meanwhile); remove the
+ *		entries of databases that no longer exist.  Returns the time of the
+ *		reset.
  */
 Datum
 es_stats_reset(PG_FUNCTION_ARGS)
@@ -860,6 +894,9 @@ es_stats_reset(PG_FUNCTION_ARGS)
 	HASH_SEQ_STATUS seq;
 	EsStatsEntry *entry;
 	TimestampTz now = GetCurrentTimestamp();
+	List	   *dbids = NIL;
+	List	   *dropped = NIL;
+	ListCell   *lc;
 
 	if (stats_hash == NULL)
 		ereport(ERROR,
@@ -867,17 +904,33 @@ es_stats_reset(PG_FUNCTION_ARGS)
 				 errmsg("es_ext statistics are not enabled"),
 				 errhint("Add es_ext to shared_preload_libraries and restart the server.")));
 
-	(void) db_entry();
+	/* the databases with entries, then (without the lock) those dropped */
 	LWLockAcquire(stats_shared->lock, LW_SHARED);
 	hash_seq_init(&seq, stats_hash);
 	while ((entry = hash_seq_search(&seq)) != NULL)
+		if (entry->key.kind == ES_STATS_DATABASE)
+			dbids = lappend_oid(dbids, entry->key.dbid);
+	LWLockRelease(stats_shared->lock);
+	foreach(lc, dbids)
+		if (!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(lfirst_oid(lc))))
+			dropped = lappend_oid(dropped, lfirst_oid(lc));
+
+	(void) db_entry();
+	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, stats_hash);
+	while ((entry = hash_seq_search(&seq)) != NULL)
 	{
-		if (entry->key.dbid != MyDatabaseId)
-			continue;
-		SpinLockAcquire(&entry->mutex);
-		memset(&entry->c, 0, sizeof(EsStatsCounters));
-		entry->c.reset_at = now;
-		SpinLockRelease(&entry->mutex);
+		if (entry->key.dbid == MyDatabaseId && entry->key.kind == ES_STATS_DATABASE)
+		{
+			memset(&entry->c, 0, sizeof(EsStatsCounters));
+			entry->c.reset_at = now;
+		}
+		else if (entry->key.dbid == MyDatabaseId || list_member_oid(dropped, entry->key.dbid))
+		{
+			if (entry->key.kind != ES_STATS_DATABASE)
+				stats_shared->named_entries--;
+			(void) hash_search(stats_hash, &entry->key, HASH_REMOVE, NULL);
+		}
 	}
 	LWLockRelease(stats_shared->lock);
 	PG_RETURN_TIMESTAMPTZ(now);

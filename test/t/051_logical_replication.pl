@@ -242,6 +242,13 @@ is($early->query(q{SELECT count(*) FROM es.es_read_all(NULL, 10)}), '', 'a sessi
 like($early->{stderr}, qr/cannot read the global log on a logical replication subscriber/, '... with the same error');
 $early->quit;
 
+# the lag of a cursor and a checkpoint are measured against the horizon
+# the subscriber cannot have: refused the same way
+($state) = sqlstate($sub, 'SELECT * FROM es.es_cursor_lag(NULL)');
+is($state, '55000', 'es_cursor_lag on the subscriber refuses with 55000');
+($state) = sqlstate($sub, q{SELECT es.es_checkpoint_save('sub-reader', NULL)});
+is($state, '55000', 'es_checkpoint_save on the subscriber refuses with 55000');
+
 my $before = $sub->safe_psql('postgres', $store);
 ($state, $err) = sqlstate($sub, q{SELECT es.es_append('account-1', NULL, '[{"type": "Deposited", "data": {"amount": 1}}]')});
 is($state, '55000', 'es_append on the subscriber refuses with 55000');

@@ -190,6 +190,22 @@ is(sq(q{SELECT count(*) FROM es.category_stats WHERE appends <> 0 OR folds <> 0 
 	'0', 'its categories are zeroed');
 is($node->safe_psql('other', 'SELECT appends FROM es.stats WHERE datname = current_database()'),
 	'1', 'another database keeps its counters');
+is(sq(q{SELECT count(*) FROM es.category_stats}), '0',
+	'the reset removed the rows of its categories and groups');
+sq(q{SELECT es.es_append('zeta-1', NULL, '[{"type": "Z", "data": {}}]')});
+is(cat_stats('zeta', 'appends'), '1', '... which frees their places: a new category gets a row again');
+
+# a dropped database: its rows go at the next reset, wherever it runs
+$node->safe_psql('other', q{SELECT es.es_append('cart-1', NULL, '[{"type": "A", "data": {}}]')});
+$node->safe_psql('postgres', 'DROP DATABASE other');
+is(sq(q{SELECT count(*) FROM es.es_stats_counters('database') AS s
+		 WHERE NOT EXISTS (SELECT FROM pg_database AS d WHERE d.oid = s.dbid)}),
+	'1', 'a dropped database keeps its entry until a reset (es.stats does not show it)');
+sq('SELECT es.es_stats_reset()');
+is(sq(q{SELECT count(*) FROM es.es_stats_counters('database') AS s
+		 WHERE NOT EXISTS (SELECT FROM pg_database AS d WHERE d.oid = s.dbid)}),
+	'0', 'es_stats_reset removes the entries of dropped databases');
+$reset = sq(q{SELECT stats_reset FROM es.stats WHERE datname = current_database()});
 
 # ---------------------------------------------------------------- restarts
 sq(q{SELECT es.es_append('order-1', NULL, '[{"type": "A", "data": {}}]')});

@@ -135,7 +135,12 @@ SKIP:
 		[ $exporter, "--extend.query-path=$queries_file", '--disable-default-metrics',
 		  '--disable-settings-metrics', "--web.listen-address=127.0.0.1:$port" ],
 		'>', $log, '2>&1',
-		init => sub { $ENV{DATA_SOURCE_NAME} = $dsn; });
+		# lib/pq (the exporter's driver) panics on some libpq variables that
+		# pg_virtualenv sets (PGSYSCONFDIR): the DSN says everything
+		init => sub {
+			delete $ENV{$_} for grep { /^PG/ } keys %ENV;
+			$ENV{DATA_SOURCE_NAME} = $dsn;
+		});
 	my $body = '';
 	for (1 .. 100)
 	{
