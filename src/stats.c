@@ -516,6 +516,30 @@ stats_count(char kind, const char *name, int len, const EsStatsDelta *d)
 	LWLockRelease(stats_shared->lock);
 }
 
+/* A delta that adds nothing (and has no latency sample). */
+static inline void
+delta_init(EsStatsDelta *d)
+{
+	memset(d, 0, sizeof(EsStatsDelta));
+	d->append_ms = -1;
+}
+
+/*
+ * count_stream
+ *		Add d to this database and to the category of the stream id (len
+ *		bytes at stream; NULL: the database only).
+ */
+static void
+count_stream(const char *stream, int len, const EsStatsDelta *d)
+{
+	const char *cat = NULL;
+	int			catlen = 0;
+
+	if (stream != NULL)
+		category_of(stream, len, &cat, &catlen);
+	stats_count(ES_STATS_CATEGORY, cat, catlen, d);
+}
+
 /* The histogram bucket of a latency in microseconds. */
 static int
 hist_bucket(uint64 us)
@@ -576,8 +600,6 @@ EsStatsAppendEnd(const instr_time *start, const char *stream, int len,
 {
 	EsStatsDelta d;
 	instr_time	now;
-	const char *cat;
-	int			catlen;
 	double		us;
 
 	if (!stats_on() || INSTR_TIME_IS_ZERO(*start))
@@ -586,7 +608,7 @@ EsStatsAppendEnd(const instr_time *start, const char *stream, int len,
 	INSTR_TIME_SUBTRACT(now, *start);
 	us = INSTR_TIME_GET_MICROSEC(now);
 
-	memset(&d, 0, sizeof(d));
+	delta_init(&d);
 	if (replay)
 		d.replays = 1;
 	else
@@ -604,8 +626,7 @@ EsStatsAppendEnd(const instr_time *start, const char *stream, int len,
 	}
 	d.append_ms = us / 1000.0;
 	d.bucket = hist_bucket((uint64) us);
-	category_of(stream, len, &cat, &catlen);
-	stats_count(ES_STATS_CATEGORY, cat, catlen, &d);
+	count_stream(stream, len, &d);
 }
 
 /*
@@ -620,20 +641,17 @@ void
 EsStatsAppendFailed(const char *stream, int len, bool conflict)
 {
 	EsStatsDelta d;
-	const char *cat = NULL;
-	int			catlen = 0;
 
 	if (!stats_on())
 		return;
-	memset(&d, 0, sizeof(d));
-	d.append_ms = -1;
+	delta_init(&d);
 	if (conflict)
 		d.conflicts = 1;
 	else
 		d.refused = 1;
-	if (stream != NULL && len > 0 && len <= ES_MAX_NAME_BYTES)
-		category_of(stream, len, &cat, &catlen);
-	stats_count(ES_STATS_CATEGORY, cat, catlen, &d);
+	if (len <= 0 || len > ES_MAX_NAME_BYTES)
+		stream = NULL;
+	count_stream(stream, len, &d);
 }
 
 /*
@@ -645,28 +663,21 @@ void
 EsStatsRead(const char *name, int len, bool log)
 {
 	EsStatsDelta d;
-	const char *cat = NULL;
-	int			catlen = 0;
 
 	if (!stats_on())
 		return;
-	memset(&d, 0, sizeof(d));
-	d.append_ms = -1;
+	delta_init(&d);
 	if (log)
 	{
+		/* name is the category filter itself */
 		d.log_reads = 1;
-		if (name != NULL)
-		{
-			cat = name;
-			catlen = len;
-		}
+		stats_count(ES_STATS_CATEGORY, name, len, &d);
 	}
 	else
 	{
 		d.stream_reads = 1;
-		category_of(name, len, &cat, &catlen);
+		count_stream(name, len, &d);
 	}
-	stats_count(ES_STATS_CATEGORY, cat, catlen, &d);
 }
 
 /*
@@ -677,17 +688,13 @@ void
 EsStatsFold(const char *stream, int len, bool snapshot_hit)
 {
 	EsStatsDelta d;
-	const char *cat;
-	int			catlen;
 
 	if (!stats_on())
 		return;
-	memset(&d, 0, sizeof(d));
-	d.append_ms = -1;
+	delta_init(&d);
 	d.folds = 1;
 	d.snapshot_hits = snapshot_hit ? 1 : 0;
-	category_of(stream, len, &cat, &catlen);
-	stats_count(ES_STATS_CATEGORY, cat, catlen, &d);
+	count_stream(stream, len, &d);
 }
 
 /*
@@ -702,8 +709,7 @@ EsStatsOutbox(const char *group, int64 claimed, int64 acked, int64 nacked, int64
 
 	if (!stats_on() || (claimed == 0 && acked == 0 && nacked == 0 && dead == 0))
 		return;
-	memset(&d, 0, sizeof(d));
-	d.append_ms = -1;
+	delta_init(&d);
 	d.claimed = claimed;
 	d.acked = acked;
 	d.nacked = nacked;
