@@ -195,6 +195,13 @@ GRANT SELECT ON @extschema@.user_objects TO es_reader;
 -- pg_dump calls it: es_admin, and the predefined role of backup roles
 GRANT EXECUTE ON FUNCTION @extschema@.es_user_objects() TO es_admin, pg_read_all_data;
 
+/* the rate of a resumed rebuild counts from its resumption (es.projection_progress) */
+ALTER TABLE @extschema@.projection_status
+	ADD COLUMN IF NOT EXISTS run_started_at timestamptz,
+	ADD COLUMN IF NOT EXISTS run_replayed_from bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN @extschema@.projection_status.run_started_at IS 'when the rebuild was last resumed, its current run started (NULL: not resumed, the run started at started_at)';
+COMMENT ON COLUMN @extschema@.projection_status.run_replayed_from IS 'events replayed before the current run (0, or the count at the last resumption)';
+
 /*
  * es_rebuild_projection checks that the trigger is a user's AFTER INSERT
  * trigger before it pauses anything (0.1.0 paused a BEFORE trigger, or one of
@@ -255,18 +262,24 @@ BEGIN
 	IF resume AND prior.state OPERATOR(pg_catalog.=) 'rebuilding' THEN
 		cur := prior.last_cursor;
 		total := prior.replayed;
+		-- the rate of this run counts from now: the pause is not replay time
+		UPDATE @extschema@.projection_status AS s
+		   SET run_started_at = pg_catalog.clock_timestamp(), run_replayed_from = total
+		 WHERE s.projection OPERATOR(pg_catalog.=) es_rebuild_projection.projection;
 	ELSE
 		EXECUTE pg_catalog.format('ALTER TABLE @extschema@.events DISABLE TRIGGER %I', projection);
 		IF reset IS NOT NULL THEN
 			EXECUTE reset;
 		END IF;
 		INSERT INTO @extschema@.projection_status AS s
-			(projection, state, started_at, finished_at, replayed, last_cursor, updated_at)
+			(projection, state, started_at, finished_at, replayed, last_cursor, updated_at,
+			 run_started_at, run_replayed_from)
 		VALUES (projection, 'rebuilding', pg_catalog.clock_timestamp(), NULL, 0, NULL,
-				pg_catalog.clock_timestamp())
+				pg_catalog.clock_timestamp(), NULL, 0)
 		ON CONFLICT ON CONSTRAINT projection_status_pkey DO UPDATE
 			SET state = 'rebuilding', started_at = excluded.started_at, finished_at = NULL,
-				replayed = 0, last_cursor = NULL, updated_at = excluded.updated_at;
+				replayed = 0, last_cursor = NULL, updated_at = excluded.updated_at,
+				run_started_at = NULL, run_replayed_from = 0;
 	END IF;
 	COMMIT;
 	IF resume AND prior.state OPERATOR(pg_catalog.=) 'rebuilding' THEN
@@ -787,17 +800,18 @@ CREATE OR REPLACE VIEW @extschema@.projection_progress AS
 								FROM @extschema@.es_cursor_lag(s.last_cursor) AS l)
 				   END AS remaining) AS r
 	 CROSS JOIN LATERAL
-		   (SELECT pg_catalog.round(s.replayed::numeric OPERATOR(pg_catalog./)
+		   (SELECT pg_catalog.round((s.replayed OPERATOR(pg_catalog.-) s.run_replayed_from)::numeric
+									OPERATOR(pg_catalog./)
 									NULLIF(EXTRACT(epoch FROM
 										CASE WHEN s.state OPERATOR(pg_catalog.=) 'live'
 											 THEN COALESCE(s.finished_at, s.updated_at) ELSE s.updated_at END
-										OPERATOR(pg_catalog.-) s.started_at), 0),
+										OPERATOR(pg_catalog.-) COALESCE(s.run_started_at, s.started_at)), 0),
 									1) AS events_per_second) AS t;
 COMMENT ON VIEW @extschema@.projection_progress IS
 	'progress of projection rebuilds: events replayed, events left, rate and estimated time left (readable while a rebuild runs)';
 COMMENT ON COLUMN @extschema@.projection_progress.remaining IS 'events still to replay after the last committed batch; 0 when live';
 COMMENT ON COLUMN @extschema@.projection_progress.total IS 'replayed + remaining';
-COMMENT ON COLUMN @extschema@.projection_progress.events_per_second IS 'events replayed per second, from started_at to the last committed batch (or the end)';
+COMMENT ON COLUMN @extschema@.projection_progress.events_per_second IS 'events replayed per second by the current run (from its start, or its resumption, to the last committed batch or the end)';
 COMMENT ON COLUMN @extschema@.projection_progress.eta IS 'estimated time left at that rate; 0 when live, NULL before the first batch';
 REVOKE ALL ON TABLE @extschema@.projection_progress FROM PUBLIC;
 GRANT SELECT ON @extschema@.projection_progress TO es_reader;

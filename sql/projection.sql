@@ -274,5 +274,10 @@ SELECT projection, state, replayed, remaining, total, eta IS NOT NULL AS has_eta
 CALL es.es_rebuild_projection('n_proj', 'TRUNCATE public.n', batch_size => 1);
 SELECT count(*) AS projected FROM public.n;
 SELECT projection, state, replayed, remaining, total, eta FROM es.projection_progress;
+-- the rate of the resumed run counts from its resumption, and only its own events
+SELECT run_started_at > started_at AS run_from_resumption, run_replayed_from,
+       (SELECT events_per_second FROM es.projection_progress WHERE projection = 'n_proj')
+         = round((replayed - run_replayed_from) / extract(epoch FROM finished_at - run_started_at), 1) AS rate_of_the_run
+  FROM es.projection_status WHERE projection = 'n_proj';
 \c :regress_db
 DROP DATABASE regress_proj_notices;
