@@ -842,6 +842,7 @@ append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
 {
 	Jsonb	   *batch;
 
+	args->stream = NULL;
 	args->replay = false;
 	args->version = 0;
 	args->expected_null = PG_ARGISNULL(1);
@@ -882,7 +883,8 @@ append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
 /*
  * append_arguments_counted
  *		append_arguments, counting a bad argument or batch as a refused
- *		batch (stats.c) before the error goes on.  Not inlined: a second
+ *		batch (stats.c) before the error goes on; the stream id is the one
+ *		append_arguments already read (nothing is detoasted again here).  Not inlined: a second
  *		PG_TRY in es_append would put its locals at risk of longjmp.
  */
 static pg_noinline void
@@ -894,9 +896,12 @@ append_arguments_counted(FunctionCallInfo fcinfo, AppendArgs *args)
 	}
 	PG_CATCH();
 	{
-		text	   *s = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+		/* bad input is a data exception (22) or a limit (54), not a cancel */
+		int			category = ERRCODE_TO_CATEGORY(geterrcode());
 
-		EsStatsAppendFailed(s ? VARDATA_ANY(s) : NULL, s ? VARSIZE_ANY_EXHDR(s) : 0, false);
+		if (category == ERRCODE_DATA_EXCEPTION || category == ERRCODE_PROGRAM_LIMIT_EXCEEDED)
+			EsStatsAppendFailed(args->stream ? VARDATA_ANY(args->stream) : NULL,
+								args->stream ? VARSIZE_ANY_EXHDR(args->stream) : 0, false);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();

@@ -92,7 +92,7 @@
 /* stats.c: category and group names are kept up to this many bytes (with the NUL) */
 #define ES_STATS_NAME_LEN		64
 #define ES_DEFAULT_STATS_MAX_CATEGORIES	1000
-#define ES_MAX_STATS_MAX_CATEGORIES		1000000
+#define ES_MAX_STATS_MAX_CATEGORIES		100000
 
 /* GUCs (es_ext.c) */
 extern int	es_max_batch_events;
@@ -165,9 +165,9 @@ extern void EsStatsAppendBegin(instr_time *start);
 extern void EsStatsAppendEnd(const instr_time *start, const char *stream, int len,
 							 const EsEvent *events, int n, bool replay);
 extern void EsStatsAppendFailed(const char *stream, int len, bool conflict);
-extern void EsStatsRead(const char *name, int len, bool log);
-extern void EsStatsFold(const char *stream, int len, bool snapshot_hit);
-extern void EsStatsOutbox(const char *group, int64 claimed, int64 acked, int64 nacked, int64 dead);
+extern void EsStatsRead(const char *name, int len, bool log, bool found);
+extern void EsStatsFold(const char *stream, int len, bool snapshot_hit, bool found);
+extern void EsStatsOutbox(text *group, int64 claimed, int64 acked, int64 nacked, int64 dead);
 
 /* read.c: the global log horizon and cursors */
 extern FullTransactionId EsLogHorizon(Snapshot snap);

@@ -517,7 +517,8 @@ es_fold(PG_FUNCTION_ARGS)
 
 	fold_request(fcinfo, &req);
 	EsFold(&req, &res);
-	EsStatsFold(VARDATA_ANY(req.stream), VARSIZE_ANY_EXHDR(req.stream), res.snapshot_version > 0);
+	EsStatsFold(VARDATA_ANY(req.stream), VARSIZE_ANY_EXHDR(req.stream), res.snapshot_version > 0,
+				res.snapshot_version > 0 || res.applied > 0);
 	PG_RETURN_JSONB_P(res.state);
 }
 
@@ -544,7 +545,8 @@ es_fold_state(PG_FUNCTION_ARGS)
 
 	fold_request(fcinfo, &req);
 	EsFold(&req, &res);
-	EsStatsFold(VARDATA_ANY(req.stream), VARSIZE_ANY_EXHDR(req.stream), res.snapshot_version > 0);
+	EsStatsFold(VARDATA_ANY(req.stream), VARSIZE_ANY_EXHDR(req.stream), res.snapshot_version > 0,
+				res.snapshot_version > 0 || res.applied > 0);
 
 	values[0] = JsonbPGetDatum(res.state);
 	values[1] = Int64GetDatum(res.version);

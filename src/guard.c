@@ -68,7 +68,8 @@ EsCheckWritable(const char *what)
  *		event (TRIGGER_EVENT_INSERT, _UPDATE or _DELETE), letting its guard
  *		trigger pass that one statement.  snapshot: InvalidSnapshot for the
  *		usual one, or the snapshot to run the statement with (the outbox
- *		uses one taken after its lock, see outbox_api.c).  Returns the SPI result code, which must be expected_rc.
+ *		uses one taken after its lock, see outbox_api.c).  Returns the SPI
+ *		result code, which must be expected_rc.
  *		Must be called inside SPI.
  */
 int

@@ -792,7 +792,7 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 	if (n == 0)
 	{
 		outbox_finish();
-		EsStatsOutbox(text_to_cstring(name), 0, 0, 0, dead);
+		EsStatsOutbox(name, 0, 0, 0, dead);
 		return (Datum) 0;
 	}
 
@@ -834,7 +834,7 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 	}
 	claimed = SPI_processed;
 	outbox_finish();
-	EsStatsOutbox(text_to_cstring(name), claimed, 0, 0, dead);
+	EsStatsOutbox(name, claimed, 0, 0, dead);
 	return (Datum) 0;
 }
 
@@ -878,7 +878,7 @@ es_outbox_ack(PG_FUNCTION_ARGS)
 				   values, NULL, InvalidSnapshot, SPI_OK_DELETE);
 	n = SPI_processed;
 	outbox_finish();
-	EsStatsOutbox(text_to_cstring(PG_GETARG_TEXT_PP(0)), 0, n, 0, 0);
+	EsStatsOutbox(PG_GETARG_TEXT_PP(0), 0, n, 0, 0);
 	PG_RETURN_INT64(n);
 }
 
@@ -966,7 +966,7 @@ es_outbox_nack(PG_FUNCTION_ARGS)
 				   values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
 	n = dead + SPI_processed;
 	outbox_finish();
-	EsStatsOutbox(text_to_cstring(PG_GETARG_TEXT_PP(0)), 0, 0, n - dead, dead);
+	EsStatsOutbox(PG_GETARG_TEXT_PP(0), 0, 0, n - dead, dead);
 	PG_RETURN_INT64(n);
 }
 

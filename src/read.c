@@ -223,7 +223,6 @@ es_read_stream(PG_FUNCTION_ARGS)
 	}
 
 	values[0] = PG_GETARG_DATUM(0);
-	EsStatsRead(VARDATA_ANY(PG_GETARG_TEXT_PP(0)), VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)), false);
 	if (PG_ARGISNULL(1))
 		values[1] = Int64GetDatum(backward ? PG_INT64_MAX : 1);
 	else
@@ -261,6 +260,13 @@ es_read_stream(PG_FUNCTION_ARGS)
 	fetch_into_tuplestore(portal, rsinfo, NULL, EsUpcasterBegin());
 	SPI_cursor_close(portal);
 	SPI_finish();
+
+	{
+		text	   *stream = PG_GETARG_TEXT_PP(0);
+
+		EsStatsRead(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream), false,
+					tuplestore_tuple_count(rsinfo->setResult) > 0);
+	}
 
 	return (Datum) 0;
 }
@@ -416,11 +422,6 @@ es_read_all(PG_FUNCTION_ARGS)
 					 errmsg("event_types cannot contain null")));
 	}
 
-	if (have_category)
-		EsStatsRead(VARDATA_ANY(PG_GETARG_TEXT_PP(2)), VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(2)), true);
-	else
-		EsStatsRead(NULL, 0, true);
-
 	InitMaterializedSRF(fcinfo, MAT_SRF_BLESS);
 
 	st.outdesc = rsinfo->setDesc;
@@ -452,6 +453,16 @@ es_read_all(PG_FUNCTION_ARGS)
 	fetch_into_tuplestore(portal, rsinfo, make_log_row, &st);
 	SPI_cursor_close(portal);
 	SPI_finish();
+
+	if (have_category)
+	{
+		text	   *category = PG_GETARG_TEXT_PP(2);
+
+		EsStatsRead(VARDATA_ANY(category), VARSIZE_ANY_EXHDR(category), true,
+					tuplestore_tuple_count(rsinfo->setResult) > 0);
+	}
+	else
+		EsStatsRead(NULL, 0, true, false);
 
 	return (Datum) 0;
 }

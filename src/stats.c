@@ -24,15 +24,23 @@
  * database's entry only, and that entry's "untracked" counter says how
  * often that happened.
  *
+ * An entry of a category is created by a successful append, a read or a
+ * fold that found events; one of a group by the traffic of an existing
+ * group.  Reads of names that do not exist and refused input count in the
+ * database's entry only, so they cannot fill the table.
+ *
  * Durability: the postmaster writes the entries to pg_stat/es_ext.stat when
- * it shuts down (in any mode: smart, fast or immediate) and reads, then
- * removes, that file at the next start.  A crash -- a backend dying, after
+ * it shuts down (in any mode: smart, fast or immediate -- unless a backend
+ * killed by an immediate shutdown was inserting or removing an entry, when
+ * the table may be torn and nothing is saved) and reads, then removes, that
+ * file at the next start.  A crash -- a backend dying, after
  * which the postmaster re-creates shared memory, or the postmaster killed
  * -- resets every counter, as for pg_stat_statements.
  *
  * Cost on the append path: two hash lookups under a shared LWLock and two
  * spinlocked additions per es_append (bench/stats_cpu measures it), and
- * nothing when es.track_stats is off.
+ * nothing when es.track_stats is off.  The exclusive lock is taken only to
+ * create an entry, never when the table is full.
  *
  * src/stats.c
  *
@@ -62,6 +70,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -134,14 +143,14 @@ typedef struct EsStatsShared
 {
 	LWLock	   *lock;
 	int			named_entries;	/* category and group entries */
+	/* an insert or remove is under way: a backend killed now leaves it set */
+	bool		changing;
 } EsStatsShared;
 
 /* NULL unless es_ext is in shared_preload_libraries */
 static EsStatsShared *stats_shared = NULL;
 static HTAB *stats_hash = NULL;
 
-/* this backend's database entry, once looked up */
-static EsStatsEntry *my_db_entry = NULL;
 
 /* GUCs (es_ext.c) */
 bool		es_track_stats = true;
@@ -174,9 +183,9 @@ stats_shmem_request(void)
 
 /*
  * stats_insert
- *		Create the entry of key with the given counters (NULL: zero, reset
- *		now).  Caller holds the lock exclusively.  Returns NULL when no entry
- *		is left.
+ *		The entry of key; created, with the given counters (NULL: zero,
+ *		reset now), when missing.  Caller holds the lock exclusively.
+ *		Returns NULL when no entry is left.
  */
 static EsStatsEntry *
 stats_insert(const EsStatsKey *key, const EsStatsCounters *c)
@@ -184,13 +193,15 @@ stats_insert(const EsStatsKey *key, const EsStatsCounters *c)
 	EsStatsEntry *entry;
 	bool		found;
 
+	entry = hash_search(stats_hash, key, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry;
 	if (key->kind != ES_STATS_DATABASE &&
 		stats_shared->named_entries >= es_stats_max_categories)
 		return NULL;
+	stats_shared->changing = true;
 	entry = hash_search(stats_hash, key, HASH_ENTER_NULL, &found);
-	if (entry == NULL)
-		return NULL;
-	if (!found)
+	if (entry != NULL && !found)
 	{
 		SpinLockInit(&entry->mutex);
 		if (c)
@@ -203,6 +214,7 @@ stats_insert(const EsStatsKey *key, const EsStatsCounters *c)
 		if (key->kind != ES_STATS_DATABASE)
 			stats_shared->named_entries++;
 	}
+	stats_shared->changing = false;
 	return entry;
 }
 
@@ -271,6 +283,14 @@ stats_save(int code, Datum arg)
 
 	if (code != 0 || stats_hash == NULL)
 		return;
+	/* a backend killed in the middle of an insert or remove (an immediate
+	 * shutdown): the table may be torn, keep nothing rather than walk it */
+	if (stats_shared->changing)
+	{
+		ereport(LOG,
+				(errmsg("es_ext statistics were not saved: the shutdown interrupted a change of their table")));
+		return;
+	}
 
 	file = AllocateFile(ES_STATS_FILE_TMP, PG_BINARY_W);
 	if (file == NULL)
@@ -316,7 +336,6 @@ stats_shmem_startup(void)
 
 	stats_shared = NULL;
 	stats_hash = NULL;
-	my_db_entry = NULL;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	stats_shared = ShmemInitStruct("es_ext stats", sizeof(EsStatsShared), &found);
@@ -324,6 +343,7 @@ stats_shmem_startup(void)
 	{
 		stats_shared->lock = &(GetNamedLWLockTranche("es_ext stats"))->lock;
 		stats_shared->named_entries = 0;
+		stats_shared->changing = false;
 	}
 	info.keysize = sizeof(EsStatsKey);
 	info.entrysize = sizeof(EsStatsEntry);
@@ -381,49 +401,25 @@ stats_key(EsStatsKey *key, Oid dbid, char kind, const char *name, int len)
 }
 
 /*
- * stats_lookup
- *		The entry of key, created when missing (NULL when none is left).
- *		Returns with the lock held, shared or exclusive (*mode says which):
- *		entries are removed only under the exclusive lock, so the entry stays
- *		valid until the caller releases it.
+ * ensure_db_entry
+ *		Make sure this database has its entry (while one is left).
  */
-static EsStatsEntry *
-stats_lookup(const EsStatsKey *key, LWLockMode *mode)
+static void
+ensure_db_entry(void)
 {
+	EsStatsKey	key;
 	EsStatsEntry *entry;
 
-	*mode = LW_SHARED;
+	stats_key(&key, MyDatabaseId, ES_STATS_DATABASE, NULL, 0);
 	LWLockAcquire(stats_shared->lock, LW_SHARED);
-	entry = hash_search(stats_hash, key, HASH_FIND, NULL);
+	entry = hash_search(stats_hash, &key, HASH_FIND, NULL);
+	LWLockRelease(stats_shared->lock);
 	if (entry == NULL)
 	{
-		LWLockRelease(stats_shared->lock);
-		*mode = LW_EXCLUSIVE;
 		LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
-		entry = stats_insert(key, NULL);
-	}
-	return entry;
-}
-
-/*
- * db_entry
- *		This database's entry, created when missing; NULL when none is left.
- *		Its address is cached: a database's entry is removed only once the
- *		database is dropped (es_stats_reset), when no backend is connected.
- */
-static EsStatsEntry *
-db_entry(void)
-{
-	if (my_db_entry == NULL)
-	{
-		EsStatsKey	key;
-		LWLockMode	mode;
-
-		stats_key(&key, MyDatabaseId, ES_STATS_DATABASE, NULL, 0);
-		my_db_entry = stats_lookup(&key, &mode);
+		(void) stats_insert(&key, NULL);
 		LWLockRelease(stats_shared->lock);
 	}
-	return my_db_entry;
 }
 
 /* The category of a stream id: up to its first '-' (as es.events.category). */
@@ -492,27 +488,50 @@ stats_add(EsStatsEntry *entry, const EsStatsDelta *d, bool untracked)
 /*
  * stats_count
  *		Add d to this database's entry and, when name is given, to the entry
- *		of that category or group.
+ *		of that category or group.  A missing entry of the database is
+ *		created; one of the category or group only when create is true (a
+ *		successful append, outbox traffic of an existing group, a read that
+ *		found events): reads of names that do not exist and refused input
+ *		cannot fill the table.  Entries are used only under the lock, which
+ *		es_stats_reset takes exclusively to remove some.
  */
 static void
-stats_count(char kind, const char *name, int len, const EsStatsDelta *d)
+stats_count(char kind, const char *name, int len, const EsStatsDelta *d, bool create)
 {
-	EsStatsEntry *dbe = db_entry();
-	EsStatsEntry *entry = NULL;
+	EsStatsKey	dbkey;
 	EsStatsKey	key;
-	LWLockMode	mode;
+	EsStatsEntry *dbe;
+	EsStatsEntry *entry = NULL;
+	bool		full = false;
 
+	stats_key(&dbkey, MyDatabaseId, ES_STATS_DATABASE, NULL, 0);
+	if (name != NULL)
+		stats_key(&key, MyDatabaseId, kind, name, len);
+
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	dbe = hash_search(stats_hash, &dbkey, HASH_FIND, NULL);
 	if (name != NULL)
 	{
-		stats_key(&key, MyDatabaseId, kind, name, len);
-		entry = stats_lookup(&key, &mode);
+		entry = hash_search(stats_hash, &key, HASH_FIND, NULL);
+		/* no place left: count in the database only, without escalating */
+		full = (entry == NULL && create &&
+				stats_shared->named_entries >= es_stats_max_categories);
 	}
-	else
-		LWLockAcquire(stats_shared->lock, LW_SHARED);
+	if (dbe == NULL || (name != NULL && entry == NULL && create && !full))
+	{
+		LWLockRelease(stats_shared->lock);
+		LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+		dbe = stats_insert(&dbkey, NULL);
+		if (name != NULL && create)
+		{
+			entry = stats_insert(&key, NULL);
+			full = (entry == NULL);
+		}
+	}
 	if (entry != NULL)
 		stats_add(entry, d, false);
 	if (dbe != NULL)
-		stats_add(dbe, d, name != NULL && entry == NULL);
+		stats_add(dbe, d, full);
 	LWLockRelease(stats_shared->lock);
 }
 
@@ -527,17 +546,17 @@ delta_init(EsStatsDelta *d)
 /*
  * count_stream
  *		Add d to this database and to the category of the stream id (len
- *		bytes at stream; NULL: the database only).
+ *		bytes at stream; NULL: the database only), as stats_count.
  */
 static void
-count_stream(const char *stream, int len, const EsStatsDelta *d)
+count_stream(const char *stream, int len, const EsStatsDelta *d, bool create)
 {
 	const char *cat = NULL;
 	int			catlen = 0;
 
 	if (stream != NULL)
 		category_of(stream, len, &cat, &catlen);
-	stats_count(ES_STATS_CATEGORY, cat, catlen, d);
+	stats_count(ES_STATS_CATEGORY, cat, catlen, d, create);
 }
 
 /* The histogram bucket of a latency in microseconds. */
@@ -626,16 +645,17 @@ EsStatsAppendEnd(const instr_time *start, const char *stream, int len,
 	}
 	d.append_ms = us / 1000.0;
 	d.bucket = hist_bucket((uint64) us);
-	count_stream(stream, len, &d);
+	count_stream(stream, len, &d, true);
 }
 
 /*
  * EsStatsAppendFailed
  *		Count an es_append refused for bad input (conflict false) or for an
  *		expected-version conflict (conflict true).  stream may be NULL (the
- *		stream id itself was bad): then only the database counts it.
- *		Called while an error is being raised: takes only spinlocks and the
- *		stats LWLock, allocates nothing.
+ *		stream id itself was bad): then only the database counts it, as it
+ *		does when the category has no entry yet (refused input never makes
+ *		one).  Called while an error is being raised: takes only spinlocks
+ *		and the stats LWLock, allocates nothing.
  */
 void
 EsStatsAppendFailed(const char *stream, int len, bool conflict)
@@ -651,16 +671,17 @@ EsStatsAppendFailed(const char *stream, int len, bool conflict)
 		d.refused = 1;
 	if (len <= 0 || len > ES_MAX_NAME_BYTES)
 		stream = NULL;
-	count_stream(stream, len, &d);
+	count_stream(stream, len, &d, false);
 }
 
 /*
  * EsStatsRead
  *		Count a read: of one stream (stream given, log false), of the log
- *		(log true; category is the filter, or NULL).
+ *		(log true; category is the filter, or NULL).  found: it returned
+ *		events (only then may the category get an entry).
  */
 void
-EsStatsRead(const char *name, int len, bool log)
+EsStatsRead(const char *name, int len, bool log, bool found)
 {
 	EsStatsDelta d;
 
@@ -671,21 +692,22 @@ EsStatsRead(const char *name, int len, bool log)
 	{
 		/* name is the category filter itself */
 		d.log_reads = 1;
-		stats_count(ES_STATS_CATEGORY, name, len, &d);
+		stats_count(ES_STATS_CATEGORY, name, len, &d, found);
 	}
 	else
 	{
 		d.stream_reads = 1;
-		count_stream(name, len, &d);
+		count_stream(name, len, &d, found);
 	}
 }
 
 /*
  * EsStatsFold
- *		Count a fold of stream, from a snapshot or not.
+ *		Count a fold of stream, from a snapshot or not; found: it read a
+ *		snapshot or an event (only then may the category get an entry).
  */
 void
-EsStatsFold(const char *stream, int len, bool snapshot_hit)
+EsStatsFold(const char *stream, int len, bool snapshot_hit, bool found)
 {
 	EsStatsDelta d;
 
@@ -694,16 +716,17 @@ EsStatsFold(const char *stream, int len, bool snapshot_hit)
 	delta_init(&d);
 	d.folds = 1;
 	d.snapshot_hits = snapshot_hit ? 1 : 0;
-	count_stream(stream, len, &d);
+	count_stream(stream, len, &d, found);
 }
 
 /*
  * EsStatsOutbox
- *		Count outbox traffic of consumer group name: messages claimed,
- *		acknowledged, given back, moved to the dead letters.
+ *		Count outbox traffic of consumer group (an existing one):
+ *		messages claimed, acknowledged, given back, moved to the dead
+ *		letters.
  */
 void
-EsStatsOutbox(const char *group, int64 claimed, int64 acked, int64 nacked, int64 dead)
+EsStatsOutbox(text *group, int64 claimed, int64 acked, int64 nacked, int64 dead)
 {
 	EsStatsDelta d;
 
@@ -714,7 +737,7 @@ EsStatsOutbox(const char *group, int64 claimed, int64 acked, int64 nacked, int64
 	d.acked = acked;
 	d.nacked = nacked;
 	d.dead = dead;
-	stats_count(ES_STATS_GROUP, group, strlen(group), &d);
+	stats_count(ES_STATS_GROUP, VARDATA_ANY(group), VARSIZE_ANY_EXHDR(group), &d, true);
 }
 
 /* ------------------------------------------------------------ reading */
@@ -854,7 +877,7 @@ es_stats_counters(PG_FUNCTION_ARGS)
 	}
 
 	/* the database's own row exists from the first look */
-	(void) db_entry();
+	ensure_db_entry();
 
 	LWLockAcquire(stats_shared->lock, LW_SHARED);
 	hash_seq_init(&seq, stats_hash);
@@ -917,11 +940,14 @@ es_stats_reset(PG_FUNCTION_ARGS)
 		if (entry->key.kind == ES_STATS_DATABASE)
 			dbids = lappend_oid(dbids, entry->key.dbid);
 	LWLockRelease(stats_shared->lock);
+	/* see the databases created or dropped since this transaction began */
+	AcceptInvalidationMessages();
 	foreach(lc, dbids)
-		if (!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(lfirst_oid(lc))))
+		if (lfirst_oid(lc) != MyDatabaseId &&
+			!SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(lfirst_oid(lc))))
 			dropped = lappend_oid(dropped, lfirst_oid(lc));
 
-	(void) db_entry();
+	ensure_db_entry();
 	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
 	hash_seq_init(&seq, stats_hash);
 	while ((entry = hash_seq_search(&seq)) != NULL)
@@ -933,9 +959,11 @@ es_stats_reset(PG_FUNCTION_ARGS)
 		}
 		else if (entry->key.dbid == MyDatabaseId || list_member_oid(dropped, entry->key.dbid))
 		{
+			stats_shared->changing = true;
 			if (entry->key.kind != ES_STATS_DATABASE)
 				stats_shared->named_entries--;
 			(void) hash_search(stats_hash, &entry->key, HASH_REMOVE, NULL);
+			stats_shared->changing = false;
 		}
 	}
 	LWLockRelease(stats_shared->lock);

@@ -108,6 +108,15 @@ is(db_stats('stream_reads || \'/\' || log_reads || \'/\' || folds || \'/\' || sn
 is(cat_stats('order', 'stream_reads'), '2', 'category: stream reads');
 is(cat_stats('cart', 'log_reads'), '1', 'category: log reads filtered by that category');
 is(cat_stats('acct', 'folds || \'/\' || snapshot_hits'), '2/1', 'category: folds and snapshot hits');
+# reads of streams and categories that have no events count in the
+# database only: they cannot fill the table with names that do not exist
+sq(q{SELECT count(*) FROM es.es_read_stream('ghost-1')});
+sq(q{SELECT count(*) FROM es.es_read_all(NULL, 10, 'phantom')});
+sq(q{SELECT es.es_fold('spectre-1', 'public.count_r(jsonb,es.events)', '{}')});
+is(sq(q{SELECT count(*) FROM es.category_stats WHERE category IN ('ghost', 'phantom', 'spectre')}), '0',
+	'reads and folds that found nothing make no category row');
+is(db_stats('stream_reads || \'/\' || log_reads || \'/\' || folds'), '3/3/3',
+	'... and are counted in the database');
 
 # ---------------------------------------------------------------- outbox
 sq(q{SELECT es.es_outbox_route('ship')});
