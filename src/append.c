@@ -842,7 +842,6 @@ append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
 {
 	Jsonb	   *batch;
 
-	args->stream = NULL;
 	args->replay = false;
 	args->version = 0;
 	args->expected_null = PG_ARGISNULL(1);
@@ -890,6 +889,7 @@ append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
 static pg_noinline void
 append_arguments_counted(FunctionCallInfo fcinfo, AppendArgs *args)
 {
+	args->stream = NULL;		/* until append_arguments has read it */
 	PG_TRY();
 	{
 		append_arguments(fcinfo, args);
