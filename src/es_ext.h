@@ -182,6 +182,26 @@ typedef enum EsLogAccess
 
 extern void EsCheckNotSubscriber(EsLogAccess access);
 
+/* projection.c: events fed through a projection trigger (replays, async projections) */
+typedef struct EsReplay EsReplay;
+extern Trigger *EsFindProjectionTrigger(Relation rel, const char *tgname);
+extern EsReplay *EsReplayBegin(Relation rel, const char *tgname);
+extern void EsReplayEvent(EsReplay *r, HeapTupleHeader event);
+extern void EsReplayEnd(EsReplay *r);
+
+/* async.c: asynchronous projections (issue 13) */
+#define ES_ASYNC_MAX_BATCH			100000	/* largest batch_size */
+#define ES_ASYNC_MAX_RETRIES		1000	/* largest max_retries */
+#define ES_ASYNC_RETRY_BASE_MS		200		/* first retry delay, doubled per attempt */
+#define ES_ASYNC_RETRY_MAX_MS		60000	/* longest retry delay */
+
+/* projection_worker.c: the background workers of asynchronous projections */
+extern void EsProjectionWorkerRequest(void);
+extern void EsProjectionWakeAtCommit(void);
+
+/* wait.c: es_wait_for sleepers */
+extern void EsWaitWakeAtCommit(void);
+
 /* dump.c: what makes a logical dump restore */
 extern bool EsRestoreCopy(Relation rel);
 extern bool EsOwnTrigger(const Trigger *trig);

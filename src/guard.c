@@ -234,6 +234,14 @@ es_guard(PG_FUNCTION_ARGS)
 				 errdetail("This table is written only by es_checkpoint_save and es_checkpoint_drop, which check who owns a checkpoint."),
 				 errhint("Call es.es_checkpoint_save(name, cursor) or es.es_checkpoint_drop(name).")));
 
+	if (strcmp(RelationGetRelationName(rel), "async_projections") == 0 ||
+		strcmp(RelationGetRelationName(rel), "projection_dead_letters") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("cannot %s table %s directly", command_name(event), relname),
+				 errdetail("This table is written only by the functions of asynchronous projections: a checkpoint is moved only with the read model it describes."),
+				 errhint("Call es.es_create_async_projection(), es.es_projection_pause(), es.es_projection_reset() or es.es_drop_projection().")));
+
 	if (strcmp(RelationGetRelationName(rel), "user_objects") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),

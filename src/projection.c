@@ -307,12 +307,13 @@ static EsPlan replay_head_plan = {
 };
 
 /*
- * find_projection_trigger
+ * EsFindProjectionTrigger
  *		The user trigger named tgname on es.events (rel), which must be an
- *		AFTER INSERT trigger.
+ *		AFTER INSERT trigger and not one of es_ext's own.  It may be disabled
+ *		(an asynchronous projection keeps its trigger disabled).
  */
-static Trigger *
-find_projection_trigger(Relation rel, const char *tgname)
+Trigger *
+EsFindProjectionTrigger(Relation rel, const char *tgname)
 {
 	TriggerDesc *trigdesc = rel->trigdesc;
 	int			i;
@@ -342,10 +343,13 @@ find_projection_trigger(Relation rel, const char *tgname)
 	return NULL;				/* keep compiler quiet */
 }
 
-/* State of one replay call. */
-typedef struct EsReplay
+/*
+ * State of one replay: the events given to EsReplayEvent, in order, through
+ * one projection trigger.
+ */
+struct EsReplay
 {
-	Relation	rel;
+	Relation	rel;			/* es.events, opened by the caller */
 	Trigger    *trigger;
 	FmgrInfo	flinfo;
 	bool		for_row;
@@ -353,8 +357,12 @@ typedef struct EsReplay
 	EState	   *estate;
 	TupleTableSlot *slot;
 	Tuplestorestate *batch;		/* statement triggers: the transition table */
+	int64		nbatch;			/* events in batch */
 	MemoryContext percall;
-} EsReplay;
+	EsEventAttrs attrs;
+	EsProjectionErrorContext ectx;
+	ErrorContextCallback errcb;
+};
 
 /*
  * prepare_when
@@ -411,6 +419,125 @@ call_trigger(EsReplay *r, HeapTuple tuple)
 		ExecClearTuple(r->slot);
 }
 
+/*
+ * EsReplayBegin
+ *		Prepare to feed events through the projection trigger tgname of rel
+ *		(es.events, opened and locked by the caller, kept open until
+ *		EsReplayEnd).  The current user must be allowed to execute the
+ *		trigger function.  The state lives in the current memory context;
+ *		an error context naming the projection (and the event being
+ *		replayed) is pushed until EsReplayEnd.
+ */
+EsReplay *
+EsReplayBegin(Relation rel, const char *tgname)
+{
+	EsReplay   *r = palloc0(sizeof(EsReplay));
+
+	r->rel = rel;
+	r->trigger = EsFindProjectionTrigger(rel, tgname);
+	r->for_row = TRIGGER_FOR_ROW(r->trigger->tgtype);
+	if (pg_proc_aclcheck(r->trigger->tgfoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(r->trigger->tgfoid));
+	fmgr_info(r->trigger->tgfoid, &r->flinfo);
+	r->slot = MakeSingleTupleTableSlot(RelationGetDescr(rel), &TTSOpsHeapTuple);
+	r->percall = AllocSetContextCreate(CurrentMemoryContext, "es projection replay",
+									   ALLOCSET_DEFAULT_SIZES);
+	if (r->for_row)
+		prepare_when(r);
+	else
+		r->batch = tuplestore_begin_heap(false, false, work_mem);
+
+	r->ectx.projection = r->trigger->tgname;
+	r->ectx.tuple = NULL;
+	r->ectx.desc = RelationGetDescr(rel);
+	EsEventAttrsInit(&r->attrs, r->ectx.desc);
+	r->ectx.attrs = &r->attrs;
+	r->errcb.callback = projection_error_callback;
+	r->errcb.arg = &r->ectx;
+	r->errcb.previous = error_context_stack;
+	error_context_stack = &r->errcb;
+	return r;
+}
+
+/*
+ * EsReplayEvent
+ *		Feed one event (a row of es.events, as a composite datum) through the
+ *		trigger: a row trigger is called now, after its WHEN condition; a
+ *		statement trigger collects it into its transition table.
+ */
+void
+EsReplayEvent(EsReplay *r, HeapTupleHeader th)
+{
+	HeapTupleData tup;
+	MemoryContext oldcxt;
+
+	CHECK_FOR_INTERRUPTS();
+
+	tup.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tup.t_self);
+	tup.t_tableOid = RelationGetRelid(r->rel);
+	tup.t_data = th;
+
+	if (!r->for_row)
+	{
+		tuplestore_puttuple(r->batch, &tup);
+		r->nbatch++;
+		return;
+	}
+
+	r->ectx.tuple = &tup;
+	oldcxt = MemoryContextSwitchTo(r->percall);
+	if (r->when != NULL)
+	{
+		ExprContext *econtext = GetPerTupleExprContext(r->estate);
+		bool		pass;
+
+		ExecForceStoreHeapTuple(&tup, r->slot, false);
+		econtext->ecxt_innertuple = r->slot;
+		econtext->ecxt_outertuple = NULL;
+		pass = ExecQual(r->when, econtext);
+		ExecClearTuple(r->slot);
+		ResetExprContext(econtext);
+		if (!pass)
+		{
+			MemoryContextSwitchTo(oldcxt);
+			r->ectx.tuple = NULL;
+			return;
+		}
+	}
+	call_trigger(r, &tup);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(r->percall);
+	r->ectx.tuple = NULL;
+}
+
+/*
+ * EsReplayEnd
+ *		Call a statement trigger once with every event fed to it (if any),
+ *		pop the error context and free the replay state.  Does not close
+ *		the relation.
+ */
+void
+EsReplayEnd(EsReplay *r)
+{
+	if (!r->for_row && r->nbatch > 0)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(r->percall);
+
+		call_trigger(r, NULL);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	error_context_stack = r->errcb.previous;
+
+	if (r->batch)
+		tuplestore_end(r->batch);
+	if (r->estate)
+		FreeExecutorState(r->estate);
+	ExecDropSingleTupleTableSlot(r->slot);
+	MemoryContextDelete(r->percall);
+	pfree(r);
+}
+
 PG_FUNCTION_INFO_V1(es_projection_replay);
 
 /*
@@ -434,7 +561,8 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	int64		after_pos = 0;
 	int32		max_count;
 	bool		to_head;
-	EsReplay	r;
+	Relation	rel;
+	EsReplay   *r;
 	Datum		values[6];
 	Portal		portal;
 	int32		replayed = 0;
@@ -445,9 +573,6 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	Datum		cur[3];
 	bool		curnulls[3] = {false, false, false};
 	MemoryContext callcxt = CurrentMemoryContext;
-	EsProjectionErrorContext ectx;
-	EsEventAttrs attrs;
-	ErrorContextCallback errcb;
 
 	EsCheckWritable("es_projection_replay()");
 
@@ -470,34 +595,12 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	resdesc = BlessTupleDesc(resdesc);
 	cursordesc = BlessTupleDesc(lookup_rowtype_tupdesc_copy(TupleDescAttr(resdesc, 1)->atttypid, -1));
 
-	memset(&r, 0, sizeof(r));
-	r.rel = table_open(EsRelationOid("events"), AccessShareLock);
-	r.trigger = find_projection_trigger(r.rel, tgname);
-	r.for_row = TRIGGER_FOR_ROW(r.trigger->tgtype);
-	if (pg_proc_aclcheck(r.trigger->tgfoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_FUNCTION, get_func_name(r.trigger->tgfoid));
-	fmgr_info(r.trigger->tgfoid, &r.flinfo);
-	r.slot = MakeSingleTupleTableSlot(RelationGetDescr(r.rel), &TTSOpsHeapTuple);
-	r.percall = AllocSetContextCreate(CurrentMemoryContext, "es projection replay",
-									  ALLOCSET_DEFAULT_SIZES);
-	if (r.for_row)
-		prepare_when(&r);
-	else
-		r.batch = tuplestore_begin_heap(false, false, work_mem);
+	rel = table_open(EsRelationOid("events"), AccessShareLock);
+	r = EsReplayBegin(rel, tgname);
 
 	cur[0] = Int32GetDatum(after_era);
 	cur[1] = after_tx;
 	cur[2] = Int64GetDatum(after_pos);
-
-	ectx.projection = tgname;
-	ectx.tuple = NULL;
-	ectx.desc = RelationGetDescr(r.rel);
-	EsEventAttrsInit(&attrs, ectx.desc);
-	ectx.attrs = &attrs;
-	errcb.callback = projection_error_callback;
-	errcb.arg = &ectx;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -526,17 +629,7 @@ es_projection_replay(PG_FUNCTION_ARGS)
 			HeapTuple	row = SPI_tuptable->vals[i];
 			TupleDesc	rowdesc = SPI_tuptable->tupdesc;
 			bool		isnull;
-			HeapTupleHeader th;
-			HeapTupleData tup;
 			MemoryContext oldcxt;
-
-			CHECK_FOR_INTERRUPTS();
-
-			th = DatumGetHeapTupleHeader(SPI_getbinval(row, rowdesc, 1, &isnull));
-			tup.t_len = HeapTupleHeaderGetDatumLength(th);
-			ItemPointerSetInvalid(&tup.t_self);
-			tup.t_tableOid = RelationGetRelid(r.rel);
-			tup.t_data = th;
 
 			/* remember the cursor in the caller's context */
 			oldcxt = MemoryContextSwitchTo(callcxt);
@@ -546,59 +639,16 @@ es_projection_replay(PG_FUNCTION_ARGS)
 			MemoryContextSwitchTo(oldcxt);
 			replayed++;
 
-			if (!r.for_row)
-			{
-				tuplestore_puttuple(r.batch, &tup);
-				continue;
-			}
-
-			ectx.tuple = &tup;
-			oldcxt = MemoryContextSwitchTo(r.percall);
-			if (r.when != NULL)
-			{
-				ExprContext *econtext = GetPerTupleExprContext(r.estate);
-
-				ExecForceStoreHeapTuple(&tup, r.slot, false);
-				econtext->ecxt_innertuple = r.slot;
-				econtext->ecxt_outertuple = NULL;
-				if (!ExecQual(r.when, econtext))
-				{
-					ExecClearTuple(r.slot);
-					ResetExprContext(econtext);
-					MemoryContextSwitchTo(oldcxt);
-					continue;
-				}
-				ExecClearTuple(r.slot);
-				ResetExprContext(econtext);
-			}
-			call_trigger(&r, &tup);
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(r.percall);
-			ectx.tuple = NULL;
+			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(row, rowdesc, 1, &isnull)));
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 
 	/* a statement trigger sees the whole batch at once */
-	if (!r.for_row && replayed > 0)
-	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(r.percall);
-
-		call_trigger(&r, NULL);
-		MemoryContextSwitchTo(oldcxt);
-	}
-
+	EsReplayEnd(r);
 	SPI_finish();
-	error_context_stack = errcb.previous;
-
-	if (r.batch)
-		tuplestore_end(r.batch);
-	if (r.estate)
-		FreeExecutorState(r.estate);
-	ExecDropSingleTupleTableSlot(r.slot);
-	MemoryContextDelete(r.percall);
-	table_close(r.rel, AccessShareLock);
+	table_close(rel, AccessShareLock);
 
 	result[0] = Int32GetDatum(replayed);
 	result[1] = HeapTupleGetDatum(heap_form_tuple(cursordesc, cur, curnulls));

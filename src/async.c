@@ -1,0 +1,1134 @@
+/*-------------------------------------------------------------------------
+ *
+ * async.c
+ *	  Asynchronous projections: their registry (es.async_projections), the
+ *	  batch that applies them (es_projection_apply), their failure policy
+ *	  and dead letters, pause, resume, reset, and the switch back to inline.
+ *
+ * An asynchronous projection is an AFTER INSERT trigger on es.events, as an
+ * inline projection is, kept disabled so that appends never fire it.
+ * es_projection_apply feeds the next events of the global log to it, the
+ * way es_projection_replay does (projection.c: row triggers once per event
+ * after their WHEN condition, statement triggers once per batch with the
+ * batch as their transition table), and moves the projection's checkpoint
+ * in the same transaction: whether that transaction commits or not (an
+ * error, kill -9 of the process or of the postmaster), every event affects
+ * the read model exactly once.  It reads only below the log horizon, in
+ * cursor order (era, tx_id, global_position), so an event that commits late
+ * is never behind the checkpoint.  When a batch finds fewer events than it
+ * may take, everything below the horizon has been seen and the checkpoint
+ * moves to (era, horizon - 1, max): es_wait_for compares it with the token
+ * of an append.
+ *
+ * Concurrency: the applier locks the projection's row FOR UPDATE SKIP
+ * LOCKED, so one transaction at a time applies a projection and the others
+ * (a background worker, es_run_projections in another session) skip it.
+ * Pause, reset and the switch to inline lock the row FOR UPDATE and so wait
+ * for the batch being applied.
+ *
+ * Failures: es_projection_apply lets the error propagate (its transaction
+ * rolls back, read model and checkpoint together); the caller then calls
+ * es_projection_failed in a new transaction.  The first failure of a batch
+ * only switches the projection to one event at a time (retrying), at once;
+ * each failure after that counts an attempt on that one event and delays
+ * the next by ES_ASYNC_RETRY_BASE_MS doubled per attempt (at most
+ * ES_ASYNC_RETRY_MAX_MS).  After max_retries attempts the policy applies:
+ * stop (state failed, until es_projection_resume) or park the event in
+ * es.projection_dead_letters and move on.
+ *
+ * Who runs what: every function here runs as its caller (no SECURITY
+ * DEFINER) and is granted to es_admin.  A trigger function runs as the
+ * caller, es_project handlers as their owners (projection.c); the background
+ * worker runs a projection as the role that declared it (owner).  The
+ * registry and dead-letter tables have the guard triggers: only these
+ * functions write them (EsGuardedWrite).  Disabling, enabling and dropping a
+ * projection trigger is done here for callers who hold TRIGGER on
+ * es.events (es_admin), not only for the owner of es.events; es_ext's own
+ * triggers are never touched.
+ *
+ * Memory: everything is allocated in the SPI procedure context and released
+ * by SPI_finish.
+ *
+ * src/async.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_trigger.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/xid8.h"
+
+#include "es_ext.h"
+
+/* One row of es.async_projections, as the functions here need it. */
+typedef struct EsAsync
+{
+	Oid			owner;
+	char	   *state;
+	int32		batch_size;
+	Datum		categories;		/* text[] or 0 */
+	Datum		event_types;	/* text[] or 0 */
+	char	   *on_error;
+	int32		max_retries;
+	bool		has_checkpoint;
+	int32		era;
+	Datum		tx_id;
+	int64		position;
+	bool		retrying;
+	int32		attempts;
+	bool		due;			/* retry_at has passed (or is NULL) */
+} EsAsync;
+
+#define ASYNC_COLUMNS \
+	"SELECT a.owner, a.state, a.batch_size, a.categories, a.event_types, a.on_error," \
+	" a.max_retries, (a.checkpoint).era, (a.checkpoint).tx_id, (a.checkpoint).global_position," \
+	" a.retrying, a.attempts," \
+	" a.retry_at IS NULL OR a.retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()" \
+	" FROM es.async_projections AS a WHERE a.projection OPERATOR(pg_catalog.=) $1"
+
+static EsPlan lock_skip_plan = {
+	NULL, ASYNC_COLUMNS " FOR UPDATE SKIP LOCKED", 1, {NAMEOID}
+};
+
+static EsPlan lock_wait_plan = {
+	NULL, ASYNC_COLUMNS " FOR UPDATE", 1, {NAMEOID}
+};
+
+static EsPlan exists_plan = {
+	NULL,
+	"SELECT FROM es.async_projections AS a WHERE a.projection OPERATOR(pg_catalog.=) $1",
+	1, {NAMEOID}
+};
+
+/*
+ * The next events of a projection: after its checkpoint ($1, $2, $3), below
+ * the horizon ($4, $5), in its categories ($6) and types ($7), at most $8.
+ */
+static EsPlan next_events_plan = {
+	NULL,
+	"SELECT e, e.era, e.tx_id, e.global_position, e.stream_id, e.version, e.event_type"
+	"  FROM es.events AS e"
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+	"   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)"
+	"   AND ($6::text[] IS NULL OR e.category OPERATOR(pg_catalog.=) ANY ($6))"
+	"   AND ($7::text[] IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($7))"
+	" ORDER BY e.era, e.tx_id, e.global_position LIMIT $8",
+	8, {INT4OID, XID8OID, INT8OID, INT4OID, XID8OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID}
+};
+
+/* every event after a cursor, with appenders locked out (to inline) */
+static EsPlan rest_events_plan = {
+	NULL,
+	"SELECT e, e.era, e.tx_id, e.global_position FROM es.events AS e"
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+	" ORDER BY e.era, e.tx_id, e.global_position",
+	3, {INT4OID, XID8OID, INT8OID}
+};
+
+/* the last event of the log (appenders locked out) */
+static EsPlan head_plan = {
+	NULL,
+	"SELECT e.era, e.tx_id, e.global_position FROM es.events AS e"
+	" ORDER BY e.era DESC, e.tx_id DESC, e.global_position DESC LIMIT 1",
+	0, {InvalidOid}
+};
+
+static EsPlan insert_plan = {
+	NULL,
+	"INSERT INTO es.async_projections (projection, owner, state, batch_size, categories,"
+	" event_types, on_error, max_retries, checkpoint, created_at)"
+	" VALUES ($1, $2, 'running', $3, $4, $5, $6, $7,"
+	"         CASE WHEN $8 IS NULL THEN NULL::es.log_cursor ELSE ROW($8, $9, $10)::es.log_cursor END,"
+	"         pg_catalog.clock_timestamp())",
+	10, {NAMEOID, REGROLEOID, INT4OID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INT4OID,
+	INT4OID, XID8OID, INT8OID}
+};
+
+static EsPlan advance_plan = {
+	NULL,
+	"UPDATE es.async_projections AS a"
+	"   SET checkpoint = ROW($2, $3, $4)::es.log_cursor,"
+	"       applied = a.applied OPERATOR(pg_catalog.+) $5,"
+	"       last_applied_at = CASE WHEN $5 OPERATOR(pg_catalog.>) 0"
+	"                              THEN pg_catalog.clock_timestamp() ELSE a.last_applied_at END,"
+	"       retrying = $6, attempts = CASE WHEN $6 THEN a.attempts ELSE 0 END, retry_at = NULL"
+	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
+	6, {NAMEOID, INT4OID, XID8OID, INT8OID, INT8OID, BOOLOID}
+};
+
+static EsPlan failed_plan = {
+	NULL,
+	"UPDATE es.async_projections AS a"
+	"   SET state = $2, retrying = $3, attempts = $4,"
+	"       retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $5),"
+	"       last_error = $6, last_error_sqlstate = $7, last_error_at = pg_catalog.clock_timestamp(),"
+	"       last_error_position = $8"
+	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
+	8, {NAMEOID, TEXTOID, BOOLOID, INT4OID, FLOAT8OID, TEXTOID, TEXTOID, INT8OID}
+};
+
+static EsPlan park_plan = {
+	NULL,
+	"INSERT INTO es.projection_dead_letters AS d (projection, global_position, log_cursor,"
+	" stream_id, version, event_type, error, sqlstate, attempts, parked_at)"
+	" VALUES ($1, $4, ROW($2, $3, $4)::es.log_cursor, $5, $6, $7, $8, $9, $10,"
+	"         pg_catalog.clock_timestamp())"
+	" ON CONFLICT ON CONSTRAINT projection_dead_letters_pkey DO UPDATE"
+	"   SET error = excluded.error, sqlstate = excluded.sqlstate,"
+	"       attempts = d.attempts OPERATOR(pg_catalog.+) excluded.attempts, parked_at = excluded.parked_at",
+	10, {NAMEOID, INT4OID, XID8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID}
+};
+
+static EsPlan state_plan = {
+	NULL,
+	"UPDATE es.async_projections AS a SET state = $2, attempts = 0, retry_at = NULL"
+	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
+	2, {NAMEOID, TEXTOID}
+};
+
+static EsPlan reset_plan = {
+	NULL,
+	"UPDATE es.async_projections AS a"
+	"   SET checkpoint = NULL, applied = 0, last_applied_at = NULL, retrying = false, attempts = 0,"
+	"       retry_at = NULL, last_error = NULL, last_error_sqlstate = NULL, last_error_at = NULL,"
+	"       last_error_position = NULL,"
+	"       state = CASE WHEN a.state OPERATOR(pg_catalog.=) 'failed' THEN 'running' ELSE a.state END"
+	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
+	1, {NAMEOID}
+};
+
+static EsPlan delete_plan = {
+	NULL,
+	"DELETE FROM es.async_projections AS a WHERE a.projection OPERATOR(pg_catalog.=) $1",
+	1, {NAMEOID}
+};
+
+static EsPlan dead_list_plan = {
+	NULL,
+	"SELECT e, d.global_position FROM es.projection_dead_letters AS d"
+	"  JOIN es.events AS e ON e.stream_id OPERATOR(pg_catalog.=) d.stream_id"
+	"                     AND e.version OPERATOR(pg_catalog.=) d.version"
+	" WHERE d.projection OPERATOR(pg_catalog.=) $1"
+	"   AND ($2::bigint IS NULL OR d.global_position OPERATOR(pg_catalog.=) $2)"
+	" ORDER BY d.log_cursor FOR UPDATE OF d",
+	2, {NAMEOID, INT8OID}
+};
+
+static EsPlan dead_delete_plan = {
+	NULL,
+	"DELETE FROM es.projection_dead_letters AS d"
+	" WHERE d.projection OPERATOR(pg_catalog.=) $1"
+	"   AND ($2::bigint IS NULL OR d.global_position OPERATOR(pg_catalog.=) $2)",
+	2, {NAMEOID, INT8OID}
+};
+
+static EsPlan status_delete_plan = {
+	NULL,
+	"DELETE FROM es.projection_status AS s WHERE s.projection OPERATOR(pg_catalog.=) $1",
+	1, {NAMEOID}
+};
+
+static EsPlan rebuilding_plan = {
+	NULL,
+	"SELECT FROM es.projection_status AS s WHERE s.projection OPERATOR(pg_catalog.=) $1"
+	"   AND s.state OPERATOR(pg_catalog.=) 'rebuilding'",
+	1, {NAMEOID}
+};
+
+/*
+ * projection_arg
+ *		The projection name argument, which cannot be NULL.
+ */
+static Name
+projection_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("projection cannot be null")));
+	return PG_GETARG_NAME(0);
+}
+
+/*
+ * check_trigger_privilege
+ *		Only roles holding TRIGGER on es.events (es_admin) may turn a
+ *		projection trigger on or off, or drop it.
+ */
+static void
+check_trigger_privilege(Oid events)
+{
+	if (pg_class_aclcheck(events, GetUserId(), ACL_TRIGGER) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "events");
+}
+
+/*
+ * fetch_async
+ *		Read (and lock, per plan) the registry row of projection into *a.
+ *		Returns false when no row came back.  Must be called inside SPI.
+ */
+static bool
+fetch_async(EsPlan *plan, Name projection, EsAsync *a)
+{
+	Datum		values[1];
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	values[0] = NameGetDatum(projection);
+	if (SPI_execute_plan(EsGetPlan(plan), values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.async_projections");
+	if (SPI_processed == 0)
+		return false;
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	memset(a, 0, sizeof(*a));
+	a->owner = DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull));
+	a->state = TextDatumGetCString(SPI_getbinval(row, desc, 2, &isnull));
+	a->batch_size = DatumGetInt32(SPI_getbinval(row, desc, 3, &isnull));
+	d = SPI_getbinval(row, desc, 4, &isnull);
+	a->categories = isnull ? (Datum) 0 : d;
+	d = SPI_getbinval(row, desc, 5, &isnull);
+	a->event_types = isnull ? (Datum) 0 : d;
+	a->on_error = TextDatumGetCString(SPI_getbinval(row, desc, 6, &isnull));
+	a->max_retries = DatumGetInt32(SPI_getbinval(row, desc, 7, &isnull));
+	d = SPI_getbinval(row, desc, 8, &isnull);
+	a->has_checkpoint = !isnull;
+	a->era = isnull ? -1 : DatumGetInt32(d);
+	d = SPI_getbinval(row, desc, 9, &isnull);
+	a->tx_id = isnull ? FullTransactionIdGetDatum(FullTransactionIdFromU64(0)) : d;
+	d = SPI_getbinval(row, desc, 10, &isnull);
+	a->position = isnull ? 0 : DatumGetInt64(d);
+	a->retrying = DatumGetBool(SPI_getbinval(row, desc, 11, &isnull));
+	a->attempts = DatumGetInt32(SPI_getbinval(row, desc, 12, &isnull));
+	a->due = DatumGetBool(SPI_getbinval(row, desc, 13, &isnull));
+	return true;
+}
+
+static void
+report_missing(Name projection)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("asynchronous projection \"%s\" does not exist", NameStr(*projection)),
+			 errhint("Declare it with es.es_create_async_projection().")));
+}
+
+/*
+ * lock_async
+ *		Lock and read the registry row of projection, waiting for a batch
+ *		being applied; an error if there is none.
+ */
+static void
+lock_async(Name projection, EsAsync *a)
+{
+	if (!fetch_async(&lock_wait_plan, projection, a))
+		report_missing(projection);
+}
+
+/*
+ * cursor_after
+ *		Is (era1, tx1, pos1) after (era2, tx2, pos2) in log order?
+ */
+static bool
+cursor_after(int32 era1, Datum tx1, int64 pos1, int32 era2, Datum tx2, int64 pos2)
+{
+	FullTransactionId t1 = DatumGetFullTransactionId(tx1);
+	FullTransactionId t2 = DatumGetFullTransactionId(tx2);
+
+	if (era1 != era2)
+		return era1 > era2;
+	if (!FullTransactionIdEquals(t1, t2))
+		return FullTransactionIdFollows(t1, t2);
+	return pos1 > pos2;
+}
+
+/*
+ * open_next_events
+ *		Run the query of the next events of a (at most limit), below the
+ *		horizon of the active snapshot.  Results in SPI_tuptable.
+ */
+static void
+next_events(const EsAsync *a, int64 limit, int32 *era, FullTransactionId *horizon)
+{
+	Datum		values[8];
+	char		nulls[8] = "        ";
+
+	*era = EsCurrentEra();
+	*horizon = EsLogHorizon(GetActiveSnapshot());
+	values[0] = Int32GetDatum(a->era);
+	values[1] = a->tx_id;
+	values[2] = Int64GetDatum(a->position);
+	values[3] = Int32GetDatum(*era);
+	values[4] = FullTransactionIdGetDatum(*horizon);
+	values[5] = a->categories;
+	nulls[5] = a->categories == (Datum) 0 ? 'n' : ' ';
+	values[6] = a->event_types;
+	nulls[6] = a->event_types == (Datum) 0 ? 'n' : ' ';
+	values[7] = Int64GetDatum(limit);
+	if (SPI_execute_plan(EsGetPlan(&next_events_plan), values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.events");
+}
+
+/*
+ * open_events_checked
+ *		Open es.events for a replay through projection's trigger, checking
+ *		that the trigger exists and is disabled (an enabled trigger would
+ *		apply appended events a second time).
+ */
+static Relation
+open_events_checked(Name projection, LOCKMODE lockmode)
+{
+	Relation	rel = table_open(EsRelationOid("events"), lockmode);
+	Trigger    *tg = EsFindProjectionTrigger(rel, NameStr(*projection));
+
+	if (tg->tgenabled != TRIGGER_DISABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("trigger \"%s\" of asynchronous projection \"%s\" is enabled",
+						tg->tgname, NameStr(*projection)),
+				 errdetail("Appends fire it: applying the log through it too would apply events twice."),
+				 errhint("Disable the trigger (ALTER TABLE es.events DISABLE TRIGGER %s), or make the projection inline with es.es_projection_make_inline().",
+						 quote_identifier(tg->tgname))));
+	return rel;
+}
+
+/*
+ * set_trigger
+ *		Enable or disable the projection trigger tgname on rel (opened with
+ *		ShareRowExclusiveLock, the lock ALTER TABLE ... ENABLE TRIGGER takes).
+ */
+static void
+set_trigger(Relation rel, const char *tgname, bool enable)
+{
+	(void) EsFindProjectionTrigger(rel, tgname);
+	EnableDisableTrigger(rel, tgname, enable ? TRIGGER_FIRES_ON_ORIGIN : TRIGGER_DISABLED,
+						 false, ShareRowExclusiveLock);
+	CommandCounterIncrement();
+}
+
+/*
+ * check_text_array
+ *		A filter array: NULL (no filter), or a non-empty one-dimensional array
+ *		without NULL or empty elements.
+ */
+static void
+check_text_array(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	if (PG_ARGISNULL(argno))
+		return;
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be empty", what),
+				 errhint("Pass NULL for no filter.")));
+	for (i = 0; i < n; i++)
+		if (nulls[i] || VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i])) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s cannot contain null or empty elements", what)));
+}
+
+/*
+ * trigger_created_here
+ *		Was the trigger tgoid created by the current transaction?
+ */
+static bool
+trigger_created_here(Oid tgoid)
+{
+	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		result = false;
+
+	ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(tgoid));
+	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		result = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data));
+	systable_endscan(scan);
+	table_close(tgrel, AccessShareLock);
+	return result;
+}
+
+PG_FUNCTION_INFO_V1(es_create_async_projection);
+
+/*
+ * es_create_async_projection(projection name, batch_size int,
+ *							  categories text[], event_types text[],
+ *							  on_error text, max_retries int) RETURNS void
+ *
+ * Registers the projection trigger of that name as asynchronous and
+ * disables it, holding ShareRowExclusiveLock on es.events (appenders wait)
+ * until the caller's transaction ends.  Where it starts: a trigger created
+ * in this transaction (it never fired) or found disabled starts at the
+ * beginning of the log; an enabled one, an inline projection whose read
+ * model holds every committed event, continues after the last event of the
+ * log (no appender can be in flight under that lock).
+ */
+Datum
+es_create_async_projection(PG_FUNCTION_ARGS)
+{
+	Name		projection = projection_arg(fcinfo);
+	int32		batch_size;
+	int32		max_retries;
+	char	   *on_error;
+	Oid			events = EsRelationOid("events");
+	Relation	rel;
+	Trigger    *tg;
+	bool		from_start;
+	Datum		values[10];
+	char		nulls[10] = "          ";
+	EsAsync		a;
+
+	EsCheckWritable("es_create_async_projection()");
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(4) || PG_ARGISNULL(5))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("batch_size, on_error and max_retries cannot be null")));
+	batch_size = PG_GETARG_INT32(1);
+	if (batch_size < 1 || batch_size > ES_ASYNC_MAX_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("batch_size must be between 1 and %d", ES_ASYNC_MAX_BATCH)));
+	check_text_array(fcinfo, 2, "categories");
+	check_text_array(fcinfo, 3, "event_types");
+	on_error = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (strcmp(on_error, "stop") != 0 && strcmp(on_error, "park") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for on_error: \"%s\"", on_error),
+				 errhint("Valid values are \"stop\" and \"park\".")));
+	max_retries = PG_GETARG_INT32(5);
+	if (max_retries < 0 || max_retries > ES_ASYNC_MAX_RETRIES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_retries must be between 0 and %d", ES_ASYNC_MAX_RETRIES)));
+	check_trigger_privilege(events);
+
+	rel = table_open(events, ShareRowExclusiveLock);
+	tg = EsFindProjectionTrigger(rel, NameStr(*projection));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	if (fetch_async(&lock_wait_plan, projection, &a))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("projection \"%s\" is already asynchronous", NameStr(*projection))));
+	values[0] = NameGetDatum(projection);
+	if (SPI_execute_plan(EsGetPlan(&rebuilding_plan), values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.projection_status");
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" is being rebuilt", NameStr(*projection)),
+				 errhint("Finish the rebuild (CALL es.es_rebuild_projection) first.")));
+
+	/* a trigger this transaction created has never fired */
+	from_start = tg->tgenabled == TRIGGER_DISABLED || trigger_created_here(tg->tgoid);
+
+	values[0] = NameGetDatum(projection);
+	values[1] = ObjectIdGetDatum(GetUserId());
+	values[2] = Int32GetDatum(batch_size);
+	values[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[3] = PG_ARGISNULL(2) ? 'n' : ' ';
+	values[4] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	nulls[4] = PG_ARGISNULL(3) ? 'n' : ' ';
+	values[5] = PG_GETARG_DATUM(4);
+	values[6] = Int32GetDatum(max_retries);
+	nulls[7] = nulls[8] = nulls[9] = 'n';
+	values[7] = values[8] = values[9] = (Datum) 0;
+	if (!from_start)
+	{
+		if (SPI_execute_plan(EsGetPlan(&head_plan), NULL, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read es.events");
+		if (SPI_processed > 0)
+		{
+			bool		isnull;
+
+			values[7] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			values[8] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			values[9] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+			nulls[7] = nulls[8] = nulls[9] = ' ';
+		}
+	}
+	EsGuardedWrite(&insert_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_INSERT,
+				   values, nulls, InvalidSnapshot, SPI_OK_INSERT);
+
+	if (tg->tgenabled != TRIGGER_DISABLED)
+		set_trigger(rel, NameStr(*projection), false);
+
+	SPI_finish();
+	table_close(rel, NoLock);
+
+	ereport(NOTICE,
+			(errmsg("projection \"%s\" is asynchronous", NameStr(*projection)),
+			 from_start ?
+			 errdetail("It starts at the beginning of the log.") :
+			 errdetail("It continues after the last event it applied inline.")));
+	EsProjectionWorkerRequest();
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(es_projection_apply);
+
+/*
+ * es_projection_apply(projection name) RETURNS integer
+ *
+ * Applies the next batch of the projection (one event while retrying) and
+ * writes its checkpoint, in the caller's transaction.  Returns how many
+ * events were applied: 0 when the projection is caught up, paused, failed,
+ * waiting for a retry, or being applied by another transaction (its row is
+ * locked: skipped, not waited for).
+ */
+Datum
+es_projection_apply(PG_FUNCTION_ARGS)
+{
+	Name		projection = projection_arg(fcinfo);
+	EsAsync		a;
+	Relation	rel;
+	EsReplay   *r;
+	int32		era;
+	FullTransactionId horizon;
+	int64		limit;
+	uint64		n;
+	uint64		i;
+	int32		new_era;
+	Datum		new_tx;
+	int64		new_pos;
+	bool		moved;
+
+	EsCheckWritable("es_projection_apply()");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!fetch_async(&lock_skip_plan, projection, &a))
+	{
+		Datum		values[1];
+
+		values[0] = NameGetDatum(projection);
+		if (SPI_execute_plan(EsGetPlan(&exists_plan), values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read es.async_projections");
+		if (SPI_processed == 0)
+			report_missing(projection);
+		SPI_finish();
+		PG_RETURN_INT32(0);		/* another transaction applies it */
+	}
+	if (strcmp(a.state, "running") != 0 || !a.due)
+	{
+		SPI_finish();
+		PG_RETURN_INT32(0);
+	}
+
+	rel = open_events_checked(projection, AccessShareLock);
+	limit = a.retrying ? 1 : a.batch_size;
+	next_events(&a, limit, &era, &horizon);
+	n = SPI_processed;
+
+	new_era = a.era;
+	new_tx = a.tx_id;
+	new_pos = a.position;
+	if (n > 0)
+	{
+		SPITupleTable *tuptable = SPI_tuptable;
+
+		r = EsReplayBegin(rel, NameStr(*projection));
+		for (i = 0; i < n; i++)
+		{
+			HeapTuple	row = tuptable->vals[i];
+			bool		isnull;
+
+			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(row, tuptable->tupdesc, 1, &isnull)));
+			if (i == n - 1)
+			{
+				new_era = DatumGetInt32(SPI_getbinval(row, tuptable->tupdesc, 2, &isnull));
+				new_tx = SPI_getbinval(row, tuptable->tupdesc, 3, &isnull);
+				new_pos = DatumGetInt64(SPI_getbinval(row, tuptable->tupdesc, 4, &isnull));
+			}
+		}
+		EsReplayEnd(r);
+	}
+	if ((int64) n < limit)
+	{
+		/* everything below the horizon has been seen */
+		FullTransactionId below = FullTransactionIdFromU64(U64FromFullTransactionId(horizon) - 1);
+
+		if (cursor_after(era, FullTransactionIdGetDatum(below), PG_INT64_MAX,
+						 new_era, new_tx, new_pos))
+		{
+			new_era = era;
+			new_tx = FullTransactionIdGetDatum(below);
+			new_pos = PG_INT64_MAX;
+		}
+	}
+
+	/* (no checkpoint is era -1: any cursor is after it) */
+	moved = cursor_after(new_era, new_tx, new_pos, a.era, a.tx_id, a.position);
+	if (moved || (a.retrying && n == 0))
+	{
+		Datum		values[6];
+
+		values[0] = NameGetDatum(projection);
+		values[1] = Int32GetDatum(new_era);
+		values[2] = new_tx;
+		values[3] = Int64GetDatum(new_pos);
+		values[4] = Int64GetDatum((int64) n);
+		values[5] = BoolGetDatum(false);	/* it passed: back to whole batches */
+		EsGuardedWrite(&advance_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
+					   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+		if (moved)
+			EsWaitWakeAtCommit();
+	}
+
+	SPI_finish();
+	table_close(rel, AccessShareLock);
+	PG_RETURN_INT32((int32) n);
+}
+
+PG_FUNCTION_INFO_V1(es_projection_failed);
+
+/*
+ * es_projection_failed(projection name, message text, sqlstate text)
+ *		RETURNS text
+ *
+ * Records a failed es_projection_apply (whose transaction rolled back).
+ * Returns 'retry' (applied again one event at a time, when retry_at comes),
+ * 'parked' (the event is in the dead letters and the checkpoint past it) or
+ * 'failed' (the projection stopped).
+ */
+Datum
+es_projection_failed(PG_FUNCTION_ARGS)
+{
+	Name		projection = projection_arg(fcinfo);
+	EsAsync		a;
+	text	   *message;
+	text	   *sqlstate;
+	const char *outcome;
+	Datum		values[10];
+	char		nulls[10] = "          ";
+	int32		era;
+	FullTransactionId horizon;
+	bool		have_event;
+	Datum		ev[6];			/* era, tx_id, position, stream, version, type */
+	bool		isnull;
+	int			i;
+	double		delay = 0;
+	int32		attempts;
+
+	EsCheckWritable("es_projection_failed()");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("message cannot be null")));
+	message = PG_GETARG_TEXT_PP(1);
+	sqlstate = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	lock_async(projection, &a);
+
+	/* the event a retry applies: the first after the checkpoint */
+	next_events(&a, 1, &era, &horizon);
+	have_event = SPI_processed > 0;
+	for (i = 0; have_event && i < 6; i++)
+		ev[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 2, &isnull);
+
+	attempts = a.retrying ? a.attempts + 1 : 0;
+	if (!a.retrying)
+		outcome = "retry";		/* a batch failed: find the event, at once */
+	else if (attempts <= a.max_retries)
+	{
+		outcome = "retry";
+		delay = Min((double) ES_ASYNC_RETRY_BASE_MS * pow(2.0, attempts - 1),
+					(double) ES_ASYNC_RETRY_MAX_MS) / 1000.0;
+	}
+	else if (strcmp(a.on_error, "park") == 0 && have_event)
+		outcome = "parked";
+	else
+		outcome = "failed";
+
+	if (strcmp(outcome, "parked") == 0)
+	{
+		values[0] = NameGetDatum(projection);
+		for (i = 0; i < 6; i++)
+			values[i + 1] = ev[i];
+		values[7] = PointerGetDatum(message);
+		values[8] = sqlstate ? PointerGetDatum(sqlstate) : (Datum) 0;
+		nulls[8] = sqlstate ? ' ' : 'n';
+		values[9] = Int32GetDatum(attempts);
+		EsGuardedWrite(&park_plan, EsRelationOid("projection_dead_letters"), TRIGGER_EVENT_INSERT,
+					   values, nulls, InvalidSnapshot, SPI_OK_INSERT);
+		{
+			Datum		adv[6];
+
+			adv[0] = NameGetDatum(projection);
+			adv[1] = values[1];
+			adv[2] = values[2];
+			adv[3] = values[3];
+			adv[4] = Int64GetDatum(0);
+			adv[5] = BoolGetDatum(false);
+			EsGuardedWrite(&advance_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
+						   adv, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+		}
+	}
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = NameGetDatum(projection);
+	values[1] = CStringGetTextDatum(strcmp(outcome, "failed") == 0 ? "failed" : "running");
+	values[2] = BoolGetDatum(strcmp(outcome, "retry") == 0 || strcmp(outcome, "failed") == 0);
+	values[3] = Int32GetDatum(strcmp(outcome, "parked") == 0 ? 0 : attempts);
+	values[4] = Float8GetDatum(delay);
+	values[5] = PointerGetDatum(message);
+	values[6] = sqlstate ? PointerGetDatum(sqlstate) : (Datum) 0;
+	nulls[6] = sqlstate ? ' ' : 'n';
+	/* the failing event is known when one was applied alone */
+	values[7] = have_event && a.retrying ? ev[2] : (Datum) 0;
+	nulls[7] = have_event && a.retrying ? ' ' : 'n';
+	EsGuardedWrite(&failed_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
+				   values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
+	if (strcmp(outcome, "parked") == 0)
+		EsWaitWakeAtCommit();
+	if (strcmp(outcome, "failed") != 0)
+		EsProjectionWorkerRequest();
+
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(outcome));
+}
+
+/*
+ * set_state
+ *		Pause (running, failed -> paused) or resume (paused, failed ->
+ *		running) a projection, waiting for a batch being applied.
+ */
+static void
+set_state(FunctionCallInfo fcinfo, bool pause)
+{
+	Name		projection = projection_arg(fcinfo);
+	EsAsync		a;
+	Datum		values[2];
+
+	EsCheckWritable(pause ? "es_projection_pause()" : "es_projection_resume()");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	lock_async(projection, &a);
+	if (strcmp(a.state, pause ? "paused" : "running") != 0)
+	{
+		values[0] = NameGetDatum(projection);
+		values[1] = CStringGetTextDatum(pause ? "paused" : "running");
+		EsGuardedWrite(&state_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
+					   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+	}
+	SPI_finish();
+	if (!pause)
+		EsProjectionWorkerRequest();
+}
+
+PG_FUNCTION_INFO_V1(es_projection_pause);
+
+/*
+ * es_projection_pause(projection name) RETURNS void
+ *		Once the caller commits, no batch of the projection is applied until
+ *		es_projection_resume.  Waits for a batch being applied.
+ */
+Datum
+es_projection_pause(PG_FUNCTION_ARGS)
+{
+	set_state(fcinfo, true);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(es_projection_resume);
+
+/*
+ * es_projection_resume(projection name) RETURNS void
+ *		A paused or failed projection runs again; a failed one retries its
+ *		failing event at once, with its attempts counted from zero.
+ */
+Datum
+es_projection_resume(PG_FUNCTION_ARGS)
+{
+	set_state(fcinfo, false);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(es_projection_reset);
+
+/*
+ * es_projection_reset(projection name, reset text) RETURNS void
+ *		Runs the reset statement(s) (as the caller: they empty the read
+ *		model), moves the checkpoint back to the beginning of the log and
+ *		drops the projection's dead letters, in the caller's transaction:
+ *		the projection is rebuilt in place by the next batches.  A failed
+ *		projection runs again; a paused one stays paused.
+ */
+Datum
+es_projection_reset(PG_FUNCTION_ARGS)
+{
+	Name		projection = projection_arg(fcinfo);
+	EsAsync		a;
+	Datum		values[2];
+	char		nulls[2] = "  ";
+
+	EsCheckWritable("es_projection_reset()");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	lock_async(projection, &a);
+	if (!PG_ARGISNULL(1))
+	{
+		char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+		if (SPI_execute(sql, false, 0) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("could not run the reset statement of projection \"%s\"",
+							NameStr(*projection))));
+	}
+	values[0] = NameGetDatum(projection);
+	EsGuardedWrite(&reset_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
+				   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+	values[1] = (Datum) 0;
+	nulls[1] = 'n';
+	EsGuardedWrite(&dead_delete_plan, EsRelationOid("projection_dead_letters"), TRIGGER_EVENT_DELETE,
+				   values, nulls, InvalidSnapshot, SPI_OK_DELETE);
+	SPI_finish();
+	EsProjectionWorkerRequest();
+	PG_RETURN_VOID();
+}
+
+/*
+ * dead_letters
+ *		es_projection_retry_dead (apply) and es_projection_discard_dead: the
+ *		dead letters of projection, all or the one at global_position.
+ */
+static int32
+dead_letters(FunctionCallInfo fcinfo, bool apply)
+{
+	Name		projection = projection_arg(fcinfo);
+	Datum		values[2];
+	char		nulls[2] = "  ";
+	int32		n;
+	Relation	rel = NULL;
+
+	EsCheckWritable(apply ? "es_projection_retry_dead()" : "es_projection_discard_dead()");
+	values[0] = NameGetDatum(projection);
+	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (apply)
+		rel = table_open(EsRelationOid("events"), AccessShareLock);
+	if (SPI_execute_plan(EsGetPlan(&dead_list_plan), values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.projection_dead_letters");
+	n = (int32) SPI_processed;
+	if (apply && n > 0)
+	{
+		SPITupleTable *tuptable = SPI_tuptable;
+		uint64		i;
+
+		/* each parked event alone, as the failing batch of one was */
+		for (i = 0; i < (uint64) n; i++)
+		{
+			bool		isnull;
+			EsReplay   *r = EsReplayBegin(rel, NameStr(*projection));
+
+			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(tuptable->vals[i],
+																	tuptable->tupdesc, 1, &isnull)));
+			EsReplayEnd(r);
+		}
+	}
+	if (n > 0)
+		EsGuardedWrite(&dead_delete_plan, EsRelationOid("projection_dead_letters"),
+					   TRIGGER_EVENT_DELETE, values, nulls, InvalidSnapshot, SPI_OK_DELETE);
+	SPI_finish();
+	if (rel != NULL)
+		table_close(rel, AccessShareLock);
+	return n;
+}
+
+PG_FUNCTION_INFO_V1(es_projection_retry_dead);
+
+/*
+ * es_projection_retry_dead(projection name, global_position bigint)
+ *		RETURNS integer
+ *		Applies the parked events (all, or the one at global_position) through
+ *		the projection's trigger, in log order, each alone, and removes them
+ *		from the dead letters, in the caller's transaction: an error leaves
+ *		them all parked.  They are applied now, after events that followed
+ *		them in the log.
+ */
+Datum
+es_projection_retry_dead(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(dead_letters(fcinfo, true));
+}
+
+PG_FUNCTION_INFO_V1(es_projection_discard_dead);
+
+/*
+ * es_projection_discard_dead(projection name, global_position bigint)
+ *		RETURNS integer
+ *		Removes parked events without applying them.
+ */
+Datum
+es_projection_discard_dead(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(dead_letters(fcinfo, false));
+}
+
+PG_FUNCTION_INFO_V1(es_projection_make_inline);
+
+/*
+ * es_projection_make_inline(projection name) RETURNS integer
+ *
+ * Holds appenders off (ShareRowExclusiveLock on es.events, until the
+ * caller's transaction ends), waits for a batch being applied, applies every
+ * event after the checkpoint, enables the trigger and removes the
+ * asynchronous settings: from the next append on, the projection is inline,
+ * without an event lost or applied twice.  Returns the events applied.  The
+ * lock is held while the backlog is applied: catch up first (CALL
+ * es.es_run_projections(projection)).  A projection with a category or type
+ * filter cannot become inline (a trigger has no such filter: express it in
+ * its WHEN clause instead).
+ */
+Datum
+es_projection_make_inline(PG_FUNCTION_ARGS)
+{
+	Name		projection = projection_arg(fcinfo);
+	Oid			events = EsRelationOid("events");
+	Relation	rel;
+	EsAsync		a;
+	Datum		values[3];
+	Portal		portal;
+	EsReplay   *r;
+	int32		n = 0;
+
+	EsCheckWritable("es_projection_make_inline()");
+	check_trigger_privilege(events);
+	rel = table_open(events, ShareRowExclusiveLock);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	lock_async(projection, &a);
+	if (a.categories != (Datum) 0 || a.event_types != (Datum) 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" has a category or event type filter", NameStr(*projection)),
+				 errdetail("An inline projection is applied to every event its trigger's WHEN condition accepts."),
+				 errhint("Re-create the trigger with a WHEN condition instead of the filter.")));
+	table_close(open_events_checked(projection, ShareRowExclusiveLock), NoLock);
+
+	values[0] = Int32GetDatum(a.era);
+	values[1] = a.tx_id;
+	values[2] = Int64GetDatum(a.position);
+	portal = SPI_cursor_open(NULL, EsGetPlan(&rest_events_plan), values, NULL, false);
+	r = EsReplayBegin(rel, NameStr(*projection));
+	for (;;)
+	{
+		uint64		i;
+
+		SPI_cursor_fetch(portal, true, ES_FETCH_BATCH);
+		if (SPI_processed == 0)
+			break;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[i],
+																	SPI_tuptable->tupdesc, 1, &isnull)));
+			n++;
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	EsReplayEnd(r);
+
+	set_trigger(rel, NameStr(*projection), true);
+	values[0] = NameGetDatum(projection);
+	EsGuardedWrite(&delete_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_DELETE,
+				   values, NULL, InvalidSnapshot, SPI_OK_DELETE);
+	SPI_finish();
+	table_close(rel, NoLock);
+	EsWaitWakeAtCommit();
+	PG_RETURN_INT32(n);
+}
+
+PG_FUNCTION_INFO_V1(es_drop_projection);
+
+/*
+ * es_drop_projection(projection name) RETURNS void
+ *
+ * Drops the projection trigger (as DROP TRIGGER would, RESTRICT), its
+ * asynchronous settings, dead letters and rebuild status.  The read model
+ * is the caller's to drop.
+ */
+Datum
+es_drop_projection(PG_FUNCTION_ARGS)
+{
+	Name		projection = projection_arg(fcinfo);
+	Oid			events = EsRelationOid("events");
+	Relation	rel;
+	Trigger    *tg;
+	ObjectAddress obj;
+	EsAsync		a;
+	Datum		values[2];
+	char		nulls[2] = " n";
+
+	EsCheckWritable("es_drop_projection()");
+	check_trigger_privilege(events);
+	rel = table_open(events, ShareRowExclusiveLock);
+	tg = EsFindProjectionTrigger(rel, NameStr(*projection));
+	ObjectAddressSet(obj, TriggerRelationId, tg->tgoid);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	values[0] = NameGetDatum(projection);
+	values[1] = (Datum) 0;
+	if (fetch_async(&lock_wait_plan, projection, &a))
+		EsGuardedWrite(&delete_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_DELETE,
+					   values, NULL, InvalidSnapshot, SPI_OK_DELETE);
+	EsGuardedWrite(&dead_delete_plan, EsRelationOid("projection_dead_letters"), TRIGGER_EVENT_DELETE,
+				   values, nulls, InvalidSnapshot, SPI_OK_DELETE);
+	if (SPI_execute_plan(EsGetPlan(&status_delete_plan), values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from es.projection_status");
+	SPI_finish();
+
+	performDeletion(&obj, DROP_RESTRICT, 0);
+	table_close(rel, NoLock);
+	PG_RETURN_VOID();
+}
