@@ -844,7 +844,7 @@ CREATE TABLE IF NOT EXISTS @extschema@.async_projections (
 	checkpoint		@extschema@.log_cursor,
 	applied			bigint NOT NULL DEFAULT 0,
 	last_applied_at	timestamptz,
-	retrying		boolean NOT NULL DEFAULT false,
+	isolate_until	@extschema@.log_cursor,
 	attempts		integer NOT NULL DEFAULT 0,
 	retry_at		timestamptz,
 	last_error		text,
@@ -863,7 +863,7 @@ COMMENT ON COLUMN @extschema@.async_projections.categories IS 'only events of th
 COMMENT ON COLUMN @extschema@.async_projections.event_types IS 'only events of these types (NULL: all)';
 COMMENT ON COLUMN @extschema@.async_projections.on_error IS 'after max_retries failed attempts on one event: stop (state failed) or park it in es.projection_dead_letters and go on';
 COMMENT ON COLUMN @extschema@.async_projections.checkpoint IS 'every event at or before this log cursor has been applied, parked or filtered out (NULL: none yet); written with the read model';
-COMMENT ON COLUMN @extschema@.async_projections.retrying IS 'a batch failed: events are applied one at a time until the failing one passes, is parked, or stops the projection';
+COMMENT ON COLUMN @extschema@.async_projections.isolate_until IS 'a batch failed: its events are applied one at a time up to this cursor, its last, so that the failing one is found (NULL: whole batches)';
 COMMENT ON COLUMN @extschema@.async_projections.attempts IS 'failed attempts on the current event (one at a time)';
 COMMENT ON COLUMN @extschema@.async_projections.retry_at IS 'no attempt before this time (backoff after a failure)';
 COMMENT ON COLUMN @extschema@.async_projections.last_error_position IS 'global_position of the event of the last failure, when known';
@@ -1088,7 +1088,7 @@ CREATE OR REPLACE VIEW @extschema@.projections AS
 		   CASE WHEN a.projection IS NOT NULL THEN 'async' ELSE 'inline' END AS mode,
 		   CASE WHEN s.state OPERATOR(pg_catalog.=) 'rebuilding' THEN 'rebuilding'
 				WHEN a.projection IS NOT NULL THEN
-					CASE WHEN a.state OPERATOR(pg_catalog.=) 'running' AND a.retrying AND a.attempts OPERATOR(pg_catalog.>) 0
+					CASE WHEN a.state OPERATOR(pg_catalog.=) 'running' AND a.attempts OPERATOR(pg_catalog.>) 0
 						 THEN 'retrying' ELSE a.state END
 				WHEN t.tgenabled OPERATOR(pg_catalog.=) 'D' THEN 'disabled'
 				ELSE 'live' END AS state,
@@ -1135,4 +1135,4 @@ COMMENT ON COLUMN @extschema@.projections.state IS 'inline: live, disabled or re
 COMMENT ON COLUMN @extschema@.projections.events_behind IS 'async: events of the log after its checkpoint, before its filter (0 when caught up); inline: 0 (NULL when disabled)';
 COMMENT ON COLUMN @extschema@.projections.lag IS 'async: time since the first event after its checkpoint was appended (0 when caught up)';
 REVOKE ALL ON TABLE @extschema@.projections FROM PUBLIC;
-GRANT SELECT ON @extschema@.projections TO es_reader, pg_monitor;
+GRANT SELECT ON @extschema@.projections TO es_reader;

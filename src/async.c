@@ -15,10 +15,10 @@
  * error, kill -9 of the process or of the postmaster), every event affects
  * the read model exactly once.  It reads only below the log horizon, in
  * cursor order (era, tx_id, global_position), so an event that commits late
- * is never behind the checkpoint.  When a batch finds fewer events than it
- * may take, everything below the horizon has been seen and the checkpoint
- * moves to (era, horizon - 1, max): es_wait_for compares it with the token
- * of an append.
+ * is never behind the checkpoint.  A projection with a category or type
+ * filter moves its checkpoint over the events it skips too (to the last
+ * event below the horizon once it has seen them all), so that es_wait_for
+ * can compare it with the token of any append.  An idle call writes nothing.
  *
  * Concurrency: the applier locks the projection's row FOR UPDATE SKIP
  * LOCKED, so one transaction at a time applies a projection and the others
@@ -29,9 +29,10 @@
  * Failures: es_projection_apply lets the error propagate (its transaction
  * rolls back, read model and checkpoint together); the caller then calls
  * es_projection_failed in a new transaction.  The first failure of a batch
- * only switches the projection to one event at a time (retrying), at once;
- * each failure after that counts an attempt on that one event and delays
- * the next by ES_ASYNC_RETRY_BASE_MS doubled per attempt (at most
+ * only switches the projection to one event at a time, at once, up to the
+ * last event of that batch (isolate_until), so that the failing event is
+ * found; each failure of one event counts an attempt on it and delays the
+ * next by ES_ASYNC_RETRY_BASE_MS doubled per attempt (at most
  * ES_ASYNC_RETRY_MAX_MS).  After max_retries attempts the policy applies:
  * stop (state failed, until es_projection_resume) or park the event in
  * es.projection_dead_letters and move on.
@@ -95,7 +96,10 @@ typedef struct EsAsync
 	int32		era;
 	Datum		tx_id;
 	int64		position;
-	bool		retrying;
+	bool		isolating;		/* isolate_until is set */
+	int32		iso_era;
+	Datum		iso_tx;
+	int64		iso_pos;
 	int32		attempts;
 	bool		due;			/* retry_at has passed (or is NULL) */
 } EsAsync;
@@ -103,7 +107,8 @@ typedef struct EsAsync
 #define ASYNC_COLUMNS \
 	"SELECT a.owner, a.state, a.batch_size, a.categories, a.event_types, a.on_error," \
 	" a.max_retries, (a.checkpoint).era, (a.checkpoint).tx_id, (a.checkpoint).global_position," \
-	" a.retrying, a.attempts," \
+	" a.isolate_until IS NOT NULL, (a.isolate_until).era, (a.isolate_until).tx_id," \
+	" (a.isolate_until).global_position, a.attempts," \
 	" a.retry_at IS NULL OR a.retry_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()" \
 	" FROM es.async_projections AS a WHERE a.projection OPERATOR(pg_catalog.=) $1"
 
@@ -135,6 +140,16 @@ static EsPlan next_events_plan = {
 	"   AND ($7::text[] IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($7))"
 	" ORDER BY e.era, e.tx_id, e.global_position LIMIT $8",
 	8, {INT4OID, XID8OID, INT8OID, INT4OID, XID8OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID}
+};
+
+/* the last event after a cursor ($1, $2, $3) below the horizon ($4, $5) */
+static EsPlan last_below_plan = {
+	NULL,
+	"SELECT e.era, e.tx_id, e.global_position FROM es.events AS e"
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+	"   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)"
+	" ORDER BY e.era DESC, e.tx_id DESC, e.global_position DESC LIMIT 1",
+	5, {INT4OID, XID8OID, INT8OID, INT4OID, XID8OID}
 };
 
 /* every event after a cursor, with appenders locked out (to inline) */
@@ -172,7 +187,8 @@ static EsPlan advance_plan = {
 	"       applied = a.applied OPERATOR(pg_catalog.+) $5,"
 	"       last_applied_at = CASE WHEN $5 OPERATOR(pg_catalog.>) 0"
 	"                              THEN pg_catalog.clock_timestamp() ELSE a.last_applied_at END,"
-	"       retrying = $6, attempts = CASE WHEN $6 THEN a.attempts ELSE 0 END, retry_at = NULL"
+	"       isolate_until = CASE WHEN $6 THEN NULL ELSE a.isolate_until END,"
+	"       attempts = 0, retry_at = NULL"
 	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
 	6, {NAMEOID, INT4OID, XID8OID, INT8OID, INT8OID, BOOLOID}
 };
@@ -180,12 +196,15 @@ static EsPlan advance_plan = {
 static EsPlan failed_plan = {
 	NULL,
 	"UPDATE es.async_projections AS a"
-	"   SET state = $2, retrying = $3, attempts = $4,"
+	"   SET state = $2,"
+	"       isolate_until = CASE WHEN $3 THEN ROW($9, $10, $11)::es.log_cursor ELSE a.isolate_until END,"
+	"       attempts = $4,"
 	"       retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $5),"
 	"       last_error = $6, last_error_sqlstate = $7, last_error_at = pg_catalog.clock_timestamp(),"
 	"       last_error_position = $8"
 	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
-	8, {NAMEOID, TEXTOID, BOOLOID, INT4OID, FLOAT8OID, TEXTOID, TEXTOID, INT8OID}
+	11, {NAMEOID, TEXTOID, BOOLOID, INT4OID, FLOAT8OID, TEXTOID, TEXTOID, INT8OID,
+	INT4OID, XID8OID, INT8OID}
 };
 
 static EsPlan park_plan = {
@@ -194,15 +213,14 @@ static EsPlan park_plan = {
 	" stream_id, version, event_type, error, sqlstate, attempts, parked_at)"
 	" VALUES ($1, $4, ROW($2, $3, $4)::es.log_cursor, $5, $6, $7, $8, $9, $10,"
 	"         pg_catalog.clock_timestamp())"
-	" ON CONFLICT ON CONSTRAINT projection_dead_letters_pkey DO UPDATE"
-	"   SET error = excluded.error, sqlstate = excluded.sqlstate,"
-	"       attempts = d.attempts OPERATOR(pg_catalog.+) excluded.attempts, parked_at = excluded.parked_at",
+	" ON CONFLICT ON CONSTRAINT projection_dead_letters_pkey DO NOTHING",
 	10, {NAMEOID, INT4OID, XID8OID, INT8OID, TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID}
 };
 
 static EsPlan state_plan = {
 	NULL,
-	"UPDATE es.async_projections AS a SET state = $2, attempts = 0, retry_at = NULL"
+	"UPDATE es.async_projections AS a SET state = $2, attempts = 0,"
+	"       retry_at = CASE WHEN $2 OPERATOR(pg_catalog.=) 'running' THEN NULL ELSE a.retry_at END"
 	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
 	2, {NAMEOID, TEXTOID}
 };
@@ -210,7 +228,7 @@ static EsPlan state_plan = {
 static EsPlan reset_plan = {
 	NULL,
 	"UPDATE es.async_projections AS a"
-	"   SET checkpoint = NULL, applied = 0, last_applied_at = NULL, retrying = false, attempts = 0,"
+	"   SET checkpoint = NULL, applied = 0, last_applied_at = NULL, isolate_until = NULL, attempts = 0,"
 	"       retry_at = NULL, last_error = NULL, last_error_sqlstate = NULL, last_error_at = NULL,"
 	"       last_error_position = NULL,"
 	"       state = CASE WHEN a.state OPERATOR(pg_catalog.=) 'failed' THEN 'running' ELSE a.state END"
@@ -320,9 +338,15 @@ fetch_async(EsPlan *plan, Name projection, EsAsync *a)
 	a->tx_id = isnull ? FullTransactionIdGetDatum(FullTransactionIdFromU64(0)) : d;
 	d = SPI_getbinval(row, desc, 10, &isnull);
 	a->position = isnull ? 0 : DatumGetInt64(d);
-	a->retrying = DatumGetBool(SPI_getbinval(row, desc, 11, &isnull));
-	a->attempts = DatumGetInt32(SPI_getbinval(row, desc, 12, &isnull));
-	a->due = DatumGetBool(SPI_getbinval(row, desc, 13, &isnull));
+	a->isolating = DatumGetBool(SPI_getbinval(row, desc, 11, &isnull));
+	if (a->isolating)
+	{
+		a->iso_era = DatumGetInt32(SPI_getbinval(row, desc, 12, &isnull));
+		a->iso_tx = SPI_getbinval(row, desc, 13, &isnull);
+		a->iso_pos = DatumGetInt64(SPI_getbinval(row, desc, 14, &isnull));
+	}
+	a->attempts = DatumGetInt32(SPI_getbinval(row, desc, 15, &isnull));
+	a->due = DatumGetBool(SPI_getbinval(row, desc, 16, &isnull));
 	return true;
 }
 
@@ -657,7 +681,7 @@ es_projection_apply(PG_FUNCTION_ARGS)
 	}
 
 	rel = open_events_checked(projection, AccessShareLock);
-	limit = a.retrying ? 1 : a.batch_size;
+	limit = a.isolating ? 1 : a.batch_size;
 	next_events(&a, limit, &era, &horizon);
 	n = SPI_processed;
 
@@ -684,23 +708,31 @@ es_projection_apply(PG_FUNCTION_ARGS)
 		}
 		EsReplayEnd(r);
 	}
-	if ((int64) n < limit)
+	if ((int64) n < limit && (a.categories != (Datum) 0 || a.event_types != (Datum) 0))
 	{
-		/* everything below the horizon has been seen */
-		FullTransactionId below = FullTransactionIdFromU64(U64FromFullTransactionId(horizon) - 1);
+		/* seen everything below the horizon: pass the events filtered out */
+		Datum		values[5];
 
-		if (cursor_after(era, FullTransactionIdGetDatum(below), PG_INT64_MAX,
-						 new_era, new_tx, new_pos))
+		values[0] = Int32GetDatum(new_era);
+		values[1] = new_tx;
+		values[2] = Int64GetDatum(new_pos);
+		values[3] = Int32GetDatum(era);
+		values[4] = FullTransactionIdGetDatum(horizon);
+		if (SPI_execute_plan(EsGetPlan(&last_below_plan), values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read es.events");
+		if (SPI_processed > 0)
 		{
-			new_era = era;
-			new_tx = FullTransactionIdGetDatum(below);
-			new_pos = PG_INT64_MAX;
+			bool		isnull;
+
+			new_era = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			new_tx = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			new_pos = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 		}
 	}
 
 	/* (no checkpoint is era -1: any cursor is after it) */
 	moved = cursor_after(new_era, new_tx, new_pos, a.era, a.tx_id, a.position);
-	if (moved || (a.retrying && n == 0))
+	if (moved || (a.isolating && n == 0))
 	{
 		Datum		values[6];
 
@@ -709,9 +741,13 @@ es_projection_apply(PG_FUNCTION_ARGS)
 		values[2] = new_tx;
 		values[3] = Int64GetDatum(new_pos);
 		values[4] = Int64GetDatum((int64) n);
-		values[5] = BoolGetDatum(false);	/* it passed: back to whole batches */
-		EsGuardedWrite(&advance_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
-					   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+		/* past the last event of the batch that failed: whole batches again */
+		values[5] = BoolGetDatum(a.isolating &&
+								 (n == 0 || !cursor_after(a.iso_era, a.iso_tx, a.iso_pos,
+														  new_era, new_tx, new_pos)));
+		if (moved)
+			EsGuardedWrite(&advance_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
+						   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
 		if (moved)
 			EsWaitWakeAtCommit();
 	}
@@ -740,11 +776,13 @@ es_projection_failed(PG_FUNCTION_ARGS)
 	text	   *message;
 	text	   *sqlstate;
 	const char *outcome;
-	Datum		values[10];
-	char		nulls[10] = "          ";
+	Datum		values[11];
+	char		nulls[11] = "           ";
 	int32		era;
 	FullTransactionId horizon;
 	bool		have_event;
+	bool		isolate = false;
+	Datum		iso[3] = {0, 0, 0};
 	Datum		ev[6];			/* era, tx_id, position, stream, version, type */
 	bool		isnull;
 	int			i;
@@ -769,9 +807,28 @@ es_projection_failed(PG_FUNCTION_ARGS)
 	for (i = 0; have_event && i < 6; i++)
 		ev[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 2, &isnull);
 
-	attempts = a.retrying ? a.attempts + 1 : 0;
-	if (!a.retrying)
-		outcome = "retry";		/* a batch failed: find the event, at once */
+	attempts = a.isolating ? a.attempts + 1 : 0;
+	if (!a.isolating)
+	{
+		/* a batch failed: apply its events one at a time, at once */
+		outcome = "retry";
+		next_events(&a, a.batch_size, &era, &horizon);
+		if (SPI_processed > 0)
+		{
+			HeapTuple	last = SPI_tuptable->vals[SPI_processed - 1];
+
+			iso[0] = SPI_getbinval(last, SPI_tuptable->tupdesc, 2, &isnull);
+			iso[1] = SPI_getbinval(last, SPI_tuptable->tupdesc, 3, &isnull);
+			iso[2] = SPI_getbinval(last, SPI_tuptable->tupdesc, 4, &isnull);
+		}
+		else if (have_event)
+		{
+			iso[0] = ev[0];
+			iso[1] = ev[1];
+			iso[2] = ev[2];
+		}
+		isolate = SPI_processed > 0 || have_event;
+	}
 	else if (attempts <= a.max_retries)
 	{
 		outcome = "retry";
@@ -811,15 +868,18 @@ es_projection_failed(PG_FUNCTION_ARGS)
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = NameGetDatum(projection);
 	values[1] = CStringGetTextDatum(strcmp(outcome, "failed") == 0 ? "failed" : "running");
-	values[2] = BoolGetDatum(strcmp(outcome, "retry") == 0 || strcmp(outcome, "failed") == 0);
+	values[2] = BoolGetDatum(isolate);
 	values[3] = Int32GetDatum(strcmp(outcome, "parked") == 0 ? 0 : attempts);
 	values[4] = Float8GetDatum(delay);
 	values[5] = PointerGetDatum(message);
 	values[6] = sqlstate ? PointerGetDatum(sqlstate) : (Datum) 0;
 	nulls[6] = sqlstate ? ' ' : 'n';
 	/* the failing event is known when one was applied alone */
-	values[7] = have_event && a.retrying ? ev[2] : (Datum) 0;
-	nulls[7] = have_event && a.retrying ? ' ' : 'n';
+	values[7] = have_event && a.isolating ? ev[2] : (Datum) 0;
+	nulls[7] = have_event && a.isolating ? ' ' : 'n';
+	values[8] = iso[0];
+	values[9] = iso[1];
+	values[10] = iso[2];
 	EsGuardedWrite(&failed_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
 				   values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
 	if (strcmp(outcome, "parked") == 0)

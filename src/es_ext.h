@@ -218,7 +218,7 @@ typedef struct EsPlan
 	SPIPlanPtr	plan;
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[12];
 } EsPlan;
 
 extern SPIPlanPtr EsGetPlan(EsPlan *p);
