@@ -17,7 +17,7 @@ REGRESS      = setup append append_triggers read_stream read_all immutability pr
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected
-ISOLATION      = append_conflict append_any read_all_gap read_all_abort read_all_stream_order projection fold_consistent outbox_claim outbox_order outbox_notify outbox_cleanup outbox_group checkpoint_horizon
+ISOLATION      = append_conflict append_any read_all_gap read_all_abort read_all_stream_order projection fold_consistent outbox_claim outbox_order outbox_notify outbox_cleanup outbox_group checkpoint_horizon async
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 TAP_TESTS    = 1
