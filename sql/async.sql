@@ -220,6 +220,25 @@ SELECT try($$SELECT es.es_projection_make_inline('asy_inline')$$);
 -- a filtered projection cannot become inline
 SELECT try($$SELECT es.es_projection_make_inline('asy_totals')$$);
 
+-- a projection's code cannot apply (or pause, reset, drop...) projections:
+-- applying its own projection from inside a batch would apply events twice
+CREATE FUNCTION asy.on_reenter(e es.events) RETURNS void LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM es.es_projection_apply('asy_reenter');
+END
+$$;
+BEGIN;
+CREATE TRIGGER asy_reenter AFTER INSERT ON es.events
+	FOR EACH ROW EXECUTE FUNCTION es.es_project('asy.on_reenter');
+SELECT es.es_create_async_projection('asy_reenter', categories => '{asy}');
+COMMIT;
+SELECT try($$SELECT es.es_projection_apply('asy_reenter')$$);
+SELECT checkpoint IS NULL AS nothing_applied FROM es.async_projections WHERE projection = 'asy_reenter';
+-- the guard is released after the error: the session can apply again
+SELECT es.es_projection_pause('asy_reenter');
+SELECT es.es_drop_projection('asy_reenter');
+
 -- the view lists both kinds
 SELECT projection, mode, state, function, batch_size, categories, event_types, on_error
   FROM es.projections WHERE projection LIKE 'asy%' ORDER BY projection;

@@ -389,6 +389,62 @@ cursor_after(int32 era1, Datum tx1, int64 pos1, int32 era2, Datum tx2, int64 pos
 }
 
 /*
+ * Set while this backend feeds events to a projection: the projection's
+ * code must not apply, pause, reset, switch or drop projections (applying
+ * its own projection again from inside a batch would apply events twice).
+ */
+static int	applying = 0;
+
+static void
+check_not_applying(const char *what)
+{
+	if (applying > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot call %s while a projection is being applied", what),
+				 errdetail("The code of a projection must not change projections.")));
+}
+
+/*
+ * replay_rows
+ *		Feed rows first .. first + n - 1 of tuptable (column 1: the event)
+ *		through the trigger of projection: in one replay, or each event in a
+ *		replay of its own (each_alone: a statement trigger sees one event).
+ */
+static void
+replay_rows(Relation rel, Name projection, SPITupleTable *tuptable, uint64 n, bool each_alone)
+{
+	applying++;
+	PG_TRY();
+	{
+		EsReplay   *r = NULL;
+		uint64		i;
+
+		for (i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			if (r == NULL)
+				r = EsReplayBegin(rel, NameStr(*projection));
+			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(tuptable->vals[i],
+																	tuptable->tupdesc, 1, &isnull)));
+			if (each_alone)
+			{
+				EsReplayEnd(r);
+				r = NULL;
+			}
+		}
+		if (r != NULL)
+			EsReplayEnd(r);
+	}
+	PG_FINALLY();
+	{
+		applying--;
+	}
+	PG_END_TRY();
+}
+
+/*
  * open_next_events
  *		Run the query of the next events of a (at most limit), below the
  *		horizon of the active snapshot.  Results in SPI_tuptable.
@@ -541,6 +597,7 @@ es_create_async_projection(PG_FUNCTION_ARGS)
 	EsAsync		a;
 
 	EsCheckWritable("es_create_async_projection()");
+	check_not_applying("es_create_async_projection()");
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(4) || PG_ARGISNULL(5))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -647,18 +704,17 @@ es_projection_apply(PG_FUNCTION_ARGS)
 	Name		projection = projection_arg(fcinfo);
 	EsAsync		a;
 	Relation	rel;
-	EsReplay   *r;
 	int32		era;
 	FullTransactionId horizon;
 	int64		limit;
 	uint64		n;
-	uint64		i;
 	int32		new_era;
 	Datum		new_tx;
 	int64		new_pos;
 	bool		moved;
 
 	EsCheckWritable("es_projection_apply()");
+	check_not_applying("es_projection_apply()");
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -691,22 +747,13 @@ es_projection_apply(PG_FUNCTION_ARGS)
 	if (n > 0)
 	{
 		SPITupleTable *tuptable = SPI_tuptable;
+		HeapTuple	last = tuptable->vals[n - 1];
+		bool		isnull;
 
-		r = EsReplayBegin(rel, NameStr(*projection));
-		for (i = 0; i < n; i++)
-		{
-			HeapTuple	row = tuptable->vals[i];
-			bool		isnull;
-
-			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(row, tuptable->tupdesc, 1, &isnull)));
-			if (i == n - 1)
-			{
-				new_era = DatumGetInt32(SPI_getbinval(row, tuptable->tupdesc, 2, &isnull));
-				new_tx = SPI_getbinval(row, tuptable->tupdesc, 3, &isnull);
-				new_pos = DatumGetInt64(SPI_getbinval(row, tuptable->tupdesc, 4, &isnull));
-			}
-		}
-		EsReplayEnd(r);
+		replay_rows(rel, projection, tuptable, n, false);
+		new_era = DatumGetInt32(SPI_getbinval(last, tuptable->tupdesc, 2, &isnull));
+		new_tx = SPI_getbinval(last, tuptable->tupdesc, 3, &isnull);
+		new_pos = DatumGetInt64(SPI_getbinval(last, tuptable->tupdesc, 4, &isnull));
 	}
 	if ((int64) n < limit && (a.categories != (Datum) 0 || a.event_types != (Datum) 0))
 	{
@@ -790,6 +837,7 @@ es_projection_failed(PG_FUNCTION_ARGS)
 	int32		attempts;
 
 	EsCheckWritable("es_projection_failed()");
+	check_not_applying("es_projection_failed()");
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -904,6 +952,7 @@ set_state(FunctionCallInfo fcinfo, bool pause)
 	Datum		values[2];
 
 	EsCheckWritable(pause ? "es_projection_pause()" : "es_projection_resume()");
+	check_not_applying(pause ? "es_projection_pause()" : "es_projection_resume()");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	lock_async(projection, &a);
@@ -966,6 +1015,7 @@ es_projection_reset(PG_FUNCTION_ARGS)
 	char		nulls[2] = "  ";
 
 	EsCheckWritable("es_projection_reset()");
+	check_not_applying("es_projection_reset()");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	lock_async(projection, &a);
@@ -1006,6 +1056,7 @@ dead_letters(FunctionCallInfo fcinfo, bool apply)
 	Relation	rel = NULL;
 
 	EsCheckWritable(apply ? "es_projection_retry_dead()" : "es_projection_discard_dead()");
+	check_not_applying(apply ? "es_projection_retry_dead()" : "es_projection_discard_dead()");
 	values[0] = NameGetDatum(projection);
 	values[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
@@ -1018,21 +1069,8 @@ dead_letters(FunctionCallInfo fcinfo, bool apply)
 		elog(ERROR, "could not read es.projection_dead_letters");
 	n = (int32) SPI_processed;
 	if (apply && n > 0)
-	{
-		SPITupleTable *tuptable = SPI_tuptable;
-		uint64		i;
-
 		/* each parked event alone, as the failing batch of one was */
-		for (i = 0; i < (uint64) n; i++)
-		{
-			bool		isnull;
-			EsReplay   *r = EsReplayBegin(rel, NameStr(*projection));
-
-			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(tuptable->vals[i],
-																	tuptable->tupdesc, 1, &isnull)));
-			EsReplayEnd(r);
-		}
-	}
+		replay_rows(rel, projection, SPI_tuptable, (uint64) n, true);
 	if (n > 0)
 		EsGuardedWrite(&dead_delete_plan, EsRelationOid("projection_dead_letters"),
 					   TRIGGER_EVENT_DELETE, values, nulls, InvalidSnapshot, SPI_OK_DELETE);
@@ -1096,10 +1134,10 @@ es_projection_make_inline(PG_FUNCTION_ARGS)
 	EsAsync		a;
 	Datum		values[3];
 	Portal		portal;
-	EsReplay   *r;
 	int32		n = 0;
 
 	EsCheckWritable("es_projection_make_inline()");
+	check_not_applying("es_projection_make_inline()");
 	check_trigger_privilege(events);
 	rel = table_open(events, ShareRowExclusiveLock);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -1117,26 +1155,16 @@ es_projection_make_inline(PG_FUNCTION_ARGS)
 	values[1] = a.tx_id;
 	values[2] = Int64GetDatum(a.position);
 	portal = SPI_cursor_open(NULL, EsGetPlan(&rest_events_plan), values, NULL, false);
-	r = EsReplayBegin(rel, NameStr(*projection));
 	for (;;)
 	{
-		uint64		i;
-
 		SPI_cursor_fetch(portal, true, ES_FETCH_BATCH);
 		if (SPI_processed == 0)
 			break;
-		for (i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-
-			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[i],
-																	SPI_tuptable->tupdesc, 1, &isnull)));
-			n++;
-		}
+		n += (int32) SPI_processed;
+		replay_rows(rel, projection, SPI_tuptable, SPI_processed, false);
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
-	EsReplayEnd(r);
 
 	set_trigger(rel, NameStr(*projection), true);
 	values[0] = NameGetDatum(projection);
@@ -1170,6 +1198,7 @@ es_drop_projection(PG_FUNCTION_ARGS)
 	char		nulls[2] = " n";
 
 	EsCheckWritable("es_drop_projection()");
+	check_not_applying("es_drop_projection()");
 	check_trigger_privilege(events);
 	rel = table_open(events, ShareRowExclusiveLock);
 	tg = EsFindProjectionTrigger(rel, NameStr(*projection));
