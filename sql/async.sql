@@ -272,6 +272,11 @@ SELECT try($$SELECT es.es_projection_make_inline('no_such')$$);
 SELECT try($$SELECT es.es_drop_projection('no_such')$$);
 SELECT try($$CALL es.es_run_projections('no_such')$$);
 SELECT try($$CALL es.es_run_projections(max_batches => 0)$$);
+SELECT try($$SELECT es.es_projection_retry_dead('no_such')$$);
+SELECT try($$SELECT es.es_projection_discard_dead('no_such', 1)$$);
+SET default_transaction_read_only = on;
+CALL es.es_run_projections();
+RESET default_transaction_read_only;
 SELECT count(*) AS registered FROM es.async_projections;
 
 -- the registry and the dead letters are written only through the functions

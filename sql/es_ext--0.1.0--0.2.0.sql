@@ -1021,6 +1021,15 @@ DECLARE
 	code		text;
 	outcome		text;
 BEGIN
+	-- refused like every writing function of es_ext (es_projection_apply would be)
+	IF pg_catalog.pg_is_in_recovery() THEN
+		RAISE EXCEPTION 'cannot execute es_run_projections() during recovery'
+			USING ERRCODE = 'read_only_sql_transaction';
+	END IF;
+	IF pg_catalog.current_setting('transaction_read_only')::boolean THEN
+		RAISE EXCEPTION 'cannot execute es_run_projections() in a read-only transaction'
+			USING ERRCODE = 'read_only_sql_transaction';
+	END IF;
 	IF max_batches IS NOT NULL AND max_batches OPERATOR(pg_catalog.<) 1 THEN
 		RAISE EXCEPTION 'max_batches must be greater than zero' USING ERRCODE = 'invalid_parameter_value';
 	END IF;

@@ -196,7 +196,7 @@ static EsPlan advance_plan = {
 static EsPlan failed_plan = {
 	NULL,
 	"UPDATE es.async_projections AS a"
-	"   SET state = $2,"
+	"   SET state = CASE WHEN a.state OPERATOR(pg_catalog.=) 'paused' THEN a.state ELSE $2 END,"
 	"       isolate_until = CASE WHEN $3 THEN ROW($9, $10, $11)::es.log_cursor ELSE a.isolate_until END,"
 	"       attempts = $4,"
 	"       retry_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $5),"
@@ -813,7 +813,8 @@ PG_FUNCTION_INFO_V1(es_projection_failed);
  * Records a failed es_projection_apply (whose transaction rolled back).
  * Returns 'retry' (applied again one event at a time, when retry_at comes),
  * 'parked' (the event is in the dead letters and the checkpoint past it) or
- * 'failed' (the projection stopped).
+ * 'failed' (the projection stopped).  A projection paused meanwhile (pause
+ * waited for the failing batch, then committed) stays paused.
  */
 Datum
 es_projection_failed(PG_FUNCTION_ARGS)
@@ -856,7 +857,13 @@ es_projection_failed(PG_FUNCTION_ARGS)
 		ev[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 2, &isnull);
 
 	attempts = a.isolating ? a.attempts + 1 : 0;
-	if (!a.isolating)
+	if (strcmp(a.state, "failed") == 0)
+	{
+		/* already stopped (a late report): record the error, nothing more */
+		outcome = "failed";
+		attempts = a.attempts;
+	}
+	else if (!a.isolating)
 	{
 		/* a batch failed: apply its events one at a time, at once */
 		outcome = "retry";
@@ -1068,6 +1075,14 @@ dead_letters(FunctionCallInfo fcinfo, bool apply)
 	if (SPI_execute_plan(EsGetPlan(&dead_list_plan), values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read es.projection_dead_letters");
 	n = (int32) SPI_processed;
+	if (n == 0)
+	{
+		/* nothing parked: say so if there is no such projection either */
+		Relation	events = table_open(EsRelationOid("events"), AccessShareLock);
+
+		(void) EsFindProjectionTrigger(events, NameStr(*projection));
+		table_close(events, AccessShareLock);
+	}
 	if (apply && n > 0)
 		/* each parked event alone, as the failing batch of one was */
 		replay_rows(rel, projection, SPI_tuptable, (uint64) n, true);

@@ -125,6 +125,25 @@ SELECT es.es_outbox_nack('mailer', c.lease, ARRAY[c.position], 'broken')
 });
 # a projection rebuild leaves its status row
 $src->safe_psql('shop', q{CALL es.es_rebuild_projection('order_totals', 'TRUNCATE public.order_totals')});
+# an asynchronous projection (trigger and declaration in one transaction),
+# applied up to the middle of the log: two batches of 10 of its 45 events
+$src->safe_psql('shop', q{
+CREATE TABLE public.order_log (stream_id text, version bigint);
+CREATE FUNCTION public.project_log() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.order_log VALUES (NEW.stream_id, NEW.version);
+	RETURN NULL;
+END $$;
+BEGIN;
+CREATE TRIGGER order_log AFTER INSERT ON es.events FOR EACH ROW
+	WHEN (NEW.category = 'order') EXECUTE FUNCTION public.project_log();
+SELECT es.es_create_async_projection('order_log', 10);
+COMMIT;
+SET client_min_messages = warning;
+CALL es.es_run_projections('order_log', 2);
+});
+is($src->safe_psql('shop', q{SELECT count(*) || '|' || (SELECT applied FROM es.async_projections) FROM public.order_log}),
+	'20|20', 'the asynchronous projection applied 20 of its events before the dump');
 # checkpoints of two global-log subscribers: one after the first 10 events,
 # one that has not started
 $src->safe_psql('shop', q{
@@ -156,6 +175,11 @@ SELECT concat_ws(E'\n',
 	(SELECT string_agg(t::text, E'\n' ORDER BY t::text) FROM public.order_totals AS t),
 	(SELECT string_agg(t::text, E'\n' ORDER BY t::text) FROM public.type_counts AS t),
 	(SELECT string_agg(t::text, E'\n' ORDER BY t::text) FROM public.shipments AS t),
+	(SELECT string_agg(a::text, E'\n' ORDER BY a.projection) FROM es.async_projections AS a),
+	(SELECT string_agg(d::text, E'\n' ORDER BY d::text) FROM es.projection_dead_letters AS d),
+	(SELECT string_agg(t::text, E'\n' ORDER BY t::text) FROM public.order_log AS t),
+	(SELECT string_agg(t.tgname || '=' || t.tgenabled::text, ',' ORDER BY t.tgname)
+	   FROM pg_trigger AS t WHERE t.tgrelid = 'es.events'::regclass AND NOT t.tgisinternal),
 	(SELECT string_agg(u::text, E'\n' ORDER BY u::text) FROM es.es_user_objects() AS u),
 	(SELECT string_agg(concat_ws('|', c.relname, c.relrowsecurity, c.relforcerowsecurity), ',' ORDER BY c.relname)
 	   FROM pg_class AS c WHERE c.relnamespace = 'es'::regnamespace AND c.relkind = 'r'),
@@ -169,7 +193,7 @@ SELECT string_agg(concat_ws('|', r.global_position, r.stream_id, r.version, r.da
 my $expected = $src->safe_psql('shop', $contents);
 my $expected_log = $src->safe_psql('shop', $log_order);
 my $expected_objects = $src->safe_psql('shop', 'SELECT count(*) FROM es.es_user_objects()');
-is($expected_objects, '7', 'the source has 7 user objects on es_ext\'s tables');
+is($expected_objects, '8', 'the source has 8 user objects on es_ext\'s tables');
 my $max_xid = $src->safe_psql('shop', 'SELECT max(tx_id) FROM es.events');
 
 my $dumpdir = PostgreSQL::Test::Utils::tempdir;
@@ -220,6 +244,22 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			'4|101', "$label: the row projection applied the new event once, on top of the restored read model");
 		is($node->safe_psql($db, "SELECT n FROM public.type_counts WHERE event_type = 'Paid'"),
 			'21', "$label: the batch projection fires");
+		# the asynchronous projection: its trigger stayed disabled (the new
+		# events are not applied inline), its checkpoint is kept, and it goes
+		# on from there: every event of its category once
+		is($node->safe_psql($db, q{
+			SELECT t.tgenabled::text || '|' || (SELECT count(*) FROM public.order_log) || '|' || p.applied
+			  FROM pg_trigger AS t, es.projections AS p
+			 WHERE t.tgrelid = 'es.events'::regclass AND t.tgname = 'order_log' AND p.projection = 'order_log'}),
+			'D|20|20', "$label: the asynchronous projection is still disabled, with its read model and checkpoint");
+		$node->safe_psql($db, q{SET client_min_messages = warning; CALL es.es_run_projections('order_log')});
+		is($node->safe_psql($db, q{
+			SELECT count(*) || '|' || count(DISTINCT (l.stream_id, l.version)) || '|' || count(e.stream_id)
+				   || '|' || (SELECT count(*) FROM es.events WHERE category = 'order')
+				   || '|' || (SELECT events_behind FROM es.projections WHERE projection = 'order_log')
+			  FROM public.order_log AS l LEFT JOIN es.events AS e USING (stream_id, version)}),
+			'47|47|47|47|0',
+			"$label: after the restore it applies the rest of the log and the new events, each once");
 		is($node->safe_psql($db, q{
 			SELECT string_agg(concat_ws('|', r.global_position, r.stream_id, r.version, r.data), ',' ORDER BY r.log_cursor)
 			  FROM es.es_read_all(NULL, 100000) AS r}),

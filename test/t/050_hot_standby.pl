@@ -140,6 +140,30 @@ my ($lease, $lease_position) = split /\|/,
 # a global-log subscriber's checkpoint (from the start)
 $primary->safe_psql('postgres', q{SELECT es.es_checkpoint_save('hs-sub', NULL)});
 
+# an asynchronous projection (trigger and declaration in one transaction:
+# from the start of the log), applied up to the end by the procedure
+$primary->safe_psql(
+	'postgres', q{
+CREATE TABLE hs.async_model (stream_id text, version bigint, PRIMARY KEY (stream_id, version));
+CREATE FUNCTION hs.project_async() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO hs.async_model VALUES (NEW.stream_id, NEW.version);
+	RETURN NULL;
+END $$;
+BEGIN;
+CREATE TRIGGER hs_async AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION hs.project_async();
+SELECT es.es_create_async_projection('hs_async', 10);
+COMMIT;
+CALL es.es_run_projections('hs_async');
+});
+is( $primary->safe_psql(
+		'postgres',
+		q{SELECT (SELECT count(*) FROM hs.async_model) = (SELECT count(*) FROM es.events)
+				 AND events_behind = 0 AND state = 'running'
+			FROM es.projections WHERE projection = 'hs_async'}),
+	't',
+	'the primary applied its asynchronous projection');
+
 # the standby
 $primary->backup('es_backup');
 my $standby = PostgreSQL::Test::Cluster->new('es_standby');
@@ -160,7 +184,7 @@ my $digest_sql = join(
 		"SELECT '$_', count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM $_ AS t"
 	  } qw(es.config es.streams es.events es.snapshots es.upcasters es.projection_status
 	  es.outbox_routes es.outbox_groups es.outbox es.outbox_deliveries es.outbox_dead
-	  es.user_objects hs.balances));
+	  es.user_objects es.async_projections es.projection_dead_letters hs.balances hs.async_model));
 
 my %same = (
 	'tables' => $digest_sql,
@@ -191,6 +215,10 @@ my %same = (
 	'es_upcast' => q{
 		SELECT (es.es_upcast(e)).data FROM es.events AS e WHERE e.event_type = 'Opened'
 		 ORDER BY e.global_position},
+	'es.projections (inline and asynchronous)' => q{
+		SELECT projection, mode, state, function, batch_size, checkpoint, events_behind, applied,
+			   last_applied_at, attempts, last_error, dead_letters, owner
+		  FROM es.projections ORDER BY projection},
 	'es_fold_agg' => qq{
 		SELECT e.stream_id, es.es_fold_agg($reducer, $initial, e ORDER BY e.version)
 		  FROM es.events AS e WHERE e.category = 'acct' GROUP BY 1 ORDER BY 1},);
@@ -416,7 +444,26 @@ my %writers = (
 	'es.es_replica_projections(boolean)' => q{SELECT * FROM es.es_replica_projections(false)},
 	'es.es_checkpoint_save(text,es.log_cursor)' =>
 	  q{SELECT es.es_checkpoint_save('hs-sub', es.es_checkpoint('hs-sub'))},
-	'es.es_checkpoint_drop(text)' => q{SELECT es.es_checkpoint_drop('hs-sub')},);
+	'es.es_checkpoint_drop(text)' => q{SELECT es.es_checkpoint_drop('hs-sub')},
+	# asynchronous projections
+	'es.es_create_async_projection(name,integer,text[],text[],text,integer)' =>
+	  q{SELECT es.es_create_async_projection('balances')},
+	'es.es_projection_apply(name)' => q{SELECT es.es_projection_apply('hs_async')},
+	'es.es_projection_failed(name,text,text)' =>
+	  q{SELECT es.es_projection_failed('hs_async', 'boom', 'XX000')},
+	'es.es_projection_pause(name)' => q{SELECT es.es_projection_pause('hs_async')},
+	'es.es_projection_resume(name)' => q{SELECT es.es_projection_resume('hs_async')},
+	'es.es_projection_reset(name,text)' =>
+	  q{SELECT es.es_projection_reset('hs_async', 'TRUNCATE hs.async_model')},
+	'es.es_projection_retry_dead(name,bigint)' => q{SELECT es.es_projection_retry_dead('hs_async')},
+	'es.es_projection_discard_dead(name,bigint)' =>
+	  q{SELECT es.es_projection_discard_dead('hs_async')},
+	'es.es_projection_make_inline(name)' => q{SELECT es.es_projection_make_inline('hs_async')},
+	'es.es_drop_projection(name)' => q{SELECT es.es_drop_projection('hs_async')},
+	# on the standby: es_projection_apply fails, and so does the
+	# es_projection_failed that records it
+	'es.es_run_projections(name,integer,bigint,integer)' =>
+	  q{CALL es.es_run_projections('hs_async')},);
 
 # called only by PostgreSQL: trigger functions, the aggregate's support
 # functions (they take internal)
@@ -535,10 +582,19 @@ is( $primary->safe_psql(
 	),
 	'14',
 	'the primary appends');
+is( outcome($primary, $writers{'es.es_run_projections(name,integer,bigint,integer)'}),
+	'ok', 'es_run_projections succeeds on the primary');
 $primary->wait_for_catchup($standby);
 is($standby->safe_psql('postgres', $digest_sql),
 	$primary->safe_psql('postgres', $digest_sql),
 	'the standby follows: every table equals the primary\'s');
+is( $standby->safe_psql(
+		'postgres',
+		q{SELECT p.state || ' ' || p.events_behind || ' ' || p.applied
+					 || ' ' || ((SELECT count(*) FROM hs.async_model) = (SELECT count(*) FROM es.events))
+			FROM es.projections AS p WHERE p.projection = 'hs_async'}),
+	'running 0 ' . $primary->safe_psql('postgres', 'SELECT count(*) FROM es.events') . ' true',
+	'es.projections on the standby: the asynchronous projection caught up with the primary\'s new event');
 is( $standby->safe_psql(
 		'postgres', "SELECT stream_id, version FROM es.es_read_all('$end_cursor', 1000)"),
 	'acct-1|14',
