@@ -73,6 +73,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -118,6 +119,10 @@ static EsPlan lock_skip_plan = {
 
 static EsPlan lock_wait_plan = {
 	NULL, ASYNC_COLUMNS " FOR UPDATE", 1, {NAMEOID}
+};
+
+static EsPlan read_plan = {
+	NULL, ASYNC_COLUMNS, 1, {NAMEOID}
 };
 
 static EsPlan exists_plan = {
@@ -571,7 +576,8 @@ PG_FUNCTION_INFO_V1(es_create_async_projection);
 /*
  * es_create_async_projection(projection name, batch_size int,
  *							  categories text[], event_types text[],
- *							  on_error text, max_retries int) RETURNS void
+ *							  on_error text, max_retries int,
+ *							  from_start boolean) RETURNS void
  *
  * Registers the projection trigger of that name as asynchronous and
  * disables it, holding ShareRowExclusiveLock on es.events (appenders wait)
@@ -579,7 +585,9 @@ PG_FUNCTION_INFO_V1(es_create_async_projection);
  * in this transaction (it never fired) or found disabled starts at the
  * beginning of the log; an enabled one, an inline projection whose read
  * model holds every committed event, continues after the last event of the
- * log (no appender can be in flight under that lock).
+ * log (no appender can be in flight under that lock).  from_start true or
+ * false overrides that choice (true: the caller empties the read model in
+ * the same transaction; false: the read model already holds every event).
  */
 Datum
 es_create_async_projection(PG_FUNCTION_ARGS)
@@ -642,7 +650,10 @@ es_create_async_projection(PG_FUNCTION_ARGS)
 				 errhint("Finish the rebuild (CALL es.es_rebuild_projection) first.")));
 
 	/* a trigger this transaction created has never fired */
-	from_start = tg->tgenabled == TRIGGER_DISABLED || trigger_created_here(tg->tgoid);
+	if (!PG_ARGISNULL(6))
+		from_start = PG_GETARG_BOOL(6);
+	else
+		from_start = tg->tgenabled == TRIGGER_DISABLED || trigger_created_here(tg->tgoid);
 
 	values[0] = NameGetDatum(projection);
 	values[1] = ObjectIdGetDatum(GetUserId());
@@ -1235,4 +1246,196 @@ es_drop_projection(PG_FUNCTION_ARGS)
 	performDeletion(&obj, DROP_RESTRICT, 0);
 	table_close(rel, NoLock);
 	PG_RETURN_VOID();
+}
+
+/* the events of a projection after a cursor ($1, $2, $3), filtered, to the head */
+static EsPlan next_events_head_plan = {
+	NULL,
+	"SELECT e, e.era, e.tx_id, e.global_position FROM es.events AS e"
+	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+	"   AND ($4::text[] IS NULL OR e.category OPERATOR(pg_catalog.=) ANY ($4))"
+	"   AND ($5::text[] IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($5))"
+	" ORDER BY e.era, e.tx_id, e.global_position LIMIT $6",
+	6, {INT4OID, XID8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, INT8OID}
+};
+
+/*
+ * EsAsyncReplayRange
+ *		EsReplayRange (projection.c) for a projection that may be
+ *		asynchronous: the events after cur[] that its category and type
+ *		filter accept (all of them for an inline projection), at most
+ *		max_count, below the horizon or (to_head) every visible one.  Sets
+ *		cur[] to the cursor of the last one (in the caller's memory context)
+ *		and returns how many.  Used by rebuilds in a shadow (rebuild.c).
+ */
+int32
+EsAsyncReplayRange(const char *projection, Datum *cur, int32 max_count, bool to_head)
+{
+	NameData	name;
+	EsAsync		a;
+	Relation	rel;
+	uint64		n;
+	MemoryContext callcxt = CurrentMemoryContext;
+
+	namestrcpy(&name, projection);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (!fetch_async(&read_plan, &name, &a) ||
+		(a.categories == (Datum) 0 && a.event_types == (Datum) 0))
+	{
+		SPI_finish();
+		return EsReplayRange(projection, cur, max_count, to_head);
+	}
+
+	rel = table_open(EsRelationOid("events"), AccessShareLock);
+	a.era = DatumGetInt32(cur[0]);
+	a.tx_id = cur[1];
+	a.position = DatumGetInt64(cur[2]);
+	if (to_head)
+	{
+		Datum		values[6];
+		char		nulls[6] = "      ";
+
+		values[0] = cur[0];
+		values[1] = cur[1];
+		values[2] = cur[2];
+		values[3] = a.categories;
+		nulls[3] = a.categories == (Datum) 0 ? 'n' : ' ';
+		values[4] = a.event_types;
+		nulls[4] = a.event_types == (Datum) 0 ? 'n' : ' ';
+		values[5] = Int64GetDatum((int64) max_count);
+		if (SPI_execute_plan(EsGetPlan(&next_events_head_plan), values, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read es.events");
+	}
+	else
+	{
+		int32		era;
+		FullTransactionId horizon;
+
+		next_events(&a, max_count, &era, &horizon);
+	}
+	n = SPI_processed;
+	if (n > 0)
+	{
+		SPITupleTable *tuptable = SPI_tuptable;
+		HeapTuple	last = tuptable->vals[n - 1];
+		bool		isnull;
+		MemoryContext oldcxt;
+
+		replay_rows(rel, &name, tuptable, n, false);
+		oldcxt = MemoryContextSwitchTo(callcxt);
+		cur[0] = SPI_getbinval(last, tuptable->tupdesc, 2, &isnull);
+		cur[1] = datumCopy(SPI_getbinval(last, tuptable->tupdesc, 3, &isnull), true, sizeof(int64));
+		cur[2] = SPI_getbinval(last, tuptable->tupdesc, 4, &isnull);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	table_close(rel, AccessShareLock);
+	SPI_finish();
+	return (int32) n;
+}
+
+static EsPlan register_plan = {
+	NULL,
+	"INSERT INTO es.async_projections (projection, owner, state, batch_size, on_error,"
+	" max_retries, checkpoint, created_at)"
+	" VALUES ($1, $2, 'running', 100, 'stop', 3,"
+	"         CASE WHEN $3 IS NULL THEN NULL::es.log_cursor ELSE ROW($3, $4, $5)::es.log_cursor END,"
+	"         pg_catalog.clock_timestamp())",
+	5, {NAMEOID, REGROLEOID, INT4OID, XID8OID, INT8OID}
+};
+
+static EsPlan rebuilt_plan = {
+	NULL,
+	"UPDATE es.async_projections AS a"
+	"   SET checkpoint = CASE WHEN $2 IS NULL THEN NULL::es.log_cursor ELSE ROW($2, $3, $4)::es.log_cursor END,"
+	"       isolate_until = NULL, attempts = 0, retry_at = NULL,"
+	"       state = CASE WHEN a.state OPERATOR(pg_catalog.=) 'failed' THEN 'running' ELSE a.state END"
+	" WHERE a.projection OPERATOR(pg_catalog.=) $1",
+	4, {NAMEOID, INT4OID, XID8OID, INT8OID}
+};
+
+/*
+ * EsAsyncSwitchMode
+ *		The end of a rebuild (rebuild.c): the read model now holds every event
+ *		up to cur[] (era -1: none).  to_async: the projection becomes (or
+ *		stays) asynchronous with that checkpoint (a new one gets the default
+ *		settings, owned by the current user, and its trigger disabled);
+ *		otherwise it becomes (or stays) inline: its asynchronous settings go
+ *		and its trigger is enabled.  The caller holds ShareRowExclusiveLock on
+ *		es.events whenever the trigger changes, and the registry row locked.
+ *		Must be called inside SPI.
+ */
+void
+EsAsyncSwitchMode(const char *projection, bool to_async, const Datum *cur)
+{
+	NameData	name;
+	EsAsync		a;
+	bool		registered;
+	Datum		values[5];
+	char		nulls[5] = "     ";
+	Relation	rel;
+
+	namestrcpy(&name, projection);
+	registered = fetch_async(&lock_wait_plan, &name, &a);
+	if (to_async)
+	{
+		values[0] = NameGetDatum(&name);
+		if (registered)
+		{
+			values[1] = cur[0];
+			values[2] = cur[1];
+			values[3] = cur[2];
+			if (DatumGetInt32(cur[0]) < 0)
+				nulls[1] = nulls[2] = nulls[3] = 'n';
+			EsGuardedWrite(&rebuilt_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
+						   values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
+		}
+		else
+		{
+			values[1] = ObjectIdGetDatum(GetUserId());
+			values[2] = cur[0];
+			values[3] = cur[1];
+			values[4] = cur[2];
+			if (DatumGetInt32(cur[0]) < 0)
+				nulls[2] = nulls[3] = nulls[4] = 'n';
+			EsGuardedWrite(&register_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_INSERT,
+						   values, nulls, InvalidSnapshot, SPI_OK_INSERT);
+			rel = table_open(EsRelationOid("events"), ShareRowExclusiveLock);
+			set_trigger(rel, projection, false);
+			table_close(rel, NoLock);
+		}
+		EsWaitWakeAtCommit();
+		EsProjectionWorkerRequest();
+	}
+	else if (registered)
+	{
+		values[0] = NameGetDatum(&name);
+		EsGuardedWrite(&delete_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_DELETE,
+					   values, NULL, InvalidSnapshot, SPI_OK_DELETE);
+		rel = table_open(EsRelationOid("events"), ShareRowExclusiveLock);
+		set_trigger(rel, projection, true);
+		table_close(rel, NoLock);
+		EsWaitWakeAtCommit();
+	}
+}
+
+/*
+ * EsAsyncIsRegistered
+ *		Is projection asynchronous?  Locks its registry row (waiting for a
+ *		batch being applied) when lock is true.  Must be called inside SPI.
+ */
+bool
+EsAsyncIsRegistered(const char *projection, bool lock)
+{
+	NameData	name;
+	EsAsync		a;
+	Datum		values[1];
+
+	namestrcpy(&name, projection);
+	if (lock)
+		return fetch_async(&lock_wait_plan, &name, &a);
+	values[0] = NameGetDatum(&name);
+	if (SPI_execute_plan(EsGetPlan(&exists_plan), values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.async_projections");
+	return SPI_processed > 0;
 }

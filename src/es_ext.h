@@ -188,12 +188,17 @@ extern Trigger *EsFindProjectionTrigger(Relation rel, const char *tgname);
 extern EsReplay *EsReplayBegin(Relation rel, const char *tgname);
 extern void EsReplayEvent(EsReplay *r, HeapTupleHeader event);
 extern void EsReplayEnd(EsReplay *r);
+extern int32 EsReplayRange(const char *tgname, Datum *cur, int32 max_count, bool to_head);
 
 /* async.c: asynchronous projections (issue 13) */
 #define ES_ASYNC_MAX_BATCH			100000	/* largest batch_size */
 #define ES_ASYNC_MAX_RETRIES		1000	/* largest max_retries */
 #define ES_ASYNC_RETRY_BASE_MS		200		/* first retry delay, doubled per attempt */
 #define ES_ASYNC_RETRY_MAX_MS		60000	/* longest retry delay */
+
+extern int32 EsAsyncReplayRange(const char *projection, Datum *cur, int32 max_count, bool to_head);
+extern void EsAsyncSwitchMode(const char *projection, bool to_async, const Datum *cur);
+extern bool EsAsyncIsRegistered(const char *projection, bool lock);
 
 /* projection_worker.c: the background workers of asynchronous projections */
 extern void EsProjectionWorkerRequest(void);

@@ -538,69 +538,29 @@ EsReplayEnd(EsReplay *r)
 	pfree(r);
 }
 
-PG_FUNCTION_INFO_V1(es_projection_replay);
-
 /*
- * es_projection_replay(projection name, after es.log_cursor, max_count int,
- *						to_head boolean)
- *		RETURNS TABLE (replayed integer, last_cursor es.log_cursor)
- *
- * Replays up to max_count events after the cursor through the trigger named
- * projection on es.events.  With to_head false, only events below the log
- * horizon are replayed (safe while appends go on); with to_head true, every
- * visible event is (only correct while appenders are locked out).  Returns
- * how many events were replayed and the cursor of the last one (the input
- * cursor when none was).
+ * EsReplayRange
+ *		Replay up to max_count events after the log cursor cur[] (era, tx_id,
+ *		global_position datums) through the projection trigger tgname on
+ *		es.events: with to_head false only events below the log horizon
+ *		(safe while appends go on), with to_head true every visible event
+ *		(correct only while appenders are locked out).  Sets cur[] to the
+ *		cursor of the last event replayed (unchanged when none was), in the
+ *		caller's memory context, and returns how many events were replayed.
+ *		Takes AccessShareLock on es.events; connects to SPI itself.
  */
-Datum
-es_projection_replay(PG_FUNCTION_ARGS)
+int32
+EsReplayRange(const char *tgname, Datum *cur, int32 max_count, bool to_head)
 {
-	char	   *tgname;
-	int32		after_era = -1;
-	Datum		after_tx = FullTransactionIdGetDatum(FullTransactionIdFromU64(0));
-	int64		after_pos = 0;
-	int32		max_count;
-	bool		to_head;
 	Relation	rel;
 	EsReplay   *r;
 	Datum		values[6];
 	Portal		portal;
 	int32		replayed = 0;
-	TupleDesc	resdesc;
-	TupleDesc	cursordesc;
-	Datum		result[2];
-	bool		resnulls[2] = {false, false};
-	Datum		cur[3];
-	bool		curnulls[3] = {false, false, false};
 	MemoryContext callcxt = CurrentMemoryContext;
-
-	EsCheckWritable("es_projection_replay()");
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("projection, max_count and to_head cannot be null")));
-	tgname = NameStr(*PG_GETARG_NAME(0));
-	max_count = PG_GETARG_INT32(2);
-	to_head = PG_GETARG_BOOL(3);
-	if (max_count <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_count must be greater than zero")));
-	if (!PG_ARGISNULL(1))
-		EsParseCursor(PG_GETARG_HEAPTUPLEHEADER(1), &after_era, &after_tx, &after_pos);
-
-	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	resdesc = BlessTupleDesc(resdesc);
-	cursordesc = BlessTupleDesc(lookup_rowtype_tupdesc_copy(TupleDescAttr(resdesc, 1)->atttypid, -1));
 
 	rel = table_open(EsRelationOid("events"), AccessShareLock);
 	r = EsReplayBegin(rel, tgname);
-
-	cur[0] = Int32GetDatum(after_era);
-	cur[1] = after_tx;
-	cur[2] = Int64GetDatum(after_pos);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -649,6 +609,65 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	EsReplayEnd(r);
 	SPI_finish();
 	table_close(rel, AccessShareLock);
+	return replayed;
+}
+
+PG_FUNCTION_INFO_V1(es_projection_replay);
+
+/*
+ * es_projection_replay(projection name, after es.log_cursor, max_count int,
+ *						to_head boolean)
+ *		RETURNS TABLE (replayed integer, last_cursor es.log_cursor)
+ *
+ * Replays up to max_count events after the cursor through the trigger named
+ * projection on es.events (EsReplayRange).  With to_head false, only events
+ * below the log horizon are replayed (safe while appends go on); with
+ * to_head true, every visible event is (only correct while appenders are
+ * locked out).  Returns how many events were replayed and the cursor of the
+ * last one (the input cursor when none was).
+ */
+Datum
+es_projection_replay(PG_FUNCTION_ARGS)
+{
+	char	   *tgname;
+	int32		after_era = -1;
+	Datum		after_tx = FullTransactionIdGetDatum(FullTransactionIdFromU64(0));
+	int64		after_pos = 0;
+	int32		max_count;
+	bool		to_head;
+	int32		replayed;
+	TupleDesc	resdesc;
+	TupleDesc	cursordesc;
+	Datum		result[2];
+	bool		resnulls[2] = {false, false};
+	Datum		cur[3];
+	bool		curnulls[3] = {false, false, false};
+
+	EsCheckWritable("es_projection_replay()");
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("projection, max_count and to_head cannot be null")));
+	tgname = NameStr(*PG_GETARG_NAME(0));
+	max_count = PG_GETARG_INT32(2);
+	to_head = PG_GETARG_BOOL(3);
+	if (max_count <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_count must be greater than zero")));
+	if (!PG_ARGISNULL(1))
+		EsParseCursor(PG_GETARG_HEAPTUPLEHEADER(1), &after_era, &after_tx, &after_pos);
+
+	if (get_call_result_type(fcinfo, NULL, &resdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	resdesc = BlessTupleDesc(resdesc);
+	cursordesc = BlessTupleDesc(lookup_rowtype_tupdesc_copy(TupleDescAttr(resdesc, 1)->atttypid, -1));
+
+	cur[0] = Int32GetDatum(after_era);
+	cur[1] = after_tx;
+	cur[2] = Int64GetDatum(after_pos);
+	replayed = EsReplayRange(tgname, cur, max_count, to_head);
 
 	result[0] = Int32GetDatum(replayed);
 	result[1] = HeapTupleGetDatum(heap_form_tuple(cursordesc, cur, curnulls));

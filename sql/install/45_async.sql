@@ -89,14 +89,15 @@ CREATE OR REPLACE FUNCTION @extschema@.es_create_async_projection(projection nam
 																  categories text[] DEFAULT NULL,
 																  event_types text[] DEFAULT NULL,
 																  on_error text DEFAULT 'stop',
-																  max_retries integer DEFAULT 3)
+																  max_retries integer DEFAULT 3,
+																  from_start boolean DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'es_create_async_projection'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
-COMMENT ON FUNCTION @extschema@.es_create_async_projection(name, integer, text[], text[], text, integer) IS
-	'makes the projection trigger of that name asynchronous: disabled, and applied by es_projection_apply from the beginning of the log (a trigger created in this transaction or disabled) or after the last event it applied inline';
-REVOKE ALL ON FUNCTION @extschema@.es_create_async_projection(name, integer, text[], text[], text, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.es_create_async_projection(name, integer, text[], text[], text, integer) TO es_admin;
+COMMENT ON FUNCTION @extschema@.es_create_async_projection(name, integer, text[], text[], text, integer, boolean) IS
+	'makes the projection trigger of that name asynchronous: disabled, and applied by es_projection_apply from the beginning of the log (a trigger created in this transaction or disabled) or after the last event it applied inline; from_start overrides that choice';
+REVOKE ALL ON FUNCTION @extschema@.es_create_async_projection(name, integer, text[], text[], text, integer, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_create_async_projection(name, integer, text[], text[], text, integer, boolean) TO es_admin;
 
 CREATE OR REPLACE FUNCTION @extschema@.es_projection_apply(projection name)
 RETURNS integer

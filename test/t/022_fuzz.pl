@@ -98,7 +98,10 @@ my %documented = (
 	# AFTER INSERT trigger, 22004/22023 bad arguments"; 2D000 inside a
 	# transaction block (the fuzz driver calls in a subtransaction)
 	es_projection_replay => [qw(42704 42809 22004 22023)],
-	es_rebuild_projection => [qw(2D000 42704 42809 22004 22023)],
+	es_rebuild_projection => [qw(2D000 42704 42809 22004 22023 0A000 55000 3F000 2BP01 42P06 42501)],
+	# rebuilds in a shadow: README, es_read_model_check and es_rebuild_shadow_batch
+	es_read_model_check => [qw(22004 22023 3F000 0A000 2BP01 42501)],
+	es_rebuild_shadow_batch => [qw(22004 22023 55000 3F000)],
 	# logical replication: a projection that cannot run for replicated rows
 	# (fz_proj's function does not pin search_path: 55000)
 	es_replica_projections => [qw(22004 42501 55000 0A000 42883 42602 22023)],
@@ -928,10 +931,30 @@ my %gen = (
 	es_rebuild_projection => [
 		1,
 		sub {
-			add_case('es_rebuild_projection', 'es_rebuild_projection', [qw(name text integer boolean)],
+			add_case('es_rebuild_projection', 'es_rebuild_projection', [qw(name text integer boolean name text)],
 				[ pick('NULL', "'fz_proj'", "'fz_before'", "'nope'", "''"),
-				  pick('NULL', "'TRUNCATE fuzz.proj'", "'SELECT 1'", "''"), g_int(), g_bool() ],
-				q{CALL es.es_rebuild_projection($1[1]::name, $1[2]::text, $1[3]::integer, $1[4]::boolean)},
+				  pick('NULL', "'TRUNCATE fuzz.proj'", "'SELECT 1'", "''"), g_int(), g_bool(),
+				  pick('NULL', "'fuzz'", "'es'", "'public'", "'nope'", "''"),
+				  pick('NULL', "'inline'", "'async'", "'x'") ],
+				q{CALL es.es_rebuild_projection($1[1]::name, $1[2]::text, $1[3]::integer, $1[4]::boolean, $1[5]::name, $1[6]::text)},
+				undef);
+		}
+	],
+	es_read_model_check => [
+		1,
+		sub {
+			add_case('es_read_model_check', 'es_read_model_check', ['name'],
+				[ pick('NULL', "'fuzz'", "'es'", "'public'", "'pg_catalog'", "'nope'", "''", "repeat('x', 100)") ],
+				q{SELECT coalesce(string_agg(t::text, ','), '') FROM es.es_read_model_check($1[1]::name) AS t},
+				undef);
+		}
+	],
+	es_rebuild_shadow_batch => [
+		1,
+		sub {
+			add_case('es_rebuild_shadow_batch', 'es_rebuild_shadow_batch', [qw(name integer boolean)],
+				[ pick('NULL', "'fz_proj'", "'fz_before'", "'nope'", "''"), g_int(), g_bool() ],
+				q{SELECT es.es_rebuild_shadow_batch($1[1]::name, $1[2]::integer, $1[3]::boolean)::text},
 				undef);
 		}
 	],
