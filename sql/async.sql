@@ -171,6 +171,19 @@ SELECT count(*) = (SELECT count(*) FROM es.events WHERE category = 'asy' AND NOT
 -- a failing reset statement changes nothing
 SELECT try($$SELECT es.es_projection_reset('asy_totals', 'TRUNCATE asy.no_such_table')$$);
 SELECT checkpoint IS NOT NULL AS kept FROM es.async_projections;
+-- a reset statement cannot control transactions (22023, nothing changed),
+-- and a setting it changes does not outlive it
+SELECT try($$SELECT es.es_projection_reset('asy_totals', 'COMMIT')$$);
+SELECT es.es_projection_reset('asy_totals', 'SET search_path = asy, pg_catalog; TRUNCATE totals, seen');
+SHOW search_path;
+CALL es.es_run_projections('asy_totals');
+-- a failure report carries a real SQLSTATE; a conflict with another
+-- transaction (40001, 40P01, 55P03) is retried without counting an attempt
+SELECT try($$SELECT es.es_projection_failed('asy_totals', 'x', 'bogus')$$);
+SELECT es.es_projection_failed('asy_totals', 'could not serialize access', '40001') AS conflict;
+SELECT attempts, isolate_until IS NULL AS whole_batches, retry_at > clock_timestamp() AS delayed FROM es.async_projections WHERE projection = 'asy_totals';
+SELECT es.es_projection_resume('asy_totals');
+SELECT retry_at IS NULL AS resume_cancels_the_delay FROM es.async_projections WHERE projection = 'asy_totals';
 
 -- an enabled trigger under an asynchronous projection is refused: appends
 -- would apply the same events
@@ -298,7 +311,8 @@ SELECT try($$UPDATE es.async_projections SET state = 'paused'$$);
 SET ROLE regress_asy_reader;
 SELECT projection, mode FROM es.projections WHERE projection = 'asy_totals';
 RESET ROLE;
--- an es_admin that may not run the trigger's code cannot apply it
+-- the trigger's code runs as the role that declared the projection, not as
+-- the caller: an es_admin without EXECUTE on it may still apply it
 SET ROLE regress_asy_admin;
 SELECT try($$SELECT es.es_projection_pause('asy_totals')$$);
 SELECT try($$SELECT es.es_projection_resume('asy_totals')$$);

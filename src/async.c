@@ -417,13 +417,17 @@ check_not_applying(const char *what)
  *		replay of its own (each_alone: a statement trigger sees one event).
  */
 static void
-replay_rows(Relation rel, Name projection, SPITupleTable *tuptable, uint64 n, bool each_alone)
+replay_rows(Relation rel, Name projection, Oid run_as, SPITupleTable *tuptable, uint64 n,
+			bool each_alone)
 {
 	applying++;
 	PG_TRY();
 	{
 		EsReplay   *r = NULL;
 		uint64		i;
+		EsRunAs		runas;
+
+		EsRunAsBegin(&runas, OidIsValid(run_as) ? run_as : GetUserId());
 
 		for (i = 0; i < n; i++)
 		{
@@ -441,6 +445,7 @@ replay_rows(Relation rel, Name projection, SPITupleTable *tuptable, uint64 n, bo
 		}
 		if (r != NULL)
 			EsReplayEnd(r);
+		EsRunAsEnd(&runas);
 	}
 	PG_FINALLY();
 	{
@@ -450,16 +455,73 @@ replay_rows(Relation rel, Name projection, SPITupleTable *tuptable, uint64 n, bo
 }
 
 /*
+ * replay_portal
+ *		Run plan (values, nulls) as a cursor and feed its rows (column 1 the
+ *		event, 2 to 4 its log cursor), fetched ES_FETCH_BATCH at a time, through
+ *		the trigger of projection in one replay (a statement trigger sees them
+ *		all as one transition table), as the role run_as (registered code runs
+ *		as the role that declared it, see routine.c).  Sets cur[] to the
+ *		cursor of the last row (by-value datums) and returns how many rows.
+ *		Must be called inside SPI.
+ */
+static uint64
+replay_portal(Relation rel, Name projection, Oid run_as, EsPlan *plan, Datum *values,
+			  const char *nulls, Datum *cur)
+{
+	Portal		portal = SPI_cursor_open(NULL, EsGetPlan(plan), values, nulls, false);
+	volatile uint64 n = 0;
+
+	applying++;
+	PG_TRY();
+	{
+		EsReplay   *r = NULL;
+		EsRunAs		runas;
+
+		EsRunAsBegin(&runas, run_as);
+		for (;;)
+		{
+			uint64		i;
+			bool		isnull;
+			HeapTuple	last;
+
+			SPI_cursor_fetch(portal, true, ES_FETCH_BATCH);
+			if (SPI_processed == 0)
+				break;
+			if (r == NULL)
+				r = EsReplayBegin(rel, NameStr(*projection));
+			for (i = 0; i < SPI_processed; i++)
+				EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[i],
+																		SPI_tuptable->tupdesc, 1, &isnull)));
+			last = SPI_tuptable->vals[SPI_processed - 1];
+			cur[0] = SPI_getbinval(last, SPI_tuptable->tupdesc, 2, &isnull);
+			cur[1] = SPI_getbinval(last, SPI_tuptable->tupdesc, 3, &isnull);
+			cur[2] = SPI_getbinval(last, SPI_tuptable->tupdesc, 4, &isnull);
+			n += SPI_processed;
+			SPI_freetuptable(SPI_tuptable);
+		}
+		if (r != NULL)
+			EsReplayEnd(r);
+		EsRunAsEnd(&runas);
+	}
+	PG_FINALLY();
+	{
+		applying--;
+	}
+	PG_END_TRY();
+	SPI_cursor_close(portal);
+	return n;
+}
+
+/*
  * open_next_events
  *		Run the query of the next events of a (at most limit), below the
  *		horizon of the active snapshot.  Results in SPI_tuptable.
  */
 static void
-next_events(const EsAsync *a, int64 limit, int32 *era, FullTransactionId *horizon)
+next_events_args(const EsAsync *a, int64 limit, int32 *era, FullTransactionId *horizon,
+				 Datum *values, char *nulls)
 {
-	Datum		values[8];
-	char		nulls[8] = "        ";
-
+	memset(nulls, ' ', 8);
 	*era = EsCurrentEra();
 	*horizon = EsLogHorizon(GetActiveSnapshot());
 	values[0] = Int32GetDatum(a->era);
@@ -472,6 +534,20 @@ next_events(const EsAsync *a, int64 limit, int32 *era, FullTransactionId *horizo
 	values[6] = a->event_types;
 	nulls[6] = a->event_types == (Datum) 0 ? 'n' : ' ';
 	values[7] = Int64GetDatum(limit);
+}
+
+/*
+ * next_events
+ *		Run the query of the next events of a (at most limit), below the
+ *		horizon of the active snapshot.  Results in SPI_tuptable.
+ */
+static void
+next_events(const EsAsync *a, int64 limit, int32 *era, FullTransactionId *horizon)
+{
+	Datum		values[8];
+	char		nulls[8];
+
+	next_events_args(a, limit, era, horizon, values, nulls);
 	if (SPI_execute_plan(EsGetPlan(&next_events_plan), values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read es.events");
 }
@@ -549,10 +625,11 @@ check_text_array(FunctionCallInfo fcinfo, int argno, const char *what)
 
 /*
  * trigger_created_here
- *		Was the trigger tgoid created by the current transaction?
+ *		Was the trigger tgoid created by the current transaction?  If so,
+ *		*cmin is the command that created it.
  */
 static bool
-trigger_created_here(Oid tgoid)
+trigger_created_here(Oid tgoid, CommandId *cmin)
 {
 	Relation	tgrel = table_open(TriggerRelationId, AccessShareLock);
 	ScanKeyData key;
@@ -565,10 +642,149 @@ trigger_created_here(Oid tgoid)
 	scan = systable_beginscan(tgrel, TriggerOidIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
+	{
 		result = TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data));
+		if (result)
+			*cmin = HeapTupleHeaderGetCmin(tup->t_data);
+	}
 	systable_endscan(scan);
 	table_close(tgrel, AccessShareLock);
 	return result;
+}
+
+/*
+ * registered_owner
+ *		The role an asynchronous projection runs as (InvalidOid: not
+ *		asynchronous, it runs as the caller).  Must be called inside SPI.
+ */
+static Oid
+registered_owner(Name projection)
+{
+	EsAsync		a;
+
+	if (fetch_async(&read_plan, projection, &a))
+		return a.owner;
+	return InvalidOid;
+}
+
+/*
+ * check_no_concurrent_append
+ *		Called under ShareRowExclusiveLock on es.events, before reading the
+ *		events that decide a switch between inline and asynchronous.  At READ
+ *		COMMITTED each statement sees what committed before the lock.  At
+ *		REPEATABLE READ or SERIALIZABLE the transaction's snapshot may predate
+ *		an append that committed while this waited for the lock: that append
+ *		would be lost or applied twice, so the switch fails with a
+ *		serialization failure instead.  Must be called inside SPI.
+ */
+static void
+check_no_concurrent_append(void)
+{
+	bool		isnull;
+	Datum		mine[3] = {0, 0, 0};
+	Datum		latest[3] = {0, 0, 0};
+	bool		have_mine;
+	bool		have_latest;
+	int			i;
+
+	if (!IsolationUsesXactSnapshot())
+		return;
+	if (SPI_execute_plan(EsGetPlan(&head_plan), NULL, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.events");
+	have_mine = SPI_processed > 0;
+	for (i = 0; have_mine && i < 3; i++)
+		mine[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull);
+	if (SPI_execute_snapshot(EsGetPlan(&head_plan), NULL, NULL, GetLatestSnapshot(),
+							 InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.events");
+	have_latest = SPI_processed > 0;
+	for (i = 0; have_latest && i < 3; i++)
+		latest[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1, &isnull);
+	if (have_mine != have_latest ||
+		(have_mine && (cursor_after(DatumGetInt32(latest[0]), latest[1], DatumGetInt64(latest[2]),
+									DatumGetInt32(mine[0]), mine[1], DatumGetInt64(mine[2])))))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent append"),
+				 errdetail("Events were appended after this transaction's snapshot was taken; switching the projection now would lose them or apply them twice."),
+				 errhint("Retry the transaction.")));
+}
+
+/* events appended by the current transaction from ($1, $2) on */
+static EsPlan mine_plan = {
+	NULL,
+	"SELECT e.xmin, e.cmin FROM es.events AS e"
+	" WHERE (e.era, e.tx_id) OPERATOR(pg_catalog.>=) ($1, $2)",
+	2, {INT4OID, XID8OID}
+};
+
+/*
+ * appended_here
+ *		Has the current transaction appended events after its command
+ *		after (the creation of a trigger, which fired for them)?  They carry its top
+ *		transaction id, or a later one (es_append orders them at or after
+ *		their stream's previous append), in the current era.  Inside SPI.
+ */
+static bool
+appended_here(CommandId after)
+{
+	FullTransactionId top = GetTopFullTransactionIdIfAny();
+	Datum		values[2];
+	uint64		i;
+
+	if (!FullTransactionIdIsValid(top))
+		return false;
+	values[0] = Int32GetDatum(EsCurrentEra());
+	values[1] = FullTransactionIdGetDatum(top);
+	if (SPI_execute_plan(EsGetPlan(&mine_plan), values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read es.events");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		TransactionId xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[i],
+																 SPI_tuptable->tupdesc, 1, &isnull));
+
+		CommandId	cid = DatumGetCommandId(SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (TransactionIdIsCurrentTransactionId(xmin) && cid > after)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * run_reset
+ *		Run the reset statement(s) of projection as the caller, in a GUC
+ *		nest level of their own (a SET in them does not outlive the reset),
+ *		and, like the projection's own code, without leave to apply, reset
+ *		or drop projections (a batch applied there would survive the reset
+ *		and be applied again).  Inside SPI.
+ */
+static void
+run_reset(Name projection, const char *sql)
+{
+	volatile int rc = 0;
+	int			save_nestlevel = NewGUCNestLevel();
+
+	applying++;
+	PG_TRY();
+	{
+		rc = SPI_execute(sql, false, 0);
+	}
+	PG_FINALLY();
+	{
+		applying--;
+	}
+	PG_END_TRY();
+	AtEOXact_GUC(false, save_nestlevel);
+	if (rc < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("could not run the reset statement of projection \"%s\"",
+						NameStr(*projection)),
+				 errdetail("%s", SPI_result_code_string(rc)),
+				 errhint("The reset statement empties the read model; it cannot control transactions or copy to the client.")));
 }
 
 PG_FUNCTION_INFO_V1(es_create_async_projection);
@@ -653,7 +869,19 @@ es_create_async_projection(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(6))
 		from_start = PG_GETARG_BOOL(6);
 	else
-		from_start = tg->tgenabled == TRIGGER_DISABLED || trigger_created_here(tg->tgoid);
+	{
+		CommandId	created_at = InvalidCommandId;
+		bool		created_here = trigger_created_here(tg->tgoid, &created_at);
+
+		from_start = tg->tgenabled == TRIGGER_DISABLED || created_here;
+		if (created_here && tg->tgenabled != TRIGGER_DISABLED && appended_here(created_at))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot make projection \"%s\" asynchronous from the start of the log",
+							NameStr(*projection)),
+					 errdetail("This transaction created its trigger and then appended events, which the trigger may have applied already."),
+					 errhint("Declare the projection before appending, or pass from_start => false (or true after emptying its read model).")));
+	}
 
 	values[0] = NameGetDatum(projection);
 	values[1] = ObjectIdGetDatum(GetUserId());
@@ -668,6 +896,7 @@ es_create_async_projection(PG_FUNCTION_ARGS)
 	values[7] = values[8] = values[9] = (Datum) 0;
 	if (!from_start)
 	{
+		check_no_concurrent_append();
 		if (SPI_execute_plan(EsGetPlan(&head_plan), NULL, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read es.events");
 		if (SPI_processed > 0)
@@ -749,22 +978,19 @@ es_projection_apply(PG_FUNCTION_ARGS)
 
 	rel = open_events_checked(projection, AccessShareLock);
 	limit = a.isolating ? 1 : a.batch_size;
-	next_events(&a, limit, &era, &horizon);
-	n = SPI_processed;
-
-	new_era = a.era;
-	new_tx = a.tx_id;
-	new_pos = a.position;
-	if (n > 0)
 	{
-		SPITupleTable *tuptable = SPI_tuptable;
-		HeapTuple	last = tuptable->vals[n - 1];
-		bool		isnull;
+		Datum		values[8];
+		char		nulls[8];
+		Datum		cur[3];
 
-		replay_rows(rel, projection, tuptable, n, false);
-		new_era = DatumGetInt32(SPI_getbinval(last, tuptable->tupdesc, 2, &isnull));
-		new_tx = SPI_getbinval(last, tuptable->tupdesc, 3, &isnull);
-		new_pos = DatumGetInt64(SPI_getbinval(last, tuptable->tupdesc, 4, &isnull));
+		next_events_args(&a, limit, &era, &horizon, values, nulls);
+		cur[0] = Int32GetDatum(a.era);
+		cur[1] = a.tx_id;
+		cur[2] = Int64GetDatum(a.position);
+		n = replay_portal(rel, projection, a.owner, &next_events_plan, values, nulls, cur);
+		new_era = DatumGetInt32(cur[0]);
+		new_tx = cur[1];
+		new_pos = DatumGetInt64(cur[2]);
 	}
 	if ((int64) n < limit && (a.categories != (Datum) 0 || a.event_types != (Datum) 0))
 	{
@@ -841,6 +1067,7 @@ es_projection_failed(PG_FUNCTION_ARGS)
 	FullTransactionId horizon;
 	bool		have_event;
 	bool		isolate = false;
+	bool		transient = false;
 	Datum		iso[3] = {0, 0, 0};
 	Datum		ev[6];			/* era, tx_id, position, stream, version, type */
 	bool		isnull;
@@ -856,6 +1083,18 @@ es_projection_failed(PG_FUNCTION_ARGS)
 				 errmsg("message cannot be null")));
 	message = PG_GETARG_TEXT_PP(1);
 	sqlstate = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	if (sqlstate != NULL)
+	{
+		char	   *code = text_to_cstring(sqlstate);
+
+		if (strlen(code) != 5 || strspn(code, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 5)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid SQLSTATE code: \"%s\"", code)));
+		/* a conflict with another transaction says nothing about the events */
+		transient = strcmp(code, "40001") == 0 || strcmp(code, "40P01") == 0 ||
+			strcmp(code, "55P03") == 0;
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -868,7 +1107,14 @@ es_projection_failed(PG_FUNCTION_ARGS)
 		ev[i] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 2, &isnull);
 
 	attempts = a.isolating ? a.attempts + 1 : 0;
-	if (strcmp(a.state, "failed") == 0)
+	if (transient && strcmp(a.state, "failed") != 0)
+	{
+		/* retried as it was, after the first delay; no attempt counted */
+		outcome = "retry";
+		attempts = a.attempts;
+		delay = ES_ASYNC_RETRY_BASE_MS / 1000.0;
+	}
+	else if (strcmp(a.state, "failed") == 0)
 	{
 		/* already stopped (a late report): record the error, nothing more */
 		outcome = "failed";
@@ -974,7 +1220,8 @@ set_state(FunctionCallInfo fcinfo, bool pause)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	lock_async(projection, &a);
-	if (strcmp(a.state, pause ? "paused" : "running") != 0)
+	/* a resume also cancels a pending retry delay */
+	if (!pause || strcmp(a.state, "paused") != 0)
 	{
 		values[0] = NameGetDatum(projection);
 		values[1] = CStringGetTextDatum(pause ? "paused" : "running");
@@ -1005,7 +1252,8 @@ PG_FUNCTION_INFO_V1(es_projection_resume);
 /*
  * es_projection_resume(projection name) RETURNS void
  *		A paused or failed projection runs again; a failed one retries its
- *		failing event at once, with its attempts counted from zero.
+ *		failing event at once, with its attempts counted from zero.  On a
+ *		running projection it cancels a pending retry delay.
  */
 Datum
 es_projection_resume(PG_FUNCTION_ARGS)
@@ -1038,15 +1286,7 @@ es_projection_reset(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	lock_async(projection, &a);
 	if (!PG_ARGISNULL(1))
-	{
-		char	   *sql = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-		if (SPI_execute(sql, false, 0) < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("could not run the reset statement of projection \"%s\"",
-							NameStr(*projection))));
-	}
+		run_reset(projection, text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	values[0] = NameGetDatum(projection);
 	EsGuardedWrite(&reset_plan, EsRelationOid("async_projections"), TRIGGER_EVENT_UPDATE,
 				   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
@@ -1096,7 +1336,7 @@ dead_letters(FunctionCallInfo fcinfo, bool apply)
 	}
 	if (apply && n > 0)
 		/* each parked event alone, as the failing batch of one was */
-		replay_rows(rel, projection, SPI_tuptable, (uint64) n, true);
+		replay_rows(rel, projection, registered_owner(projection), SPI_tuptable, (uint64) n, true);
 	if (n > 0)
 		EsGuardedWrite(&dead_delete_plan, EsRelationOid("projection_dead_letters"),
 					   TRIGGER_EVENT_DELETE, values, nulls, InvalidSnapshot, SPI_OK_DELETE);
@@ -1159,7 +1399,7 @@ es_projection_make_inline(PG_FUNCTION_ARGS)
 	Relation	rel;
 	EsAsync		a;
 	Datum		values[3];
-	Portal		portal;
+	Datum		cur[3];
 	int32		n = 0;
 
 	EsCheckWritable("es_projection_make_inline()");
@@ -1180,17 +1420,8 @@ es_projection_make_inline(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(a.era);
 	values[1] = a.tx_id;
 	values[2] = Int64GetDatum(a.position);
-	portal = SPI_cursor_open(NULL, EsGetPlan(&rest_events_plan), values, NULL, false);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, ES_FETCH_BATCH);
-		if (SPI_processed == 0)
-			break;
-		n += (int32) SPI_processed;
-		replay_rows(rel, projection, SPI_tuptable, SPI_processed, false);
-		SPI_freetuptable(SPI_tuptable);
-	}
-	SPI_cursor_close(portal);
+	check_no_concurrent_append();
+	n = (int32) replay_portal(rel, projection, a.owner, &rest_events_plan, values, NULL, cur);
 
 	set_trigger(rel, NameStr(*projection), true);
 	values[0] = NameGetDatum(projection);
@@ -1275,13 +1506,13 @@ EsAsyncReplayRange(const char *projection, Datum *cur, int32 max_count, bool to_
 	EsAsync		a;
 	Relation	rel;
 	uint64		n;
-	MemoryContext callcxt = CurrentMemoryContext;
+	Datum		values[8];
+	char		nulls[8];
 
 	namestrcpy(&name, projection);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (!fetch_async(&read_plan, &name, &a) ||
-		(a.categories == (Datum) 0 && a.event_types == (Datum) 0))
+	if (!fetch_async(&read_plan, &name, &a))
 	{
 		SPI_finish();
 		return EsReplayRange(projection, cur, max_count, to_head);
@@ -1293,9 +1524,7 @@ EsAsyncReplayRange(const char *projection, Datum *cur, int32 max_count, bool to_
 	a.position = DatumGetInt64(cur[2]);
 	if (to_head)
 	{
-		Datum		values[6];
-		char		nulls[6] = "      ";
-
+		memset(nulls, ' ', sizeof(nulls));
 		values[0] = cur[0];
 		values[1] = cur[1];
 		values[2] = cur[2];
@@ -1304,30 +1533,15 @@ EsAsyncReplayRange(const char *projection, Datum *cur, int32 max_count, bool to_
 		values[4] = a.event_types;
 		nulls[4] = a.event_types == (Datum) 0 ? 'n' : ' ';
 		values[5] = Int64GetDatum((int64) max_count);
-		if (SPI_execute_plan(EsGetPlan(&next_events_head_plan), values, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read es.events");
+		n = replay_portal(rel, &name, a.owner, &next_events_head_plan, values, nulls, cur);
 	}
 	else
 	{
 		int32		era;
 		FullTransactionId horizon;
 
-		next_events(&a, max_count, &era, &horizon);
-	}
-	n = SPI_processed;
-	if (n > 0)
-	{
-		SPITupleTable *tuptable = SPI_tuptable;
-		HeapTuple	last = tuptable->vals[n - 1];
-		bool		isnull;
-		MemoryContext oldcxt;
-
-		replay_rows(rel, &name, tuptable, n, false);
-		oldcxt = MemoryContextSwitchTo(callcxt);
-		cur[0] = SPI_getbinval(last, tuptable->tupdesc, 2, &isnull);
-		cur[1] = datumCopy(SPI_getbinval(last, tuptable->tupdesc, 3, &isnull), true, sizeof(int64));
-		cur[2] = SPI_getbinval(last, tuptable->tupdesc, 4, &isnull);
-		MemoryContextSwitchTo(oldcxt);
+		next_events_args(&a, max_count, &era, &horizon, values, nulls);
+		n = replay_portal(rel, &name, a.owner, &next_events_plan, values, nulls, cur);
 	}
 	table_close(rel, AccessShareLock);
 	SPI_finish();
