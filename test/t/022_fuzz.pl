@@ -128,10 +128,10 @@ my %documented = (
 	# es_ext, 42710 already asynchronous, 55000 an enabled trigger, a filter
 	# (to inline), a rebuild or a call from inside a projection, 42501 no
 	# TRIGGER on es.events (cannot occur here: the fuzzer is a superuser)
-	es_create_async_projection => [qw(22004 22023 2202E 42704 42809 42710 55000 42501)],
+	es_create_async_projection => [qw(22004 22023 2202E 42704 42809 42710 55000 40001 42501)],
 	# plus "any error raised by the projection" (fz_park raises FZ002)
 	es_projection_apply => [qw(22004 42704 55000)],
-	es_projection_failed => [qw(22004 42704 55000)],
+	es_projection_failed => [qw(22004 22023 42704 55000)],
 	es_projection_pause => [qw(22004 42704 55000)],
 	es_projection_resume => [qw(22004 42704 55000)],
 	# plus whatever the reset statement raises; the fixed set below raises
@@ -140,7 +140,7 @@ my %documented = (
 	es_projection_reset => [qw(22004 22023 42704 55000 42601 42P01 22012)],
 	es_projection_retry_dead => [qw(22004 42704 42809 55000)],
 	es_projection_discard_dead => [qw(22004 42704 42809 55000)],
-	es_projection_make_inline => [qw(22004 42704 42809 55000 42501)],
+	es_projection_make_inline => [qw(22004 42704 42809 55000 40001 42501)],
 	es_drop_projection => [qw(22004 42704 42809 55000 42501)],
 	# a procedure that commits: 2D000 in the driver's subtransaction
 	es_run_projections => [qw(2D000 22023 42704)],
