@@ -58,7 +58,7 @@ BEGIN
 		RETURNING e.global_position
 	)
 	SELECT array_agg(ins.global_position) INTO pos FROM ins;
-	RETURN ROW(v, pos)::es.append_result;
+	RETURN ROW(v, pos, ROW(0, tx, pos[array_upper(pos, 1)])::es.log_cursor)::es.append_result;
 END
 $$;
 

@@ -1802,3 +1802,59 @@ COMMENT ON PROCEDURE @extschema@.es_rebuild_projection(name, text, integer, bool
 	'replays the whole log through a projection''s trigger, in committed, resumable batches: in place (reset empties the read model), or into a shadow copy of the read model''s schema switched in atomically (read_model)';
 REVOKE ALL ON PROCEDURE @extschema@.es_rebuild_projection(name, text, integer, boolean, name, text) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE @extschema@.es_rebuild_projection(name, text, integer, boolean, name, text) TO es_admin;
+
+/*
+ * Read-your-writes (issue 13, sql/install/47_wait.sql): es_append's result
+ * carries a consistency token, and es_wait_for, es_wait_for_checkpoint and
+ * es_wait_for_group wait for it.  A fresh install declares the token with
+ * the type; here it is added once (the type is only a function result: no
+ * table column uses it).
+ */
+DO $token$
+BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+					WHERE a.attrelid OPERATOR(pg_catalog.=) (SELECT t.typrelid FROM pg_catalog.pg_type AS t
+															 WHERE t.oid OPERATOR(pg_catalog.=) '@extschema@.append_result'::pg_catalog.regtype)
+					  AND a.attname OPERATOR(pg_catalog.=) 'token'
+					  AND NOT a.attisdropped) THEN
+		ALTER TYPE @extschema@.append_result ADD ATTRIBUTE token @extschema@.log_cursor;
+	END IF;
+END
+$token$;
+COMMENT ON TYPE @extschema@.append_result IS
+	'result of es_append: the stream version after the append, the global positions of the batch, in batch order, and the consistency token for es_wait_for';
+COMMENT ON COLUMN @extschema@.append_result.token IS
+	'the log cursor of the batch''s last event (of the stored events for an idempotent replay): a checkpoint at or past it has applied the append';
+GRANT SELECT (group_id, position) ON @extschema@.outbox_deliveries TO es_reader;
+CREATE OR REPLACE FUNCTION @extschema@.es_wait_for(projection name,
+												   token @extschema@.log_cursor,
+												   timeout interval DEFAULT '10 seconds')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_wait_for'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_wait_for(name, @extschema@.log_cursor, interval) IS
+	'waits until a projection has applied everything up to a token (es_append''s result): true, or false when the timeout passes first';
+REVOKE ALL ON FUNCTION @extschema@.es_wait_for(name, @extschema@.log_cursor, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_wait_for(name, @extschema@.log_cursor, interval) TO es_reader;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_wait_for_checkpoint(checkpoint text,
+															  token @extschema@.log_cursor,
+															  timeout interval DEFAULT '10 seconds')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_wait_for_checkpoint'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_wait_for_checkpoint(text, @extschema@.log_cursor, interval) IS
+	'waits until a subscriber checkpoint (es.checkpoints) is at or past a token: true, or false when the timeout passes first (a checkpoint that does not exist yet is waited for)';
+REVOKE ALL ON FUNCTION @extschema@.es_wait_for_checkpoint(text, @extschema@.log_cursor, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_wait_for_checkpoint(text, @extschema@.log_cursor, interval) TO es_reader;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_wait_for_group(group_name text,
+														 token @extschema@.log_cursor,
+														 timeout interval DEFAULT '10 seconds')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_wait_for_group'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_wait_for_group(text, @extschema@.log_cursor, interval) IS
+	'waits until a consumer group has acked or dead-lettered every message from an event at or before a token: true, or false when the timeout passes first';
+REVOKE ALL ON FUNCTION @extschema@.es_wait_for_group(text, @extschema@.log_cursor, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_wait_for_group(text, @extschema@.log_cursor, interval) TO es_reader;

@@ -30,6 +30,10 @@
  *	   the same transaction (outbox.c): one more statement, and none at all
  *	   when no route selects an event of the batch.
  *
+ * The result carries the stream version, the global positions and a
+ * consistency token: the log cursor of the batch's last event (of the stored
+ * events for a replay), for es_wait_for (wait.c) -- no second round trip.
+ *
  * All statements go through SPI saved plans written with qualified names, so
  * constraints, RLS and user triggers on es.events keep working and a hostile
  * search_path changes nothing.  The function is not SECURITY DEFINER: it runs
@@ -64,6 +68,7 @@
 #include "utils/jsonb.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 #include "utils/uuid.h"
 #include "utils/xid8.h"
 
@@ -77,11 +82,66 @@
  */
 static bool in_stream_statement = false;
 
+/*
+ * The consistency token of an append: the greatest log cursor (era, tx_id,
+ * global_position) of its events.  A projection or subscriber whose
+ * checkpoint is at or past it has applied the append (es_wait_for, wait.c).
+ */
+typedef struct EsToken
+{
+	bool		valid;
+	int32		era;
+	uint64		tx_id;
+	int64		position;
+} EsToken;
+
+/*
+ * token_max
+ *		Raise *t to the cursor (era, tx_id, position) if that one is greater
+ *		(compared as a row, as es.log_cursor values are).
+ */
+static void
+token_max(EsToken *t, int32 era, Datum tx_id, int64 position)
+{
+	uint64		tx = U64FromFullTransactionId(DatumGetFullTransactionId(tx_id));
+
+	if (t->valid &&
+		(era < t->era ||
+		 (era == t->era && (tx < t->tx_id ||
+							(tx == t->tx_id && position <= t->position)))))
+		return;
+	t->valid = true;
+	t->era = era;
+	t->tx_id = tx;
+	t->position = position;
+}
+
+/*
+ * token_datum
+ *		The token as a value of the composite type typid (es.log_cursor), in
+ *		the current memory context.
+ */
+static Datum
+token_datum(const EsToken *t, Oid typid)
+{
+	TupleDesc	desc = lookup_rowtype_tupdesc_copy(typid, -1);
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (desc->natts != 3)
+		elog(ERROR, "type es.log_cursor has %d attributes, expected 3", desc->natts);
+	values[0] = Int32GetDatum(t->era);
+	values[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(t->tx_id));
+	values[2] = Int64GetDatum(t->position);
+	desc = BlessTupleDesc(desc);
+	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+}
+
 /* Saved plans, prepared on first use. */
 static EsPlan find_ids_plan = {
 	NULL,
 	"SELECT e.event_id, e.version, e.global_position,"
-	"       e.event_type, e.schema_version, e.data, e.metadata"
+	"       e.event_type, e.schema_version, e.data, e.metadata, e.era, e.tx_id"
 	"  FROM es.events AS e"
 	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
 	"   AND e.event_id OPERATOR(pg_catalog.=) ANY ($2)"
@@ -292,6 +352,9 @@ stored_event_differs(const EsEvent *ev, HeapTuple tup, TupleDesc desc)
  *		Look up the batch's ids in the stream.  Returns false when none is
  *		there.  Returns true and fills positions[] / *version when the whole
  *		batch was appended before, in the same order, with the same events.
+ *		*token gets the greatest log cursor of those stored events (one
+ *		append's events share era and tx_id, but a retried batch may span
+ *		two appends).
  *		Raises duplicate_object for a partial overlap, and for a batch whose
  *		ids match but whose events differ from the stored ones (a client
  *		bug: the retry of an append must resend the same events).  The
@@ -300,7 +363,7 @@ stored_event_differs(const EsEvent *ev, HeapTuple tup, TupleDesc desc)
  */
 static bool
 find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
-			  int64 *positions, int64 *version)
+			  int64 *positions, int64 *version, EsToken *token)
 {
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum		values[2];
@@ -347,6 +410,8 @@ find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
 				break;
 			}
 			positions[i] = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			token_max(token, DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)),
+					  SPI_getbinval(tup, desc, 9, &isnull), positions[i]);
 		}
 
 		if (in_order)
@@ -830,6 +895,7 @@ typedef struct AppendArgs
 	/* set by the append (fields, not locals: they outlive its PG_TRY) */
 	bool		replay;			/* an idempotent replay */
 	int64		version;		/* the stream's version after it */
+	EsToken		token;			/* the greatest log cursor of its events */
 } AppendArgs;
 
 /*
@@ -844,6 +910,7 @@ append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
 
 	args->replay = false;
 	args->version = 0;
+	args->token.valid = false;
 	args->expected_null = PG_ARGISNULL(1);
 	args->expected = args->expected_null ? 0 : PG_GETARG_INT64(1);
 
@@ -911,10 +978,16 @@ PG_FUNCTION_INFO_V1(es_append);
 
 /*
  * es_append(stream text, expected_version bigint, events jsonb)
- *		RETURNS es.append_result (version bigint, positions bigint[])
+ *		RETURNS es.append_result (version bigint, positions bigint[],
+ *								  token es.log_cursor)
  *
  * expected_version: NULL = any, -1 = the stream must exist, 0 = the stream
  * must not exist, N > 0 = the stream must be at version N.
+ *
+ * token: the greatest log cursor of the appended events, or of the stored
+ * events for an idempotent replay; es_wait_for(projection, token) waits
+ * until a projection has applied them.  A result type without the token
+ * (es_ext 0.1.0's, before ALTER EXTENSION UPDATE) gets the first two only.
  *
  * Statistics (stats.c): the call is timed; a refused batch, a conflict, an
  * idempotent replay and an append are counted where they are known.
@@ -931,8 +1004,8 @@ es_append(PG_FUNCTION_ARGS)
 	int			n;
 	int64	   *positions;
 	TupleDesc	tupdesc;
-	Datum		result[2];
-	bool		result_nulls[2] = {false, false};
+	Datum		result[3];
+	bool		result_nulls[3] = {false, false, false};
 	Datum	   *posdatums;
 	int			i;
 	MemoryContext callcxt = CurrentMemoryContext;
@@ -965,7 +1038,8 @@ es_append(PG_FUNCTION_ARGS)
 			elog(ERROR, "SPI_connect failed");
 
 		if (args.with_ids)
-			args.replay = find_existing(stream_str, stream_datum, events, n, positions, &args.version);
+			args.replay = find_existing(stream_str, stream_datum, events, n, positions,
+										&args.version, &args.token);
 
 		if (!args.replay)
 		{
@@ -985,6 +1059,8 @@ es_append(PG_FUNCTION_ARGS)
 
 			insert_events(stream_datum, events, n, first_version,
 						  recorded_at, log_tx_id, era, positions);
+			/* one era and tx_id for the batch, positions increasing */
+			token_max(&args.token, era, log_tx_id, positions[n - 1]);
 
 			/* 5. the outbox, in this transaction */
 			if (EsOutboxActive())
@@ -1006,6 +1082,12 @@ es_append(PG_FUNCTION_ARGS)
 	result[0] = Int64GetDatum(args.version);
 	result[1] = PointerGetDatum(construct_array(posdatums, n, INT8OID, sizeof(int64),
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (tupdesc->natts >= 3)
+	{
+		if (!args.token.valid)
+			elog(ERROR, "es_append has no log cursor for its events");
+		result[2] = token_datum(&args.token, TupleDescAttr(tupdesc, 2)->atttypid);
+	}
 	tupdesc = BlessTupleDesc(tupdesc);
 	EsStatsAppendEnd(&start, stream_str, VARSIZE_ANY_EXHDR(stream), events, n, args.replay);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_nulls)));

@@ -2,8 +2,8 @@
  *
  * async_hooks_stub.c
  *	  Temporary no-op wake-ups of the asynchronous projections, until the
- *	  projection workers (projection_worker.c) and es_wait_for (wait.c)
- *	  land.  Without them a projection is applied by es_run_projections.
+ *	  projection workers (projection_worker.c) land.  Without them a
+ *	  projection is applied by es_run_projections.
  *
  * src/async_hooks_stub.c
  *
@@ -20,10 +20,5 @@ EsProjectionWorkerRequest(void)
 
 void
 EsProjectionWakeAtCommit(void)
-{
-}
-
-void
-EsWaitWakeAtCommit(void)
 {
 }

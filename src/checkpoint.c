@@ -233,7 +233,8 @@ PG_FUNCTION_INFO_V1(es_checkpoint_save);
  * start), in the caller's transaction.  Refused on a standby and in a
  * read-only transaction (25006), for a bad name or cursor (see check_name,
  * check_cursor) and for a checkpoint of another role (42501).  Locks the
- * checkpoint's row until the end of the transaction.
+ * checkpoint's row until the end of the transaction.  Its commit wakes the
+ * es_wait_for_checkpoint sleepers.
  */
 Datum
 es_checkpoint_save(PG_FUNCTION_ARGS)
@@ -295,6 +296,8 @@ es_checkpoint_save(PG_FUNCTION_ARGS)
 				 errmsg("could not save checkpoint \"%s\" because of a concurrent change",
 						text_to_cstring(name)),
 				 errhint("Retry the transaction.")));
+	/* es_wait_for_checkpoint sleepers recheck when this commits (wait.c) */
+	EsWaitWakeAtCommit();
 
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");

@@ -5,9 +5,9 @@
  *
  * _PG_init only registers the extension's settings and, when the library is
  * in shared_preload_libraries, the shared memory of the statistics
- * (stats.c) and of the outbox notify workers with their launcher
- * (notify.c); everything else lives in one file per
- * concern (append.c, read.c, guard.c, outbox.c, ...).
+ * (stats.c), of the outbox notify workers with their launcher (notify.c)
+ * and of the es_wait_for sleepers (wait.c); everything else lives in one
+ * file per concern (append.c, read.c, guard.c, outbox.c, ...).
  *
  * src/es_ext.c
  *
@@ -163,6 +163,7 @@ _PG_init(void)
 								NULL, NULL, NULL);
 		EsStatsRegister();
 		EsNotifyRegister();
+		EsWaitRegister();
 	}
 
 	MarkGUCPrefixReserved("es");

@@ -205,6 +205,10 @@ extern void EsProjectionWorkerRequest(void);
 extern void EsProjectionWakeAtCommit(void);
 
 /* wait.c: es_wait_for sleepers */
+#define ES_WAIT_RECHECK_MS		1000	/* longest sleep between two checks (preloaded) */
+#define ES_WAIT_POLL_MIN_MS		10		/* without preload: first poll interval, */
+#define ES_WAIT_POLL_MAX_MS		100		/* doubled up to this */
+extern void EsWaitRegister(void);
 extern void EsWaitWakeAtCommit(void);
 
 /* dump.c: what makes a logical dump restore */

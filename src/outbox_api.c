@@ -524,6 +524,8 @@ es_outbox_drop_group(PG_FUNCTION_ARGS)
 				   values, NULL, GetLatestSnapshot(), SPI_OK_DELETE);
 	n += SPI_processed;
 	outbox_finish();
+	/* its es_wait_for_group sleepers learn at commit that it is gone */
+	EsWaitWakeAtCommit();
 	PG_RETURN_INT64(n);
 }
 
@@ -787,6 +789,9 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 		/* "lease expired" replaces the delivery's own last error */
 		dead = move_to_dead(&claim_spent_plan, spent_values, grp.group_id,
 							CStringGetTextDatum("lease expired"), false, "lease expired", ts);
+		/* dead letters count as processed for es_wait_for_group */
+		if (dead > 0)
+			EsWaitWakeAtCommit();
 	}
 
 	if (n == 0)
@@ -878,6 +883,9 @@ es_outbox_ack(PG_FUNCTION_ARGS)
 				   values, NULL, InvalidSnapshot, SPI_OK_DELETE);
 	n = SPI_processed;
 	outbox_finish();
+	/* the group advanced: es_wait_for_group sleepers recheck at commit */
+	if (n > 0)
+		EsWaitWakeAtCommit();
 	EsStatsOutbox(PG_GETARG_TEXT_PP(0), 0, n, 0, 0);
 	PG_RETURN_INT64(n);
 }
@@ -966,6 +974,9 @@ es_outbox_nack(PG_FUNCTION_ARGS)
 				   values, nulls, InvalidSnapshot, SPI_OK_UPDATE);
 	n = dead + SPI_processed;
 	outbox_finish();
+	/* dead letters count as processed for es_wait_for_group */
+	if (dead > 0)
+		EsWaitWakeAtCommit();
 	EsStatsOutbox(PG_GETARG_TEXT_PP(0), 0, 0, n - dead, dead);
 	PG_RETURN_INT64(n);
 }

@@ -132,13 +132,6 @@ GRANT INSERT ON @extschema@.events TO es_writer;
 GRANT TRIGGER ON @extschema@.events TO es_admin;
 
 /* Composite types */
-CREATE TYPE @extschema@.append_result AS (
-	version		bigint,
-	positions	bigint[]
-);
-COMMENT ON TYPE @extschema@.append_result IS
-	'result of es_append: the stream version after the append and the global positions of the batch, in batch order';
-
 CREATE TYPE @extschema@.log_cursor AS (
 	era				integer,
 	tx_id			xid8,
@@ -146,6 +139,16 @@ CREATE TYPE @extschema@.log_cursor AS (
 );
 COMMENT ON TYPE @extschema@.log_cursor IS
 	'position in the global log: (era, tx_id, global_position); compare as a row';
+
+CREATE TYPE @extschema@.append_result AS (
+	version		bigint,
+	positions	bigint[],
+	token		@extschema@.log_cursor
+);
+COMMENT ON TYPE @extschema@.append_result IS
+	'result of es_append: the stream version after the append, the global positions of the batch, in batch order, and the consistency token for es_wait_for';
+COMMENT ON COLUMN @extschema@.append_result.token IS
+	'the log cursor of the batch''s last event (of the stored events for an idempotent replay): a checkpoint at or past it has applied the append';
 
 REVOKE ALL ON TYPE @extschema@.append_result, @extschema@.log_cursor FROM PUBLIC;
 GRANT USAGE ON TYPE @extschema@.append_result, @extschema@.log_cursor TO es_reader;

@@ -182,6 +182,8 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.outbox_deliveries', '');
 REVOKE ALL ON TABLE @extschema@.outbox_deliveries FROM PUBLIC;
 GRANT INSERT ON @extschema@.outbox_deliveries TO es_writer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON @extschema@.outbox_deliveries TO es_consumer, es_admin;
+-- es_wait_for_group (src/wait.c) runs as its caller, a reader: which messages are undelivered
+GRANT SELECT (group_id, position) ON @extschema@.outbox_deliveries TO es_reader;
 CREATE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.outbox_deliveries
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
 CREATE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.outbox_deliveries

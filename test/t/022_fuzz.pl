@@ -62,6 +62,8 @@ my $has_checkpoints = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_checkpoint_save(text,es.log_cursor)') IS NOT NULL") eq 't';
 my $has_async = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_projection_apply(name)') IS NOT NULL") eq 't';
+my $has_wait = $node->safe_psql('postgres',
+	"SELECT to_regprocedure('es.es_wait_for(name,es.log_cursor,interval)') IS NOT NULL") eq 't';
 
 # ---------------------------------------------------------------------
 # The documented SQLSTATEs of each function (README, "Reference")
@@ -81,6 +83,11 @@ my %documented = (
 	es_checkpoint_save => [qw(25006 22004 22023 22001 42501 40001)],
 	es_checkpoint => [],
 	es_checkpoint_drop => [qw(25006 22004 22023 22001 42501)],
+	# read-your-writes waits: 25001 for a token this transaction holds back
+	# (the fuzz driver's transaction has an xid) or under REPEATABLE READ
+	es_wait_for => [qw(22004 22023 42704 55000 25001)],
+	es_wait_for_checkpoint => [qw(22004 22023 25001)],
+	es_wait_for_group => [qw(22004 22023 42704 25001)],
 	es_user_objects => [],
 	es_events_by_correlation => [],
 	es_events_by_causation => [],
@@ -1104,6 +1111,45 @@ if ($has_checkpoints)
 				add_case('es_checkpoint_drop', 'es_checkpoint_drop', ['text'], [ $checkpoint->() ],
 					'SELECT es.es_checkpoint_drop($1[1]::text)::text',
 					q{SELECT NOT EXISTS (SELECT FROM es.checkpoints AS c WHERE c.name = $1[1])});
+			}
+		]);
+}
+
+if ($has_wait)
+{
+	# timeouts stay short: an unreachable token waits until the timeout
+	my $timeout = sub {
+		return pick('NULL', "'0'", "'-1 second'", "'-178000000 years'", "'1 microsecond'",
+			"'1 millisecond'", "'5 milliseconds'", "'1 day -86399.99 seconds'");
+	};
+	%gen = (
+		%gen,
+		es_wait_for => [
+			2,
+			sub {
+				add_case('es_wait_for', 'es_wait_for', [qw(name es.log_cursor interval)],
+					[ pick(g_name(), "'fz_proj'", "'nope'"), g_cursor(), $timeout->() ],
+					'SELECT es.es_wait_for($1[1]::name, $1[2]::es.log_cursor, $1[3]::interval)::text',
+					q{SELECT $2 IN ('true', 'false')});
+			}
+		],
+		es_wait_for_checkpoint => [
+			2,
+			sub {
+				add_case('es_wait_for_checkpoint', 'es_wait_for_checkpoint',
+					[qw(text es.log_cursor interval)],
+					[ pick(g_name(), "'fzc-1'", "'fzc-2'"), g_cursor(), $timeout->() ],
+					'SELECT es.es_wait_for_checkpoint($1[1]::text, $1[2]::es.log_cursor, $1[3]::interval)::text',
+					q{SELECT $2 IN ('true', 'false')});
+			}
+		],
+		es_wait_for_group => [
+			2,
+			sub {
+				add_case('es_wait_for_group', 'es_wait_for_group', [qw(text es.log_cursor interval)],
+					[ pick(g_name(), "'fzg'", "'nope'"), g_cursor(), $timeout->() ],
+					'SELECT es.es_wait_for_group($1[1]::text, $1[2]::es.log_cursor, $1[3]::interval)::text',
+					q{SELECT $2 IN ('true', 'false')});
 			}
 		]);
 }

@@ -409,7 +409,14 @@ my %readers = (
 	'es.es_stats_reset()' => q{SELECT es.es_stats_reset()},
 	'es.es_checkpoint(text)' => q{SELECT es.es_checkpoint('hs-sub')},
 	'es.es_cursor_lag(es.log_cursor)' => q{SELECT * FROM es.es_cursor_lag(NULL)},
-	'es.es_read_model_check(name)' => q{SELECT * FROM es.es_read_model_check('hs_read')},);
+	'es.es_read_model_check(name)' => q{SELECT * FROM es.es_read_model_check('hs_read')},
+	# read-your-writes waits poll on a standby; a timeout of 0 checks once
+	'es.es_wait_for(name,es.log_cursor,interval)' =>
+	  q{SELECT es.es_wait_for('balances', (SELECT r.log_cursor FROM es.es_read_all(NULL, 1) AS r), '0')},
+	'es.es_wait_for_checkpoint(text,es.log_cursor,interval)' =>
+	  q{SELECT es.es_wait_for_checkpoint('hs-sub', (SELECT r.log_cursor FROM es.es_read_all(NULL, 1) AS r), '0')},
+	'es.es_wait_for_group(text,es.log_cursor,interval)' =>
+	  q{SELECT es.es_wait_for_group('billing', (SELECT r.log_cursor FROM es.es_read_all(NULL, 1) AS r), '0')},);
 
 # writers (and the wake-up): a call each with valid arguments, which must
 # fail on the standby with 25006
