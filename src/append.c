@@ -1065,6 +1065,9 @@ es_append(PG_FUNCTION_ARGS)
 			/* 5. the outbox, in this transaction */
 			if (EsOutboxActive())
 				write_outbox(stream, events, n, first_version, positions, recorded_at);
+
+			/* 6. asynchronous projections: wake their worker at commit */
+			EsProjectionWakeAtCommit();
 		}
 
 		SPI_finish();

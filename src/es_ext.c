@@ -5,9 +5,10 @@
  *
  * _PG_init only registers the extension's settings and, when the library is
  * in shared_preload_libraries, the shared memory of the statistics
- * (stats.c), of the outbox notify workers with their launcher (notify.c)
- * and of the es_wait_for sleepers (wait.c); everything else lives in one
- * file per concern (append.c, read.c, guard.c, outbox.c, ...).
+ * (stats.c), of the projection workers (projection_worker.c), of the
+ * outbox notify workers with the launcher of both kinds of worker
+ * (notify.c) and of the es_wait_for sleepers (wait.c); everything else
+ * lives in one file per concern (append.c, read.c, guard.c, outbox.c, ...).
  *
  * src/es_ext.c
  *
@@ -43,6 +44,15 @@ int			es_notify_worker_idle_timeout = ES_DEFAULT_NOTIFY_IDLE_TIMEOUT;
 
 /* A notify worker sends at most one NOTIFY per this many milliseconds. */
 int			es_notify_worker_interval = ES_DEFAULT_NOTIFY_INTERVAL;
+
+/* Asynchronous projections run in background workers (projection_worker.c). */
+bool		es_projection_workers = true;
+
+/* A projection worker with nothing to do sleeps this many milliseconds. */
+int			es_projection_naptime = ES_DEFAULT_PROJECTION_NAPTIME;
+
+/* A projection worker exits after this many milliseconds without work. */
+int			es_projection_worker_idle_timeout = ES_DEFAULT_PROJECTION_IDLE_TIMEOUT;
 
 static const struct config_enum_entry notify_options[] = {
 	{"off", ES_NOTIFY_OFF, false},
@@ -144,6 +154,37 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("es.projection_workers",
+							 "Runs asynchronous projections in background workers.",
+							 "Needs es_ext in shared_preload_libraries; off: run them with es_run_projections.",
+							 &es_projection_workers,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("es.projection_naptime",
+							"Sets how long a projection worker sleeps when no projection has work.",
+							"An append wakes it earlier.",
+							&es_projection_naptime,
+							ES_DEFAULT_PROJECTION_NAPTIME,
+							ES_MIN_PROJECTION_NAPTIME,
+							ES_MAX_PROJECTION_NAPTIME,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("es.projection_worker_idle_timeout",
+							"Sets how long a projection worker waits for work before it exits.",
+							NULL,
+							&es_projection_worker_idle_timeout,
+							ES_DEFAULT_PROJECTION_IDLE_TIMEOUT,
+							ES_MIN_PROJECTION_IDLE_TIMEOUT,
+							ES_MAX_PROJECTION_IDLE_TIMEOUT,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	/*
 	 * Only when preloaded: the statistics (their size is fixed at startup,
 	 * and a PGC_POSTMASTER setting cannot be defined later) and the shared
@@ -162,6 +203,7 @@ _PG_init(void)
 								0,
 								NULL, NULL, NULL);
 		EsStatsRegister();
+		EsProjectionWorkerRegister();
 		EsNotifyRegister();
 		EsWaitRegister();
 	}

@@ -76,6 +76,18 @@
 /* notify.c: the launcher checks its workers at least this often. */
 #define ES_NOTIFY_LAUNCHER_NAP_MS	1000
 
+/* projection_worker.c: databases that can have a projection worker (or a known need for one) */
+#define ES_PROJECTION_SLOTS		64
+
+/* projection_worker.c: batches a worker applies to one projection before it turns to the next */
+#define ES_PROJECTION_ROUND_BATCHES	8
+
+/* projection_worker.c: databases probed for projections at the same time after a start */
+#define ES_PROJECTION_PROBES	2
+
+/* projection_worker.c: after a projection worker could not start or died, the launcher waits this long */
+#define ES_PROJECTION_RETRY_MS	10000
+
 /* GUC defaults and bounds (es_ext.c) */
 #define ES_DEFAULT_MAX_BATCH_EVENTS		10000
 #define ES_DEFAULT_MAX_BATCH_SIZE		(64 * 1024 * 1024)
@@ -88,6 +100,12 @@
 #define ES_MAX_NOTIFY_IDLE_TIMEOUT		(3600 * 1000)
 #define ES_DEFAULT_NOTIFY_INTERVAL		5
 #define ES_MAX_NOTIFY_INTERVAL			1000
+#define ES_DEFAULT_PROJECTION_NAPTIME	1000
+#define ES_MIN_PROJECTION_NAPTIME		10
+#define ES_MAX_PROJECTION_NAPTIME		(3600 * 1000)
+#define ES_DEFAULT_PROJECTION_IDLE_TIMEOUT	60000
+#define ES_MIN_PROJECTION_IDLE_TIMEOUT	100
+#define ES_MAX_PROJECTION_IDLE_TIMEOUT	(3600 * 1000)
 
 /* stats.c: category and group names are kept up to this many bytes (with the NUL) */
 #define ES_STATS_NAME_LEN		64
@@ -201,6 +219,12 @@ extern void EsAsyncSwitchMode(const char *projection, bool to_async, const Datum
 extern bool EsAsyncIsRegistered(const char *projection, bool lock);
 
 /* projection_worker.c: the background workers of asynchronous projections */
+extern int	es_projection_naptime;
+extern int	es_projection_worker_idle_timeout;
+extern bool es_projection_workers;
+extern void EsProjectionWorkerRegister(void);
+extern void EsProjectionLauncherBegin(void);
+extern void EsProjectionLauncherTick(TimestampTz now);
 extern void EsProjectionWorkerRequest(void);
 extern void EsProjectionWakeAtCommit(void);
 

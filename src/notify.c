@@ -26,9 +26,13 @@
  *			when the worker cannot run, the backend falls back to commit.
  *
  * The worker machinery: a launcher (a background worker registered by
- * _PG_init, without a database connection) starts one notify worker per
- * database on demand, as a dynamic background worker, when a commit marks
- * a slot that has no worker.  After each NOTIFY, a notify worker waits
+ * _PG_init, connected to the shared catalogs only) starts one notify worker
+ * per database on demand, as a dynamic background worker, when a commit
+ * marks a slot that has no worker.  The same launcher starts the projection
+ * workers of projection_worker.c, which keeps their slots: each round it
+ * calls EsProjectionLauncherTick, and its connection lets that code read
+ * pg_database to find the databases with asynchronous projections after a
+ * start.  After each NOTIFY, a notify worker waits
  * es.notify_worker_interval before the next one, so that under load one
  * notification covers the commits of that interval.  It exits after
  * es.notify_worker_idle_timeout without work, so that it never holds a
@@ -170,7 +174,8 @@ EsNotifyRegister(void)
 	shmem_startup_hook = notify_shmem_startup;
 
 	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	/* connected to no database: to read pg_database (projection_worker.c) */
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = 5;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "es_ext");
@@ -458,9 +463,10 @@ start_worker(int slotno, Oid dbid, BackgroundWorkerHandle **handle)
 /*
  * es_notify_launcher_main
  *		Start a notify worker for every slot with a pending wake-up and no
- *		worker; notice the workers that stopped.  Woken by commits (latch),
- *		by its workers starting and stopping (bgw_notify_pid), and every
- *		second.
+ *		worker; notice the workers that stopped; do the same for the
+ *		projection workers (EsProjectionLauncherTick).  Woken by commits
+ *		(latch), by its workers starting and stopping (bgw_notify_pid), and
+ *		every second.
  */
 void
 es_notify_launcher_main(Datum main_arg)
@@ -471,12 +477,14 @@ es_notify_launcher_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	SpinLockAcquire(&notify_shared->mutex);
 	notify_shared->launcher_pid = MyProcPid;
 	notify_shared->launcher_latch = MyLatch;
 	SpinLockRelease(&notify_shared->mutex);
 	before_shmem_exit(launcher_detach, (Datum) 0);
+	EsProjectionLauncherBegin();
 
 	while (!ShutdownRequestPending)
 	{
@@ -484,6 +492,8 @@ es_notify_launcher_main(Datum main_arg)
 		int			i;
 
 		ResetLatch(MyLatch);
+		/* absorbs ProcSignalBarriers (DROP DATABASE waits for them) */
+		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -557,6 +567,8 @@ es_notify_launcher_main(Datum main_arg)
 						 errhint("Raise \"max_worker_processes\".")));
 			}
 		}
+
+		EsProjectionLauncherTick(now);
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 ES_NOTIFY_LAUNCHER_NAP_MS, PG_WAIT_EXTENSION);

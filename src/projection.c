@@ -362,6 +362,7 @@ struct EsReplay
 	EsEventAttrs attrs;
 	EsProjectionErrorContext ectx;
 	ErrorContextCallback errcb;
+	bool		own_context;	/* errcb pushed (not for es_project) */
 };
 
 /*
@@ -455,7 +456,11 @@ EsReplayBegin(Relation rel, const char *tgname)
 	r->errcb.callback = projection_error_callback;
 	r->errcb.arg = &r->ectx;
 	r->errcb.previous = error_context_stack;
-	error_context_stack = &r->errcb;
+	/* es_project names the projection and the event itself */
+	r->own_context = !(get_func_namespace(r->trigger->tgfoid) == EsSchemaOid() &&
+					   strcmp(get_func_name(r->trigger->tgfoid), "es_project") == 0);
+	if (r->own_context)
+		error_context_stack = &r->errcb;
 	return r;
 }
 
@@ -527,7 +532,8 @@ EsReplayEnd(EsReplay *r)
 		call_trigger(r, NULL);
 		MemoryContextSwitchTo(oldcxt);
 	}
-	error_context_stack = r->errcb.previous;
+	if (r->own_context)
+		error_context_stack = r->errcb.previous;
 
 	if (r->batch)
 		tuplestore_end(r->batch);

@@ -619,6 +619,11 @@ is( $standby->safe_psql(
 	$primary->safe_psql(
 		'postgres', "SELECT balance FROM hs.balances WHERE account = 'acct-1'"),
 	'the read model on the standby follows');
+is( $standby->safe_psql(
+		'postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('es_ext projection worker', 'es_ext notify launcher')}),
+	'0',
+	'no es_ext launcher or projection worker runs on the standby, which has an asynchronous projection');
 
 $standby->stop;
 $primary->stop;
