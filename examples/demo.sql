@@ -60,3 +60,13 @@ SELECT projection, state, replayed, finished_at IS NOT NULL AS finished FROM es.
 \echo
 \echo '== 8. The global log, as a subscriber reads it (cursor order)'
 SELECT stream_id, version, event_type, log_cursor FROM es.es_read_all(NULL, 100, 'order');
+
+\echo
+\echo '== 9. An asynchronous read model (customer_stats), applied by a background worker:'
+\echo '==    the command returns at once; es_wait_for waits for its token (read your writes)'
+SELECT orders.create_order('1003', 'c-bob') AS version;
+SELECT orders.add_item('1003', 'BOOK-42', 1, 12.50) AS version;
+SELECT orders.confirm_order('1003') AS version;
+SELECT es.es_wait_for('customer_stats', orders.last_token(), '5 seconds') AS applied;
+SELECT * FROM orders.customer_stats ORDER BY customer_id;
+SELECT projection, mode, state, events_behind, lag FROM es.projections ORDER BY projection;

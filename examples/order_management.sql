@@ -14,7 +14,10 @@
 -- transaction by the projection trigger order_summary (es_project dispatches
 -- each event type to a handler); orders.customer_orders lists a customer's
 -- orders, newest first.  es_rebuild_projection('order_summary', ...) rebuilds
--- it from the log.
+-- it from the log.  orders.customer_stats is an asynchronous read model
+-- (projection customer_stats, applied off the appending path); a client
+-- reads its own writes there with es_wait_for('customer_stats',
+-- orders.last_token(), timeout).
 --
 -- Streams are named "order-<order id>" (category "order").  Events:
 --   OrderCreated   {"order_id", "customer_id"}
@@ -79,10 +82,15 @@ CREATE FUNCTION orders.emit(order_id text, state jsonb, expected_version bigint,
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	r es.append_result;
 BEGIN
-	RETURN (es.es_append('order-' || order_id,
-						 coalesce(expected_version, (state ->> 'version')::bigint),
-						 jsonb_build_array(jsonb_build_object('type', event_type, 'data', data)))).version;
+	r := es.es_append('order-' || order_id,
+					  coalesce(expected_version, (state ->> 'version')::bigint),
+					  jsonb_build_array(jsonb_build_object('type', event_type, 'data', data)));
+	-- the consistency token, for a read-your-writes wait (orders.last_token())
+	PERFORM set_config('orders.last_token', r.token::text, false);
+	RETURN r.version;
 END
 $$;
 
@@ -266,3 +274,69 @@ CREATE VIEW orders.customer_orders AS
 	  FROM orders.order_summary
 	 ORDER BY customer_id, created_at DESC, order_id;
 COMMENT ON VIEW orders.customer_orders IS 'orders of each customer, newest first';
+
+/*
+ * An asynchronous read model: per customer, the orders created, confirmed
+ * and cancelled, and the amount of the confirmed ones.  Its trigger is kept
+ * disabled and applied off the appending path, in batches: by the background
+ * worker when es_ext is in shared_preload_libraries, otherwise by
+ * CALL es.es_run_projections() (from a client or pg_cron).  Appends do not
+ * wait for it, and a failing handler does not refuse the events.
+ *
+ * Read-your-writes: every command leaves the consistency token of its append
+ * in the session (orders.last_token()); a client that must see its own
+ * write in this read model waits for it, in the same round trip:
+ *     SELECT orders.confirm_order('o-1');
+ *     SELECT es.es_wait_for('customer_stats', orders.last_token(), '5 seconds');
+ *     SELECT * FROM orders.customer_stats WHERE customer_id = 'c-1';
+ */
+CREATE TABLE orders.customer_stats (
+	customer_id			text PRIMARY KEY,
+	orders_created		integer NOT NULL DEFAULT 0,
+	orders_confirmed	integer NOT NULL DEFAULT 0,
+	orders_cancelled	integer NOT NULL DEFAULT 0,
+	confirmed_amount	numeric(12, 2) NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE orders.customer_stats IS 'asynchronous read model: orders and confirmed amount per customer (projection "customer_stats")';
+
+CREATE FUNCTION orders.on_stats(e es.events) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	state jsonb := orders.load(substr(e.stream_id, 7), e.version);
+BEGIN
+	IF state ->> 'customer_id' IS NULL THEN
+		RETURN;					-- not an order of this model
+	END IF;
+	INSERT INTO orders.customer_stats AS s (customer_id, orders_created, orders_confirmed, orders_cancelled,
+											confirmed_amount)
+	VALUES (state ->> 'customer_id',
+			CASE e.event_type WHEN 'OrderCreated' THEN 1 ELSE 0 END,
+			CASE e.event_type WHEN 'OrderConfirmed' THEN 1 ELSE 0 END,
+			CASE e.event_type WHEN 'OrderCancelled' THEN 1 ELSE 0 END,
+			CASE e.event_type WHEN 'OrderConfirmed'
+				 THEN (SELECT coalesce(sum((i.value ->> 'qty')::int * (i.value ->> 'price')::numeric), 0)
+						 FROM jsonb_each(state -> 'items') AS i)
+				 ELSE 0 END)
+	ON CONFLICT (customer_id) DO UPDATE
+	   SET orders_created = s.orders_created + excluded.orders_created,
+		   orders_confirmed = s.orders_confirmed + excluded.orders_confirmed,
+		   orders_cancelled = s.orders_cancelled + excluded.orders_cancelled,
+		   confirmed_amount = s.confirmed_amount + excluded.confirmed_amount;
+END
+$$;
+
+BEGIN;
+CREATE TRIGGER customer_stats AFTER INSERT ON es.events
+	FOR EACH ROW EXECUTE FUNCTION es.es_project('orders.on_stats');
+SELECT es.es_create_async_projection('customer_stats', batch_size => 500,
+									 categories => '{order}',
+									 event_types => '{OrderCreated,OrderConfirmed,OrderCancelled}');
+COMMIT;
+
+/* The consistency token of this session's last command (NULL before the first). */
+CREATE FUNCTION orders.last_token() RETURNS es.log_cursor
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN nullif(current_setting('orders.last_token', true), '')::es.log_cursor;

@@ -1,5 +1,6 @@
 -- example_orders: the worked example (examples/order_management.sql):
--- commands, business-rule errors, the read model, time travel, rebuild
+-- commands, business-rule errors, the read model, time travel, rebuild, the
+-- asynchronous read model with a read-your-writes wait
 
 \set ECHO none
 \i examples/order_management.sql
@@ -61,5 +62,20 @@ SELECT count(*) AS differences FROM (
 	(SELECT * FROM orders.order_summary EXCEPT SELECT * FROM inline_summary)
 	UNION ALL (SELECT * FROM inline_summary EXCEPT SELECT * FROM orders.order_summary)) d;
 
+-- the asynchronous read model: appends did not apply it; a command's token
+-- says when it has been (read-your-writes)
+SELECT orders.last_token() IS NOT NULL AS have_token;
+SELECT count(*) AS not_yet_applied FROM orders.customer_stats;
+SELECT es.es_wait_for('customer_stats', orders.last_token(), '10 milliseconds') AS applied_yet;
+DO $$ DECLARE a bigint; f integer; BEGIN CALL es.es_run_projections('customer_stats', NULL, a, f); END $$;
+SELECT es.es_wait_for('customer_stats', orders.last_token(), '5 seconds') AS read_your_writes;
+SELECT * FROM orders.customer_stats ORDER BY customer_id;
+SELECT orders.confirm_order('o-2') AS v;
+DO $$ DECLARE a bigint; f integer; BEGIN CALL es.es_run_projections('customer_stats', NULL, a, f); END $$;
+SELECT es.es_wait_for('customer_stats', orders.last_token(), '5 seconds') AS read_your_writes;
+SELECT customer_id, orders_confirmed, confirmed_amount FROM orders.customer_stats WHERE customer_id = 'c-1';
+SELECT mode, state, events_behind FROM es.projections WHERE projection = 'customer_stats';
+
+SELECT es.es_drop_projection('customer_stats');
 DROP TRIGGER order_summary ON es.events;
 DROP SCHEMA orders CASCADE;

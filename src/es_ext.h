@@ -81,6 +81,14 @@
 
 /* projection_worker.c: batches a worker applies to one projection before it turns to the next */
 #define ES_PROJECTION_ROUND_BATCHES	8
+/*
+ * projection_worker.c: after a round that applied events without using up
+ * its batches, the worker lets appends accumulate this long before the next
+ * round, so that under load a batch carries many events instead of one or
+ * two (the cost of a batch is mostly per transaction).  Adds at most this
+ * to the lag.
+ */
+#define ES_PROJECTION_COALESCE_MS	10
 
 /* projection_worker.c: databases probed for projections at the same time after a start */
 #define ES_PROJECTION_PROBES	2

@@ -1107,6 +1107,7 @@ es_projection_worker_main(Datum main_arg)
 		int			n;
 		int			i;
 		bool		progress = false;
+		bool		saturated = false;
 		bool		called = false;
 		bool		behind;
 		bool		retry_scheduled = false;
@@ -1178,6 +1179,8 @@ es_projection_worker_main(Datum main_arg)
 				progress = true;
 				last_work = GetCurrentTimestamp();
 			}
+			if (batches >= ES_PROJECTION_ROUND_BATCHES)
+				saturated = true;
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
 
@@ -1194,6 +1197,10 @@ es_projection_worker_main(Datum main_arg)
 		if (progress)
 		{
 			rechecked = false;
+			/* caught up: let the next appends accumulate into one batch */
+			if (!saturated)
+				(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 ES_PROJECTION_COALESCE_MS, PG_WAIT_EXTENSION);
 			continue;
 		}
 		if (called && !rechecked)
