@@ -111,10 +111,14 @@ CREATE FUNCTION tw_on(e es.events) RETURNS void LANGUAGE sql
 BEGIN;
 CREATE TRIGGER tw_proj AFTER INSERT ON es.events FOR EACH ROW EXECUTE FUNCTION es.es_project('public.tw_on');
 SELECT es.es_create_async_projection('tw_proj', categories => ARRAY['twp']);
+-- paused, so that the projection worker cannot apply the event before the waiter sleeps
+SELECT es.es_projection_pause('tw_proj');
 COMMIT;});
 $token = append_token('twp-1');
 start_wait($waiter, "es.es_wait_for('tw_proj', '$token', '300 s')");
 $t0 = sq('SELECT clock_timestamp()');
+# the worker (woken by the resume) or this call applies it: either commit wakes the waiter
+sq(q{SELECT es.es_projection_resume('tw_proj')});
 sq(q{CALL es.es_run_projections('tw_proj')});
 ($reached, $secs) = finish_wait($waiter, $t0);
 is($reached, 't', 'the projection waiter returns true after the batch commits');
