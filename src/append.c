@@ -124,17 +124,20 @@ token_max(EsToken *t, int32 era, Datum tx_id, int64 position)
 static Datum
 token_datum(const EsToken *t, Oid typid)
 {
-	TupleDesc	desc = lookup_rowtype_tupdesc_copy(typid, -1);
+	/* the type cache's descriptor, not a copy: this runs on every append */
+	TupleDesc	desc = lookup_rowtype_tupdesc(typid, -1);
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
+	HeapTuple	tuple;
 
 	if (desc->natts != 3)
 		elog(ERROR, "type es.log_cursor has %d attributes, expected 3", desc->natts);
 	values[0] = Int32GetDatum(t->era);
 	values[1] = FullTransactionIdGetDatum(FullTransactionIdFromU64(t->tx_id));
 	values[2] = Int64GetDatum(t->position);
-	desc = BlessTupleDesc(desc);
-	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+	tuple = heap_form_tuple(desc, values, nulls);
+	ReleaseTupleDesc(desc);
+	return HeapTupleGetDatum(tuple);
 }
 
 /* Saved plans, prepared on first use. */

@@ -249,7 +249,7 @@ static EsPlan delete_plan = {
 
 static EsPlan dead_list_plan = {
 	NULL,
-	"SELECT e, d.global_position FROM es.projection_dead_letters AS d"
+	"SELECT e, e.era, e.tx_id, e.global_position FROM es.projection_dead_letters AS d"
 	"  JOIN es.events AS e ON e.stream_id OPERATOR(pg_catalog.=) d.stream_id"
 	"                     AND e.version OPERATOR(pg_catalog.=) d.version"
 	" WHERE d.projection OPERATOR(pg_catalog.=) $1"
@@ -411,62 +411,19 @@ check_not_applying(const char *what)
 }
 
 /*
- * replay_rows
- *		Feed rows first .. first + n - 1 of tuptable (column 1: the event)
- *		through the trigger of projection: in one replay, or each event in a
- *		replay of its own (each_alone: a statement trigger sees one event).
- */
-static void
-replay_rows(Relation rel, Name projection, Oid run_as, SPITupleTable *tuptable, uint64 n,
-			bool each_alone)
-{
-	applying++;
-	PG_TRY();
-	{
-		EsReplay   *r = NULL;
-		uint64		i;
-		EsRunAs		runas;
-
-		EsRunAsBegin(&runas, OidIsValid(run_as) ? run_as : GetUserId());
-
-		for (i = 0; i < n; i++)
-		{
-			bool		isnull;
-
-			if (r == NULL)
-				r = EsReplayBegin(rel, NameStr(*projection));
-			EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(tuptable->vals[i],
-																	tuptable->tupdesc, 1, &isnull)));
-			if (each_alone)
-			{
-				EsReplayEnd(r);
-				r = NULL;
-			}
-		}
-		if (r != NULL)
-			EsReplayEnd(r);
-		EsRunAsEnd(&runas);
-	}
-	PG_FINALLY();
-	{
-		applying--;
-	}
-	PG_END_TRY();
-}
-
-/*
  * replay_portal
  *		Run plan (values, nulls) as a cursor and feed its rows (column 1 the
  *		event, 2 to 4 its log cursor), fetched ES_FETCH_BATCH at a time, through
  *		the trigger of projection in one replay (a statement trigger sees them
- *		all as one transition table), as the role run_as (registered code runs
+ *		all as one transition table; each_alone: every event in a replay of
+ *		its own, as a batch of one), as the role run_as (registered code runs
  *		as the role that declared it, see routine.c).  Sets cur[] to the
  *		cursor of the last row (by-value datums) and returns how many rows.
  *		Must be called inside SPI.
  */
 static uint64
 replay_portal(Relation rel, Name projection, Oid run_as, EsPlan *plan, Datum *values,
-			  const char *nulls, Datum *cur)
+			  const char *nulls, Datum *cur, bool each_alone)
 {
 	Portal		portal = SPI_cursor_open(NULL, EsGetPlan(plan), values, nulls, false);
 	volatile uint64 n = 0;
@@ -487,11 +444,18 @@ replay_portal(Relation rel, Name projection, Oid run_as, EsPlan *plan, Datum *va
 			SPI_cursor_fetch(portal, true, ES_FETCH_BATCH);
 			if (SPI_processed == 0)
 				break;
-			if (r == NULL)
-				r = EsReplayBegin(rel, NameStr(*projection));
 			for (i = 0; i < SPI_processed; i++)
+			{
+				if (r == NULL)
+					r = EsReplayBegin(rel, NameStr(*projection));
 				EsReplayEvent(r, DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[i],
 																		SPI_tuptable->tupdesc, 1, &isnull)));
+				if (each_alone)
+				{
+					EsReplayEnd(r);
+					r = NULL;
+				}
+			}
 			last = SPI_tuptable->vals[SPI_processed - 1];
 			cur[0] = SPI_getbinval(last, SPI_tuptable->tupdesc, 2, &isnull);
 			cur[1] = SPI_getbinval(last, SPI_tuptable->tupdesc, 3, &isnull);
@@ -987,7 +951,7 @@ es_projection_apply(PG_FUNCTION_ARGS)
 		cur[0] = Int32GetDatum(a.era);
 		cur[1] = a.tx_id;
 		cur[2] = Int64GetDatum(a.position);
-		n = replay_portal(rel, projection, a.owner, &next_events_plan, values, nulls, cur);
+		n = replay_portal(rel, projection, a.owner, &next_events_plan, values, nulls, cur, false);
 		new_era = DatumGetInt32(cur[0]);
 		new_tx = cur[1];
 		new_pos = DatumGetInt64(cur[2]);
@@ -1322,10 +1286,21 @@ dead_letters(FunctionCallInfo fcinfo, bool apply)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (apply)
+	{
+		Oid			owner = registered_owner(projection);
+		Datum		cur[3];
+
+		/* each parked event alone, as the failing batch of one was */
 		rel = table_open(EsRelationOid("events"), AccessShareLock);
-	if (SPI_execute_plan(EsGetPlan(&dead_list_plan), values, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read es.projection_dead_letters");
-	n = (int32) SPI_processed;
+		n = (int32) replay_portal(rel, projection, OidIsValid(owner) ? owner : GetUserId(),
+								  &dead_list_plan, values, nulls, cur, true);
+	}
+	else
+	{
+		if (SPI_execute_plan(EsGetPlan(&dead_list_plan), values, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read es.projection_dead_letters");
+		n = (int32) SPI_processed;
+	}
 	if (n == 0)
 	{
 		/* nothing parked: say so if there is no such projection either */
@@ -1334,9 +1309,6 @@ dead_letters(FunctionCallInfo fcinfo, bool apply)
 		(void) EsFindProjectionTrigger(events, NameStr(*projection));
 		table_close(events, AccessShareLock);
 	}
-	if (apply && n > 0)
-		/* each parked event alone, as the failing batch of one was */
-		replay_rows(rel, projection, registered_owner(projection), SPI_tuptable, (uint64) n, true);
 	if (n > 0)
 		EsGuardedWrite(&dead_delete_plan, EsRelationOid("projection_dead_letters"),
 					   TRIGGER_EVENT_DELETE, values, nulls, InvalidSnapshot, SPI_OK_DELETE);
@@ -1421,7 +1393,7 @@ es_projection_make_inline(PG_FUNCTION_ARGS)
 	values[1] = a.tx_id;
 	values[2] = Int64GetDatum(a.position);
 	check_no_concurrent_append();
-	n = (int32) replay_portal(rel, projection, a.owner, &rest_events_plan, values, NULL, cur);
+	n = (int32) replay_portal(rel, projection, a.owner, &rest_events_plan, values, NULL, cur, false);
 
 	set_trigger(rel, NameStr(*projection), true);
 	values[0] = NameGetDatum(projection);
@@ -1533,7 +1505,7 @@ EsAsyncReplayRange(const char *projection, Datum *cur, int32 max_count, bool to_
 		values[4] = a.event_types;
 		nulls[4] = a.event_types == (Datum) 0 ? 'n' : ' ';
 		values[5] = Int64GetDatum((int64) max_count);
-		n = replay_portal(rel, &name, a.owner, &next_events_head_plan, values, nulls, cur);
+		n = replay_portal(rel, &name, a.owner, &next_events_head_plan, values, nulls, cur, false);
 	}
 	else
 	{
@@ -1541,7 +1513,7 @@ EsAsyncReplayRange(const char *projection, Datum *cur, int32 max_count, bool to_
 		FullTransactionId horizon;
 
 		next_events_args(&a, max_count, &era, &horizon, values, nulls);
-		n = replay_portal(rel, &name, a.owner, &next_events_plan, values, nulls, cur);
+		n = replay_portal(rel, &name, a.owner, &next_events_plan, values, nulls, cur, false);
 	}
 	table_close(rel, AccessShareLock);
 	SPI_finish();
