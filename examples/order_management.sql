@@ -289,6 +289,8 @@ COMMENT ON VIEW orders.customer_orders IS 'orders of each customer, newest first
  *     SELECT orders.confirm_order('o-1');
  *     SELECT es.es_wait_for('customer_stats', orders.last_token(), '5 seconds');
  *     SELECT * FROM orders.customer_stats WHERE customer_id = 'c-1';
+ * The token is a session setting: behind a transaction-pooling connection
+ * pooler, carry the token es_append returned yourself instead.
  */
 CREATE TABLE orders.customer_stats (
 	customer_id			text PRIMARY KEY,
