@@ -3,7 +3,10 @@
 -- asynchronous read model with a read-your-writes wait
 
 \set ECHO none
+-- (its NOTICEs would carry line numbers of the example file)
+SET client_min_messages = warning;
 \i examples/order_management.sql
+RESET client_min_messages;
 \set ECHO all
 SELECT store_mark();
 
