@@ -139,7 +139,7 @@ SELECT t.relname, 'index', i.relname, pg_catalog.pg_get_indexdef(ix.indexrelid),
   JOIN pg_catalog.pg_class AS i ON i.oid = ix.indexrelid
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint AS k WHERE k.conindid = ix.indexrelid)
    AND i.relname <> ALL (ARRAY['streams_category_idx', 'events_log_idx', 'events_category_log_idx',
-							   'events_type_log_idx', 'events_correlation_idx', 'events_causation_idx',
+							   'events_type_log_idx', 'events_event_id_idx',
 							   'outbox_deliveries_stream_idx', 'outbox_dead_position_idx']::name[])
 UNION ALL
 SELECT t.relname, 'row security', 'enable',
@@ -1858,3 +1858,14 @@ COMMENT ON FUNCTION @extschema@.es_wait_for_group(text, @extschema@.log_cursor, 
 	'waits until a consumer group has acked or dead-lettered every message from an event at or before a token: true, or false when the timeout passes first';
 REVOKE ALL ON FUNCTION @extschema@.es_wait_for_group(text, @extschema@.log_cursor, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_wait_for_group(text, @extschema@.log_cursor, interval) TO es_reader;
+
+/*
+ * Appends write fewer indexes (issue 14): the event id is indexed alone, not
+ * unique (es_append checks given ids against the stream under its row lock),
+ * and the correlation and causation indexes of an upgraded database stay: a
+ * fresh install leaves them to the deployment (README, "Correlation and
+ * causation"); dumps carry them as user objects (es_user_objects).
+ */
+CREATE INDEX IF NOT EXISTS events_event_id_idx ON @extschema@.events (event_id);
+ALTER TABLE @extschema@.events DROP CONSTRAINT IF EXISTS events_stream_event_id_key;
+COMMENT ON COLUMN @extschema@.events.event_id IS 'event id given by the caller (idempotency key, unique within the stream) or generated (UUID version 7)';

@@ -11,7 +11,10 @@
  *	2. If the batch carries event ids, look them up in the stream: a batch
  *	   that was already appended returns its original result and writes
  *	   nothing; a batch that only partly overlaps, or whose ids match but
- *	   whose events differ from the stored ones, is refused.
+ *	   whose events differ from the stored ones, is refused.  Once the
+ *	   stream row is locked (3), they are looked up again: one committed
+ *	   since by a concurrent append is a conflict (the event id index is not
+ *	   unique; see check_ids_absent).
  *	3. Advance the stream row with a single UPDATE (or INSERT ... ON CONFLICT
  *	   DO NOTHING for a new stream).  The row lock plus READ COMMITTED's
  *	   recheck turn a stale expectation into "zero rows": a clean conflict
@@ -149,6 +152,16 @@ static EsPlan find_ids_plan = {
 	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
 	"   AND e.event_id OPERATOR(pg_catalog.=) ANY ($2)"
 	" ORDER BY e.version",
+	2, {TEXTOID, UUIDARRAYOID}
+};
+
+/* a given id already in the stream, looked up under the stream row lock */
+static EsPlan any_id_plan = {
+	NULL,
+	"SELECT e.event_id FROM es.events AS e"
+	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+	"   AND e.event_id OPERATOR(pg_catalog.=) ANY ($2)"
+	" LIMIT 1",
 	2, {TEXTOID, UUIDARRAYOID}
 };
 
@@ -365,23 +378,17 @@ stored_event_differs(const EsEvent *ev, HeapTuple tup, TupleDesc desc)
  *		append of new events pays for nothing but the lookup.
  */
 static bool
-find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
+find_existing(const char *stream_str, Datum stream, Datum given_ids, EsEvent *events, int n,
 			  int64 *positions, int64 *version, EsToken *token)
 {
-	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum		values[2];
-	int			nids = 0;
 	int			rc;
 	uint64		i;
 	int64		first_version = 0;
 	bool		in_order = true;
 
-	for (i = 0; i < n; i++)
-		if (events[i].has_id)
-			ids[nids++] = UUIDPGetDatum(&events[i].id);
-
 	values[0] = stream;
-	values[1] = PointerGetDatum(construct_array(ids, nids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[1] = given_ids;
 	rc = SPI_execute_plan(EsGetPlan(&find_ids_plan), values, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not look up event ids: %s", SPI_result_code_string(rc));
@@ -451,6 +458,51 @@ find_existing(const char *stream_str, Datum stream, EsEvent *events, int n,
 					   SPI_processed == (uint64) n ? ", in another order" : ""),
 			 errhint("To retry an append, resend the same batch with the same event ids in the same order; give new events new ids.")));
 	return false;				/* keep compiler quiet */
+}
+
+/*
+ * given_ids_array
+ *		The ids the caller gave in the batch, as a uuid[] (batch order).
+ */
+static Datum
+given_ids_array(EsEvent *events, int n)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	int			nids = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (events[i].has_id)
+			ids[nids++] = UUIDPGetDatum(&events[i].id);
+	return PointerGetDatum(construct_array(ids, nids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+}
+
+/*
+ * check_ids_absent
+ *		Under the stream row lock: raise the conflict when one of the ids the
+ *		caller gave is already in the stream.  find_existing looked before
+ *		the lock; a concurrent append of the same ids may have committed
+ *		since.  The lock serializes the stream's appends and the statement
+ *		sees what committed before it was taken (a new snapshot per statement
+ *		at READ COMMITTED; at REPEATABLE READ the stream statement already
+ *		raised the conflict for a stream changed after the snapshot), so the
+ *		event id index need not be unique.  Generated ids need no check.
+ */
+static void
+check_ids_absent(const char *stream_str, Datum stream, Datum given_ids,
+				 bool expected_null, int64 expected)
+{
+	Datum		values[2];
+	int			rc;
+
+	values[0] = stream;
+	values[1] = given_ids;
+	rc = SPI_execute_plan(EsGetPlan(&any_id_plan), values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not look up event ids: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+		conflict_error(stream_str, expected_null, expected, -1,
+					   "a concurrent transaction appended events with the same ids.");
 }
 
 /*
@@ -866,6 +918,7 @@ rethrow_as_conflict(MemoryContext cxt, const char *stream, bool expected_null, i
 
 	if (edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION &&
 		edata->constraint_name != NULL &&
+		/* events_stream_event_id_key: es_ext 0.1.0's schema, before ALTER EXTENSION UPDATE */
 		(strcmp(edata->constraint_name, "events_stream_event_id_key") == 0 ||
 		 strcmp(edata->constraint_name, "events_pkey") == 0 ||
 		 strcmp(edata->constraint_name, "streams_pkey") == 0))
@@ -1036,13 +1089,17 @@ es_append(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		Datum		stream_datum = PointerGetDatum(stream);
+		Datum		given_ids = (Datum) 0;
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 
 		if (args.with_ids)
-			args.replay = find_existing(stream_str, stream_datum, events, n, positions,
-										&args.version, &args.token);
+		{
+			given_ids = given_ids_array(events, n);
+			args.replay = find_existing(stream_str, stream_datum, given_ids, events, n,
+										positions, &args.version, &args.token);
+		}
 
 		if (!args.replay)
 		{
@@ -1056,6 +1113,8 @@ es_append(PG_FUNCTION_ARGS)
 			args.version = advance_stream(stream_str, stream_datum, expected_null, expected, n,
 										  tx_id, &log_tx_id);
 			first_version = args.version - n + 1;
+			if (args.with_ids)
+				check_ids_absent(stream_str, stream_datum, given_ids, expected_null, expected);
 
 			/* taken under the stream lock: non-decreasing within a stream */
 			recorded_at = TimestampTzGetDatum(GetCurrentTimestamp());

@@ -10,7 +10,8 @@
  * object "metadata" (whose correlation and causation ids, when present, are
  * strings), an optional uuid string "id" and an optional positive integer
  * "schema_version", within es.max_event_size.  Ids must be unique in the
- * batch; missing ids are generated (random, version 4).  Errors name the
+ * batch; missing ids are generated (time-ordered, version 7: see
+ * EsGenerateEventId).  Errors name the
  * event through an error context ("event N of M in the batch").
  *
  * Memory: the parsed events live in the caller's memory context.  No SPI,
@@ -26,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "es_ext.h"
@@ -44,6 +46,63 @@ parse_error_callback(void *arg)
 
 	if (ctx->index > 0)
 		errcontext("event %d of %d in the batch", ctx->index, ctx->count);
+}
+
+/*
+ * EsGenerateEventId
+ *		A new event id: a UUID version 7 (RFC 9562), 48 bits of Unix time in
+ *		milliseconds, then 74 bits from pg_strong_random.  The 12 bits after
+ *		the time (rand_a) count up when this backend generates several ids in
+ *		the same millisecond, so one backend's ids are strictly increasing
+ *		(RFC 9562, section 6.2, method 1); if the clock goes back, the last
+ *		time is kept.
+ *
+ *		Increasing ids keep the inserts into the event id index on its
+ *		rightmost leaf (nbtree's fast path for ascending keys) instead of a
+ *		random one: a cheaper insert, less WAL, no random page splits.  The
+ *		ids are unique by their randomness, as version 4 ids were; es_append
+ *		needs no check for them.
+ */
+void
+EsGenerateEventId(pg_uuid_t *id)
+{
+	static int64 last_ms = 0;
+	static uint16 counter = 0;
+	int64		ms;
+	uint8		rnd[8];
+
+	ms = (int64) ((GetCurrentTimestamp() / 1000) +
+				  (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000);
+	if (ms > last_ms)
+	{
+		last_ms = ms;
+		counter = 0;
+	}
+	else if (++counter > 0x0fff)
+	{
+		/* 4096 ids in one millisecond: borrow the next one */
+		last_ms++;
+		counter = 0;
+	}
+	ms = last_ms;
+
+	if (!pg_strong_random(rnd, sizeof(rnd)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+
+	id->data[0] = (uint8) (ms >> 40);
+	id->data[1] = (uint8) (ms >> 32);
+	id->data[2] = (uint8) (ms >> 24);
+	id->data[3] = (uint8) (ms >> 16);
+	id->data[4] = (uint8) (ms >> 8);
+	id->data[5] = (uint8) ms;
+	/* version 7, then the 12-bit counter (rand_a) */
+	id->data[6] = 0x70 | (uint8) ((counter >> 8) & 0x0f);
+	id->data[7] = (uint8) counter;
+	/* variant 10, then 62 random bits (rand_b) */
+	id->data[8] = 0x80 | (rnd[0] & 0x3f);
+	memcpy(&id->data[9], &rnd[1], 7);
 }
 
 static const char *
@@ -333,18 +392,10 @@ EsParseBatch(Jsonb *batch, int *count, bool *with_ids)
 		pfree(ids);
 	}
 
-	/* Generate the missing ids (random, version 4). */
+	/* Generate the missing ids (time-ordered, version 7). */
 	for (i = 0; i < n; i++)
-	{
-		if (events[i].has_id)
-			continue;
-		if (!pg_strong_random(events[i].id.data, UUID_LEN))
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate random values")));
-		events[i].id.data[6] = (events[i].id.data[6] & 0x0f) | 0x40;
-		events[i].id.data[8] = (events[i].id.data[8] & 0x3f) | 0x80;
-	}
+		if (!events[i].has_id)
+			EsGenerateEventId(&events[i].id);
 
 	*count = n;
 	*with_ids = (nids > 0);

@@ -137,6 +137,7 @@ typedef struct EsEvent
 } EsEvent;
 
 extern EsEvent *EsParseBatch(Jsonb *batch, int *count, bool *with_ids);
+extern void EsGenerateEventId(pg_uuid_t *id);
 
 /* fingerprint.c: SHA-256 digests (snapshot keys, fingerprints) */
 typedef pg_cryptohash_ctx EsHash;

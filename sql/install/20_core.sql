@@ -84,6 +84,15 @@ GRANT INSERT, UPDATE ON @extschema@.streams TO es_writer;
  * by position alone (a position is taken at insert but becomes visible at
  * commit).  No unique index on global_position alone: every unique key
  * includes stream_id, so the table can be distributed by stream.
+ *
+ * Every index costs each append a btree insert and its WAL, so es.events has
+ * only the ones its guarantees need: the stream (primary key), the event id
+ * (idempotent retries; not unique: es_append checks a batch's given ids
+ * against its stream under the stream row lock, and the ids it generates are
+ * time-ordered, so their inserts go to the rightmost leaf), the global log,
+ * and the log of each category and of each event type.  Lookups by
+ * correlation or causation id are served by optional indexes that a
+ * deployment creates when it needs them (README, "Correlation and causation").
  */
 CREATE TABLE @extschema@.events (
 	global_position	bigint GENERATED ALWAYS AS IDENTITY,
@@ -98,22 +107,18 @@ CREATE TABLE @extschema@.events (
 	category		text NOT NULL GENERATED ALWAYS AS (pg_catalog.split_part(stream_id, '-', 1)) STORED,
 	era				integer NOT NULL,
 	tx_id			xid8 NOT NULL,
-	CONSTRAINT events_pkey PRIMARY KEY (stream_id, version),
-	CONSTRAINT events_stream_event_id_key UNIQUE (stream_id, event_id)
+	CONSTRAINT events_pkey PRIMARY KEY (stream_id, version)
 );
+CREATE INDEX events_event_id_idx ON @extschema@.events (event_id);
 CREATE INDEX events_log_idx ON @extschema@.events (era, tx_id, global_position);
 CREATE INDEX events_category_log_idx ON @extschema@.events (category, era, tx_id, global_position);
 CREATE INDEX events_type_log_idx ON @extschema@.events (event_type, era, tx_id, global_position);
-CREATE INDEX events_correlation_idx ON @extschema@.events ((metadata OPERATOR(pg_catalog.->>) 'correlation_id'))
-	WHERE metadata OPERATOR(pg_catalog.?) 'correlation_id';
-CREATE INDEX events_causation_idx ON @extschema@.events ((metadata OPERATOR(pg_catalog.->>) 'causation_id'))
-	WHERE metadata OPERATOR(pg_catalog.?) 'causation_id';
 
 COMMENT ON TABLE @extschema@.events IS
 	'es_ext event log (append-only: written only by es_append)';
 COMMENT ON COLUMN @extschema@.events.global_position IS 'position in the log, unique, gaps possible; never order the log by it alone';
 COMMENT ON COLUMN @extschema@.events.version IS 'version of the event in its stream, 1-based and contiguous';
-COMMENT ON COLUMN @extschema@.events.event_id IS 'event id given by the caller (idempotency key within the stream) or generated';
+COMMENT ON COLUMN @extschema@.events.event_id IS 'event id given by the caller (idempotency key, unique within the stream) or generated (UUID version 7)';
 COMMENT ON COLUMN @extschema@.events.schema_version IS 'version of the shape of data for this event type, as given by the writer (default 1); upcasters raise old versions on read';
 COMMENT ON COLUMN @extschema@.events.recorded_at IS 'server time of the append, non-decreasing within a stream';
 COMMENT ON COLUMN @extschema@.events.category IS 'stream category: the stream id up to its first "-"';

@@ -108,7 +108,9 @@ GRANT SELECT ON @extschema@.horizon_holders TO es_admin, pg_monitor;
 
 /*
  * Correlation and causation: metadata keys "correlation_id" and
- * "causation_id" are indexed; these functions use those indexes.
+ * "causation_id".  These functions use the optional indexes
+ * events_correlation_idx and events_causation_idx when the deployment has
+ * created them (README), and scan es.events when it has not.
  */
 CREATE FUNCTION @extschema@.es_events_by_correlation(correlation_id text)
 RETURNS SETOF @extschema@.events
