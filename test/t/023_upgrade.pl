@@ -203,6 +203,21 @@ $node->safe_psql('postgres', 'CREATE DATABASE fresh2');
 $node->safe_psql('fresh2', 'CREATE EXTENSION es_ext');
 catalog_is($node->safe_psql('fresh2', $catalog), $reference, 'two fresh installs create the same catalog');
 
+# the optional correlation and causation indexes (README): a fresh install
+# has none; one that created them as documented is what an update from
+# 0.1.0 (which created them) must equal
+is($node->safe_psql('fresh', q{SELECT count(*) FROM pg_indexes WHERE schemaname = 'es'
+	AND indexname IN ('events_correlation_idx', 'events_causation_idx')}),
+	'0', 'a fresh install leaves the correlation and causation indexes to the deployment');
+$node->safe_psql('postgres', 'CREATE DATABASE fresh_lookup');
+$node->safe_psql('fresh_lookup', q{
+	CREATE EXTENSION es_ext;
+	CREATE INDEX events_correlation_idx ON es.events ((metadata ->> 'correlation_id'))
+	  WHERE metadata ? 'correlation_id';
+	CREATE INDEX events_causation_idx ON es.events ((metadata ->> 'causation_id'))
+	  WHERE metadata ? 'causation_id';});
+my $reference_lookup = $node->safe_psql('fresh_lookup', $catalog);
+
 # the update paths to the default version
 my @paths = split /\n/, $node->safe_psql('postgres',
 	"SELECT source || '|' || path FROM pg_extension_update_paths('es_ext')
@@ -260,8 +275,13 @@ for my $p (@paths)
 	$node->safe_psql($db, 'ALTER EXTENSION es_ext UPDATE');
 	is($node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'es_ext'"),
 		$default, "$from -> $default ($path): the update reaches the default version");
-	catalog_is($node->safe_psql($db, $catalog), $reference,
-		"$from -> $default: the catalog equals a fresh install of $default");
+	my $lookup = $node->safe_psql($db, q{SELECT count(*) FROM pg_indexes WHERE schemaname = 'es'
+		AND indexname IN ('events_correlation_idx', 'events_causation_idx')});
+	is($lookup, $from eq '0.1.0' ? '2' : $lookup,
+		"$from -> $default: the correlation and causation indexes the old version created are kept");
+	catalog_is($node->safe_psql($db, $catalog), $lookup eq '2' ? $reference_lookup : $reference,
+		"$from -> $default: the catalog equals a fresh install of $default"
+		  . ($lookup eq '2' ? ' with the optional correlation and causation indexes' : ''));
 	is($node->safe_psql($db, $events_q), $before, "$from -> $default: the events are intact");
 
 	# the old data keeps working
