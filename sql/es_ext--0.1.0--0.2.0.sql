@@ -1869,3 +1869,8 @@ GRANT EXECUTE ON FUNCTION @extschema@.es_wait_for_group(text, @extschema@.log_cu
 CREATE INDEX IF NOT EXISTS events_event_id_idx ON @extschema@.events (event_id);
 ALTER TABLE @extschema@.events DROP CONSTRAINT IF EXISTS events_stream_event_id_key;
 COMMENT ON COLUMN @extschema@.events.event_id IS 'event id given by the caller (idempotency key, unique within the stream) or generated (UUID version 7)';
+-- the executor parses a CHECK constraint again for every statement; es_append,
+-- the only writer, sets these columns itself
+ALTER TABLE @extschema@.events DROP CONSTRAINT IF EXISTS events_version_check;
+ALTER TABLE @extschema@.events DROP CONSTRAINT IF EXISTS events_schema_version_check;
+ALTER TABLE @extschema@.streams DROP CONSTRAINT IF EXISTS streams_version_check;

@@ -53,11 +53,13 @@ GRANT INSERT, UPDATE ON @extschema@.config TO es_writer;
 
 /*
  * Streams: one row per stream, holding its current version.  Appends lock and
- * advance this row; the low fillfactor keeps that update HOT.
+ * advance this row; the low fillfactor keeps that update HOT.  No CHECK
+ * constraint: es_append alone writes the row (version >= 0), and the
+ * executor would parse the constraint again at every append.
  */
 CREATE TABLE @extschema@.streams (
 	stream_id	text NOT NULL,
-	version		bigint NOT NULL CHECK (version >= 0),
+	version		bigint NOT NULL,
 	category	text NOT NULL GENERATED ALWAYS AS (pg_catalog.split_part(stream_id, '-', 1)) STORED,
 	created_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -93,14 +95,17 @@ GRANT INSERT, UPDATE ON @extschema@.streams TO es_writer;
  * and the log of each category and of each event type.  Lookups by
  * correlation or causation id are served by optional indexes that a
  * deployment creates when it needs them (README, "Correlation and causation").
+ * No CHECK constraint either: the executor parses each one again for every
+ * statement, and es_append, the only writer, sets version (>= 1, from the
+ * stream row) and schema_version (>= 1, checked in batch.c) itself.
  */
 CREATE TABLE @extschema@.events (
 	global_position	bigint GENERATED ALWAYS AS IDENTITY,
 	stream_id		text NOT NULL,
-	version			bigint NOT NULL CHECK (version >= 1),
+	version			bigint NOT NULL,
 	event_id		uuid NOT NULL,
 	event_type		text NOT NULL,
-	schema_version	integer NOT NULL DEFAULT 1 CHECK (schema_version >= 1),
+	schema_version	integer NOT NULL DEFAULT 1,
 	data			jsonb NOT NULL,
 	metadata		jsonb,
 	recorded_at		timestamptz NOT NULL,
