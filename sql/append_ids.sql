@@ -27,6 +27,22 @@ SELECT regexp_replace(try(format($$SELECT es.es_append('ids-gen', NULL, '[{"type
                       '[0-9a-f-]{36}', '<id>');
 SELECT es.es_stream_version('ids-gen');
 
+-- correlation and causation lookups scan es.events (append.sql) ...
+-- ... until the deployment creates the optional indexes the README documents
+CREATE INDEX events_correlation_idx ON es.events ((metadata ->> 'correlation_id'))
+  WHERE metadata ? 'correlation_id';
+CREATE INDEX events_causation_idx ON es.events ((metadata ->> 'causation_id'))
+  WHERE metadata ? 'causation_id';
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT * FROM es.events
+ WHERE metadata ? 'correlation_id' AND metadata ->> 'correlation_id' = 'corr-1';
+EXPLAIN (COSTS OFF) SELECT * FROM es.events
+ WHERE metadata ? 'causation_id' AND metadata ->> 'causation_id' = 'cmd-1';
+SELECT stream_id, version FROM es.es_events_by_correlation('corr-1');
+SELECT stream_id, version FROM es.es_events_by_causation('cmd-1');
+RESET enable_seqscan;
+DROP INDEX es.events_correlation_idx, es.events_causation_idx;
+
 -- the index set of es.events: the stream, the event id (not unique), the
 -- log, the category log and the event type log; no correlation or
 -- causation index unless the deployment creates it
