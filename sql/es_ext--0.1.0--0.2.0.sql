@@ -1874,3 +1874,15 @@ COMMENT ON COLUMN @extschema@.events.event_id IS 'event id given by the caller (
 ALTER TABLE @extschema@.events DROP CONSTRAINT IF EXISTS events_version_check;
 ALTER TABLE @extschema@.events DROP CONSTRAINT IF EXISTS events_schema_version_check;
 ALTER TABLE @extschema@.streams DROP CONSTRAINT IF EXISTS streams_version_check;
+
+/*
+ * es_append's C function gets a new name (issue 14): the event id index is
+ * no longer unique, and only this library checks given ids under the stream
+ * row lock.  A session still running the previous library (loaded before the
+ * package upgrade) looks the new name up in it when it next calls es_append,
+ * and fails, instead of appending given ids a second time.
+ */
+CREATE OR REPLACE FUNCTION @extschema@.es_append(stream text, expected_version bigint, events jsonb)
+RETURNS @extschema@.append_result
+AS 'MODULE_PATHNAME', 'es_append_v2'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;

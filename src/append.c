@@ -55,21 +55,32 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/nbtree.h"
+#include "access/tableam.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 #include "utils/uuid.h"
@@ -478,22 +489,206 @@ given_ids_array(EsEvent *events, int n)
 }
 
 /*
+ * id_index_keys
+ *		How many leading key columns of index indexoid on es.events locate the
+ *		events of one event id: 1 for a btree index on (event_id, ...)
+ *		(events_event_id_idx), 2 for one on (stream_id, event_id, ...)
+ *		(es_ext 0.1.0's unique constraint, before ALTER EXTENSION UPDATE),
+ *		0 for any other index.  The index must be valid, not partial, and
+ *		compare those columns with the equality of uuid and text.  Syscache
+ *		lookups only.
+ */
+static int
+id_index_keys(Oid indexoid, AttrNumber stream_att, AttrNumber id_att)
+{
+	HeapTuple	tup;
+	HeapTuple	reltup;
+	Form_pg_index ix;
+	oidvector  *opclasses;
+	Datum		d;
+	bool		isnull;
+	int			nkeys = 0;
+	int			i;
+
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+	if (!HeapTupleIsValid(tup))
+		return 0;
+	ix = (Form_pg_index) GETSTRUCT(tup);
+	if (ix->indisvalid && ix->indnkeyatts >= 1 &&
+		heap_attisnull(tup, Anum_pg_index_indpred, NULL))
+	{
+		if (ix->indkey.values[0] == id_att)
+			nkeys = 1;
+		else if (ix->indnkeyatts >= 2 && ix->indkey.values[0] == stream_att &&
+				 ix->indkey.values[1] == id_att)
+			nkeys = 2;
+	}
+	if (nkeys > 0)
+	{
+		reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(indexoid));
+		if (!HeapTupleIsValid(reltup) ||
+			((Form_pg_class) GETSTRUCT(reltup))->relam != BTREE_AM_OID)
+			nkeys = 0;
+		if (HeapTupleIsValid(reltup))
+			ReleaseSysCache(reltup);
+	}
+	if (nkeys > 0)
+	{
+		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indclass, &isnull);
+		opclasses = (oidvector *) DatumGetPointer(d);
+		for (i = 0; i < nkeys && !isnull; i++)
+		{
+			Oid			type = (i == nkeys - 1) ? UUIDOID : TEXTOID;
+			Oid			family = get_opclass_family(opclasses->values[i]);
+			Oid			eq = get_opfamily_member(family, type, type, BTEqualStrategyNumber);
+
+			if (!OidIsValid(eq) ||
+				get_opcode(eq) != (type == UUIDOID ? F_UUID_EQ : F_TEXTEQ))
+				nkeys = 0;
+		}
+		if (isnull)
+			nkeys = 0;
+	}
+	ReleaseSysCache(tup);
+	return nkeys;
+}
+
+/*
+ * stored_id_in_stream
+ *		Is one of the n ids in the stream?  Reads es.events through an index
+ *		that locates an event id (id_index_keys; else, slower, the primary
+ *		key's stream_id), with a snapshot that sees what committed before
+ *		the stream row lock was taken (a new one at READ COMMITTED, the
+ *		transaction's at REPEATABLE READ, with the current command id), as
+ *		the statement under the lock would.  Like the check of a unique
+ *		index, it does not go through the executor: row level security and
+ *		the caller's SELECT privilege hide no event from it.  Sets *found
+ *		to the (first) id found.
+ */
+static bool
+stored_id_in_stream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
+{
+	Relation	rel = table_open(EsRelationOid("events"), AccessShareLock);
+	AttrNumber	stream_att = get_attnum(RelationGetRelid(rel), "stream_id");
+	AttrNumber	id_att = get_attnum(RelationGetRelid(rel), "event_id");
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	Oid			indexoid = InvalidOid;
+	int			nkeys = 0;
+	Relation	index;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	bool		in_stream = false;
+	int			i;
+
+	if (stream_att == InvalidAttrNumber || id_att == InvalidAttrNumber)
+		elog(ERROR, "table es.events has no column stream_id or event_id");
+
+	foreach(lc, indexes)
+	{
+		int			k = id_index_keys(lfirst_oid(lc), stream_att, id_att);
+
+		if (k > nkeys)
+		{
+			indexoid = lfirst_oid(lc);
+			nkeys = k;
+		}
+		if (nkeys == 2)
+			break;
+	}
+	if (nkeys == 0)
+	{
+		/* no index on the event id: the stream's events, by primary key */
+		indexoid = RelationGetPrimaryKeyIndex(rel);
+		if (!OidIsValid(indexoid))
+			elog(ERROR, "table es.events has no primary key");
+	}
+	list_free(indexes);
+
+	index = index_open(indexoid, AccessShareLock);
+	if (nkeys == 0 && index->rd_index->indkey.values[0] != stream_att)
+		elog(ERROR, "the primary key of es.events does not begin with stream_id");
+	slot = table_slot_create(rel, NULL);
+
+	PushCopiedSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+	snapshot = GetActiveSnapshot();
+
+	for (i = 0; i < n && !in_stream; i++)
+	{
+		ScanKeyData keys[2];
+		int			nscankeys = 0;
+		IndexScanDesc scan;
+
+		CHECK_FOR_INTERRUPTS();
+
+		if (nkeys != 1)
+			ScanKeyEntryInitialize(&keys[nscankeys++], 0, 1, BTEqualStrategyNumber,
+								   InvalidOid, index->rd_indcollation[0], F_TEXTEQ, stream);
+		if (nkeys >= 1)
+			ScanKeyEntryInitialize(&keys[nscankeys++], 0, nkeys, BTEqualStrategyNumber,
+								   InvalidOid, InvalidOid, F_UUID_EQ, UUIDPGetDatum(&ids[i]));
+
+		scan = index_beginscan(rel, index, snapshot, nscankeys, 0);
+		index_rescan(scan, keys, nscankeys, NULL, 0);
+		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			bool		isnull;
+			Datum		d;
+
+			CHECK_FOR_INTERRUPTS();
+			d = slot_getattr(slot, stream_att, &isnull);
+			if (isnull || !text_equal(d, stream))
+				continue;
+			d = slot_getattr(slot, id_att, &isnull);
+			if (isnull || memcmp(DatumGetUUIDP(d), &ids[i], UUID_LEN) != 0)
+				continue;
+			*found = ids[i];
+			in_stream = true;
+			break;
+		}
+		index_endscan(scan);
+	}
+
+	PopActiveSnapshot();
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return in_stream;
+}
+
+/*
  * check_ids_absent
- *		Under the stream row lock: raise the conflict when one of the ids the
+ *		Under the stream row lock: refuse the batch when one of the ids the
  *		caller gave is already in the stream.  find_existing looked before
  *		the lock; a concurrent append of the same ids may have committed
- *		since.  The lock serializes the stream's appends and the statement
- *		sees what committed before it was taken (a new snapshot per statement
- *		at READ COMMITTED; at REPEATABLE READ the stream statement already
- *		raised the conflict for a stream changed after the snapshot), so the
- *		event id index need not be unique.  Generated ids need no check.
+ *		since.  The lock serializes the stream's appends and the lookup sees
+ *		what committed before it was taken (a new snapshot at READ
+ *		COMMITTED; at REPEATABLE READ the stream statement already raised
+ *		the conflict for a stream changed after the snapshot), so the event
+ *		id index need not be unique.  Generated ids need no check.
+ *
+ *		The lookup (stored_id_in_stream) is not subject to row level
+ *		security, as a unique index's check is not: find_existing, which
+ *		is, finds nothing when policies hide the stream's events from the
+ *		caller, and the ids would be appended a second time.  An id the
+ *		caller can see is the conflict (40001: a concurrent append, whose
+ *		retry is answered by find_existing); one that row level security
+ *		hides is refused as duplicate_object, which a retry would not
+ *		change.  Only the error path runs the caller's query.
  */
 static void
 check_ids_absent(const char *stream_str, Datum stream, Datum given_ids,
 				 bool expected_null, int64 expected)
 {
+	ArrayType  *arr = DatumGetArrayTypeP(given_ids);
+	pg_uuid_t	found;
 	Datum		values[2];
 	int			rc;
+
+	if (!stored_id_in_stream(stream, (const pg_uuid_t *) ARR_DATA_PTR(arr),
+							 ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), &found))
+		return;
 
 	values[0] = stream;
 	values[1] = given_ids;
@@ -503,6 +698,14 @@ check_ids_absent(const char *stream_str, Datum stream, Datum given_ids,
 	if (SPI_processed > 0)
 		conflict_error(stream_str, expected_null, expected, -1,
 					   "a concurrent transaction appended events with the same ids.");
+
+	EsStatsAppendFailed(stream_str, strlen(stream_str), false);
+	ereport(ERROR,
+			(errcode(ERRCODE_DUPLICATE_OBJECT),
+			 errmsg("batch reuses the id of an event already in stream \"%s\"", stream_str),
+			 errdetail("The stream holds an event with id %s, which row level security hides from the current role.",
+					   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&found)))),
+			 errhint("Event ids are unique within a stream; give a new event a new id.")));
 }
 
 /*
@@ -1156,4 +1359,24 @@ es_append(PG_FUNCTION_ARGS)
 	tupdesc = BlessTupleDesc(tupdesc);
 	EsStatsAppendEnd(&start, stream_str, VARSIZE_ANY_EXHDR(stream), events, n, args.replay);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, result_nulls)));
+}
+
+PG_FUNCTION_INFO_V1(es_append_v2);
+
+/*
+ * es_append_v2
+ *		es_append under the C name es_ext 0.2.0's SQL declaration uses.  The
+ *		0.2.0 schema has no unique index on event ids: this code checks them
+ *		under the stream row lock (check_ids_absent); es_append before 0.2.0
+ *		relied on the index.  A session that loaded the earlier library
+ *		before the package upgrade keeps running its code; once ALTER
+ *		EXTENSION UPDATE has rebound es.es_append to this name, its next call
+ *		fails ("could not find function") instead of appending given ids a
+ *		second time.  "es_append" stays exported for a 0.1.0 schema that has
+ *		not been updated yet (its unique index still holds).
+ */
+Datum
+es_append_v2(PG_FUNCTION_ARGS)
+{
+	return es_append(fcinfo);
 }

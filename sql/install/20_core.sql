@@ -166,7 +166,7 @@ GRANT USAGE ON TYPE @extschema@.append_result, @extschema@.log_cursor TO es_read
 /* Write model */
 CREATE FUNCTION @extschema@.es_append(stream text, expected_version bigint, events jsonb)
 RETURNS @extschema@.append_result
-AS 'MODULE_PATHNAME', 'es_append'
+AS 'MODULE_PATHNAME', 'es_append_v2'
 LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION @extschema@.es_append(text, bigint, jsonb) IS
 	'appends a batch of events to a stream atomically; expected_version: NULL any, -1 stream exists, 0 no stream, N exact';
