@@ -554,7 +554,7 @@ id_index_keys(Oid indexoid, AttrNumber stream_att, AttrNumber id_att)
 }
 
 /*
- * stored_id_in_stream
+ * EsStoredIdInStream
  *		Is one of the n ids in the stream?  Reads es.events through an index
  *		that locates an event id (id_index_keys; else, slower, the primary
  *		key's stream_id), with a snapshot that sees what committed before
@@ -565,8 +565,8 @@ id_index_keys(Oid indexoid, AttrNumber stream_att, AttrNumber id_att)
  *		the caller's SELECT privilege hide no event from it.  Sets *found
  *		to the (first) id found.
  */
-static bool
-stored_id_in_stream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
+bool
+EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
 {
 	Relation	rel = table_open(EsRelationOid("events"), AccessShareLock);
 	AttrNumber	stream_att = get_attnum(RelationGetRelid(rel), "stream_id");
@@ -668,7 +668,7 @@ stored_id_in_stream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
  *		the conflict for a stream changed after the snapshot), so the event
  *		id index need not be unique.  Generated ids need no check.
  *
- *		The lookup (stored_id_in_stream) is not subject to row level
+ *		The lookup (EsStoredIdInStream) is not subject to row level
  *		security, as a unique index's check is not: find_existing, which
  *		is, finds nothing when policies hide the stream's events from the
  *		caller, and the ids would be appended a second time.  An id the
@@ -686,7 +686,7 @@ check_ids_absent(const char *stream_str, Datum stream, Datum given_ids,
 	Datum		values[2];
 	int			rc;
 
-	if (!stored_id_in_stream(stream, (const pg_uuid_t *) ARR_DATA_PTR(arr),
+	if (!EsStoredIdInStream(stream, (const pg_uuid_t *) ARR_DATA_PTR(arr),
 							 ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), &found))
 		return;
 
@@ -837,7 +837,7 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 }
 
 /*
- * refuse_before_row_triggers
+ * EsRefuseBeforeRowTriggers
  *		Raise object_not_in_prerequisite_state when a BEFORE INSERT or
  *		UPDATE row trigger on relid (es.events, or es.streams, whose version
  *		a trigger could shift) would fire for es_append's statement.  Such a
@@ -850,8 +850,8 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
  *		starts; the executor copies the trigger list when it does.  Costs a
  *		look at the relcache entry: no catalog access.
  */
-static void
-refuse_before_row_triggers(Oid relid, const char *relname)
+void
+EsRefuseBeforeRowTriggers(Oid relid, const char *relname)
 {
 	Relation	rel = table_open(relid, RowExclusiveLock);
 	TriggerDesc *td = rel->trigdesc;
@@ -1067,7 +1067,7 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		values[9] = PointerGetDatum(construct_array(versions, n, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 	}
 
-	refuse_before_row_triggers(events_rel, "events");
+	EsRefuseBeforeRowTriggers(events_rel, "events");
 
 	EsAllowNextWrite(events_rel, TRIGGER_EVENT_INSERT);
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
@@ -1312,7 +1312,7 @@ es_append(PG_FUNCTION_ARGS)
 			int64		first_version;
 			Datum		log_tx_id;
 
-			refuse_before_row_triggers(EsRelationOid("streams"), "streams");
+			EsRefuseBeforeRowTriggers(EsRelationOid("streams"), "streams");
 			args.version = advance_stream(stream_str, stream_datum, expected_null, expected, n,
 										  tx_id, &log_tx_id);
 			first_version = args.version - n + 1;

@@ -139,6 +139,10 @@ typedef struct EsEvent
 extern EsEvent *EsParseBatch(Jsonb *batch, int *count, bool *with_ids);
 extern void EsGenerateEventId(pg_uuid_t *id);
 
+/* append.c: checks every writer of es.events shares (es_append, es_import) */
+extern void EsRefuseBeforeRowTriggers(Oid relid, const char *relname);
+extern bool EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found);
+
 /* fingerprint.c: SHA-256 digests (snapshot keys, fingerprints) */
 typedef pg_cryptohash_ctx EsHash;
 
