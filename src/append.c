@@ -14,7 +14,9 @@
  *	   whose events differ from the stored ones, is refused.  Once the
  *	   stream row is locked (3), they are looked up again: one committed
  *	   since by a concurrent append is a conflict (the event id index is not
- *	   unique; see check_ids_absent).
+ *	   unique; see check_ids_absent); one that row level security hides
+ *	   from the caller is refused (that lookup reads the index directly, as
+ *	   a unique index's check would).
  *	3. Advance the stream row with a single UPDATE (or INSERT ... ON CONFLICT
  *	   DO NOTHING for a new stream).  The row lock plus READ COMMITTED's
  *	   recheck turn a stale expectation into "zero rows": a clean conflict
@@ -166,7 +168,10 @@ static EsPlan find_ids_plan = {
 	2, {TEXTOID, UUIDARRAYOID}
 };
 
-/* a given id already in the stream, looked up under the stream row lock */
+/*
+ * a given id already in the stream that the caller can see (row level
+ * security applies): the error path of check_ids_absent
+ */
 static EsPlan any_id_plan = {
 	NULL,
 	"SELECT e.event_id FROM es.events AS e"
