@@ -11,6 +11,7 @@
 #define ES_EXT_H
 
 #include "access/htup.h"
+#include "access/skey.h"
 #include "access/transam.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
@@ -199,6 +200,38 @@ extern void EsStatsAppendFailed(const char *stream, int len, bool conflict);
 extern void EsStatsRead(const char *name, int len, bool log, bool found);
 extern void EsStatsFold(const char *stream, int len, bool snapshot_hit, bool found);
 extern void EsStatsOutbox(text *group, int64 claimed, int64 acked, int64 nacked, int64 dead);
+
+/* stream_scan.c: the events of one stream, in version order (read.c, fold.c) */
+typedef struct EsStreamScan
+{
+	TupleDesc	evdesc;			/* es.events' row type */
+	bool		backward;
+	bool		done;
+	int64		remaining;		/* rows still to return; -1: no limit */
+	bool		direct;			/* direct index scan, not SPI */
+	/* direct index scan */
+	Relation	heap;
+	Relation	index;
+	Snapshot	snapshot;
+	struct IndexScanDescData *scan;
+	struct TupleTableSlot *slot;
+	ScanKeyData keys[3];
+	/* SPI cursor */
+	Portal		portal;
+	SPITupleTable *tuptable;
+	uint64		ntuples;
+	uint64		next;
+	bool		exhausted;
+	HeapTupleHeader row;		/* current row as a composite datum */
+	HeapTupleData rowtuple;		/* the same, as a tuple */
+} EsStreamScan;
+extern void EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
+							  int64 first, int64 last, bool backward, int64 max_count);
+extern bool EsStreamScanNext(EsStreamScan *ss);
+extern HeapTuple EsStreamScanTuple(EsStreamScan *ss);
+extern void EsStreamScanValues(EsStreamScan *ss, Datum *values, bool *nulls);
+extern Datum EsStreamScanRow(EsStreamScan *ss);
+extern void EsStreamScanEnd(EsStreamScan *ss);
 
 /* read.c: the global log horizon and cursors */
 extern FullTransactionId EsLogHorizon(Snapshot snap);

@@ -14,13 +14,11 @@
  *	   caller's active snapshot (so a fold sees a prefix of the stream made
  *	   of whole committed batches), stopping at up_to_version and at the
  *	   first event recorded after as_of (recorded_at never decreases within
- *	   a stream, so the events up to as_of are a prefix).  When the caller
- *	   holds SELECT on es.events and no row level security applies, the
- *	   rows come from a direct scan of its primary key index (stream_id,
- *	   version); otherwise -- RLS, column privileges only, a partitioned or
- *	   inherited es.events, Citus (whose local table is an empty shell) --
- *	   from an SPI cursor opened in read-only mode, which applies the
- *	   caller's privileges and policies and uses the same active snapshot.
+ *	   a stream, so the events up to as_of are a prefix).  stream_scan.c
+ *	   reads them: a direct scan of the primary key index (stream_id,
+ *	   version) when the caller holds SELECT on es.events and no row level
+ *	   security applies, otherwise an SPI cursor that applies the caller's
+ *	   privileges and policies under the same active snapshot.
  *	4. For each event: upcast it (upcast.c), build the reducer's event
  *	   argument (the jsonb envelope of event.c, or the es.events row), call
  *	   the reducer through an FmgrInfo set up once, and keep its result.
@@ -71,40 +69,6 @@
 #include "es_ext.h"
 
 
-static EsPlan fold_events_plan = {
-	NULL,
-	"SELECT e FROM es.events AS e"
-	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-	"   AND e.version OPERATOR(pg_catalog.>) $2"
-	"   AND e.version OPERATOR(pg_catalog.<=) $3"
-	" ORDER BY e.version",
-	3, {TEXTOID, INT8OID, INT8OID}
-};
-
-/*
- * The events of the fold, read either by a direct index scan or through an
- * SPI cursor (see the file header).
- */
-typedef struct FoldScan
-{
-	bool		direct;
-	TupleDesc	evdesc;			/* es.events' row type */
-	/* direct index scan */
-	Relation	heap;
-	Relation	index;
-	Snapshot	snapshot;
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	ScanKeyData keys[3];
-	/* SPI cursor */
-	Portal		portal;
-	SPITupleTable *tuptable;
-	uint64		ntuples;
-	uint64		next;
-	bool		exhausted;
-	HeapTupleHeader row;		/* current row as a composite datum */
-} FoldScan;
-
 /* Error context while the reducer runs. */
 typedef struct FoldErrorContext
 {
@@ -133,171 +97,6 @@ copy_state(Datum d, MemoryContext cxt)
 }
 
 /*
- * fold_scan_direct_index
- *		The primary key index of es.events if a direct scan may read the
- *		stream: the caller holds SELECT on the table, no row level security
- *		applies, the table is a plain table without children, Citus is not
- *		installed, and the index leads with (stream_id, version).  Otherwise
- *		InvalidOid (read through SPI).
- */
-static Oid
-fold_scan_direct_index(Relation heap, const EsEventAttrs *attrs)
-{
-	Oid			indexoid;
-	Relation	index;
-	bool		ok;
-
-	if (heap->rd_rel->relkind != RELKIND_RELATION || heap->rd_rel->relhassubclass)
-		return InvalidOid;
-	if (pg_class_aclcheck(RelationGetRelid(heap), GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-		return InvalidOid;
-	if (check_enable_rls(RelationGetRelid(heap), InvalidOid, true) == RLS_ENABLED)
-		return InvalidOid;
-	if (OidIsValid(get_extension_oid("citus", true)))
-		return InvalidOid;
-	indexoid = RelationGetPrimaryKeyIndex(heap);
-	if (!OidIsValid(indexoid))
-		return InvalidOid;
-	index = index_open(indexoid, AccessShareLock);
-	ok = index->rd_index->indnkeyatts >= 2 &&
-		index->rd_index->indkey.values[0] == attrs->stream_id &&
-		index->rd_index->indkey.values[1] == attrs->version &&
-		index->rd_rel->relam == BTREE_AM_OID;
-	index_close(index, AccessShareLock);
-	return ok ? indexoid : InvalidOid;
-}
-
-/*
- * fold_scan_begin
- *		Start reading the events of stream with after < version <= up_to,
- *		in version order, under the active snapshot.  Must be called inside
- *		SPI_connect; allocates in the current memory context.
- */
-static void
-fold_scan_begin(FoldScan *fs, text *stream, int64 after, int64 up_to,
-				const EsEventAttrs *attrs)
-{
-	Oid			indexoid;
-
-	memset(fs, 0, sizeof(FoldScan));
-	fs->heap = table_open(EsRelationOid("events"), AccessShareLock);
-	indexoid = fold_scan_direct_index(fs->heap, attrs);
-	if (OidIsValid(indexoid))
-	{
-		fs->direct = true;
-		fs->index = index_open(indexoid, AccessShareLock);
-		fs->snapshot = RegisterSnapshot(GetActiveSnapshot());
-		ScanKeyEntryInitialize(&fs->keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
-							   fs->index->rd_indcollation[0], F_TEXTEQ,
-							   PointerGetDatum(stream));
-		ScanKeyEntryInitialize(&fs->keys[1], 0, 2, BTGreaterStrategyNumber, InvalidOid,
-							   InvalidOid, F_INT8GT, Int64GetDatum(after));
-		ScanKeyEntryInitialize(&fs->keys[2], 0, 2, BTLessEqualStrategyNumber, InvalidOid,
-							   InvalidOid, F_INT8LE, Int64GetDatum(up_to));
-		fs->scan = index_beginscan(fs->heap, fs->index, fs->snapshot, 3, 0);
-		index_rescan(fs->scan, fs->keys, 3, NULL, 0);
-		fs->slot = table_slot_create(fs->heap, NULL);
-	}
-	else
-	{
-		Datum		args[3];
-
-		/* only SPI reads the table; it takes its own lock */
-		table_close(fs->heap, AccessShareLock);
-		fs->heap = NULL;
-		args[0] = PointerGetDatum(stream);
-		args[1] = Int64GetDatum(after);
-		args[2] = Int64GetDatum(up_to);
-		fs->portal = SPI_cursor_open(NULL, EsGetPlan(&fold_events_plan), args, NULL, true);
-	}
-}
-
-/*
- * fold_scan_next
- *		The next event, deformed into values/nulls (evdesc's columns), or
- *		false at the end.  The values stay valid until the next call.  For the
- *		SPI path, fs->row is the row as a composite datum.
- */
-static bool
-fold_scan_next(FoldScan *fs, Datum *values, bool *nulls)
-{
-	if (fs->direct)
-	{
-		int			natts = fs->evdesc->natts;
-
-		if (!index_getnext_slot(fs->scan, ForwardScanDirection, fs->slot))
-			return false;
-		slot_getallattrs(fs->slot);
-		memcpy(values, fs->slot->tts_values, sizeof(Datum) * natts);
-		memcpy(nulls, fs->slot->tts_isnull, sizeof(bool) * natts);
-		return true;
-	}
-	else
-	{
-		bool		isnull;
-		HeapTupleData tup;
-
-		if (fs->next >= fs->ntuples)
-		{
-			if (fs->tuptable != NULL)
-				SPI_freetuptable(fs->tuptable);
-			fs->tuptable = NULL;
-			if (fs->exhausted)
-				return false;
-			SPI_cursor_fetch(fs->portal, true, ES_FETCH_BATCH);
-			fs->ntuples = SPI_processed;
-			fs->tuptable = SPI_tuptable;
-			fs->next = 0;
-			if (fs->ntuples < ES_FETCH_BATCH)
-				fs->exhausted = true;
-			if (fs->ntuples == 0)
-				return false;
-		}
-		fs->row = DatumGetHeapTupleHeader(SPI_getbinval(fs->tuptable->vals[fs->next],
-														fs->tuptable->tupdesc, 1, &isnull));
-		fs->next++;
-		tup.t_len = HeapTupleHeaderGetDatumLength(fs->row);
-		ItemPointerSetInvalid(&tup.t_self);
-		tup.t_tableOid = InvalidOid;
-		tup.t_data = fs->row;
-		heap_deform_tuple(&tup, fs->evdesc, values, nulls);
-		return true;
-	}
-}
-
-/*
- * fold_scan_row
- *		The current event as an es.events composite datum, allocated in the
- *		current memory context (or pointing into the SPI batch).
- */
-static Datum
-fold_scan_row(FoldScan *fs)
-{
-	if (fs->direct)
-		return ExecFetchSlotHeapTupleDatum(fs->slot);
-	return PointerGetDatum(fs->row);
-}
-
-static void
-fold_scan_end(FoldScan *fs)
-{
-	if (fs->direct)
-	{
-		ExecDropSingleTupleTableSlot(fs->slot);
-		index_endscan(fs->scan);
-		UnregisterSnapshot(fs->snapshot);
-		index_close(fs->index, AccessShareLock);
-		table_close(fs->heap, AccessShareLock);
-	}
-	else
-	{
-		if (fs->tuptable != NULL)
-			SPI_freetuptable(fs->tuptable);
-		SPI_cursor_close(fs->portal);
-	}
-}
-
-/*
  * EsFold
  *		Fold the stream of req (see the file header).  The resulting state is
  *		allocated in the caller's memory context; res also reports the
@@ -321,7 +120,7 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 	EsEventAttrs attrs;
 	Datum	   *values;
 	bool	   *nulls;
-	FoldScan	scan;
+	EsStreamScan scan;
 	ErrorContextCallback errcb;
 	FoldErrorContext ectx;
 	LOCAL_FCINFO(fcinfo, 2);
@@ -376,8 +175,11 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 	}
 
 	/* 3. the events after it, under the active snapshot */
-	fold_scan_begin(&scan, req->stream, res->version, req->up_to_version, &attrs);
-	scan.evdesc = evdesc;
+	if (res->version < PG_INT64_MAX)
+		EsStreamScanBegin(&scan, evdesc, req->stream, res->version + 1, req->up_to_version,
+						  false, -1);
+	else						/* a snapshot at the last possible version */
+		EsStreamScanBegin(&scan, evdesc, req->stream, 1, 0, false, -1);
 
 	ectx.stream = req->stream;
 	ectx.version = 0;
@@ -397,8 +199,9 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 
 		/* the scan keeps its state in fold_cxt; the event in event_cxt */
 		MemoryContextSwitchTo(fold_cxt);
-		if (!fold_scan_next(&scan, values, nulls))
+		if (!EsStreamScanNext(&scan))
 			break;
+		EsStreamScanValues(&scan, values, nulls);
 		MemoryContextSwitchTo(event_cxt);
 
 		EsEventViewFromValues(&ev, &attrs, values, nulls);
@@ -417,7 +220,7 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 			evarg = HeapTupleGetDatum(heap_form_tuple(evdesc, values, nulls));
 		}
 		else
-			evarg = fold_scan_row(&scan);
+			evarg = EsStreamScanRow(&scan);
 
 		fcinfo->args[0].value = JsonbPGetDatum(state);
 		fcinfo->args[0].isnull = false;
@@ -443,7 +246,7 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(fold_cxt);
-	fold_scan_end(&scan);
+	EsStreamScanEnd(&scan);
 
 	/* 5. an automatic snapshot */
 	if (req->auto_snapshot && es_snapshot_every > 0 &&

@@ -34,9 +34,10 @@
  * anywhere in the cluster holds readers back while it runs; the view
  * es.horizon_holders shows who.
  *
- * Memory: rows are fetched from an SPI cursor in batches and copied into the
- * function's tuplestore (which spills to disk past work_mem); each batch is
- * freed before the next.
+ * Memory: es_read_all fetches rows from an SPI cursor in batches and copies
+ * them into the function's tuplestore (which spills to disk past work_mem);
+ * each batch is freed before the next.  es_read_stream reads through
+ * stream_scan.c and copies each row into its tuplestore once.
  *
  * src/read.c
  *
@@ -44,6 +45,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/transam.h"
 #include "access/xact.h"
@@ -56,31 +58,12 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/typcache.h"
 #include "utils/xid8.h"
 
 #include "es_ext.h"
-
-static EsPlan stream_forward_plan = {
-	NULL,
-	"SELECT e FROM es.events AS e"
-	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-	"   AND e.version OPERATOR(pg_catalog.>=) $2"
-	" ORDER BY e.version"
-	" LIMIT $3",
-	3, {TEXTOID, INT8OID, INT8OID}
-};
-
-static EsPlan stream_backward_plan = {
-	NULL,
-	"SELECT e FROM es.events AS e"
-	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
-	"   AND e.version OPERATOR(pg_catalog.<=) $2"
-	" ORDER BY e.version DESC"
-	" LIMIT $3",
-	3, {TEXTOID, INT8OID, INT8OID}
-};
 
 #define LOG_SELECT \
 	"SELECT e.global_position, e.stream_id, e.version, e.event_id, e.event_type," \
@@ -130,9 +113,7 @@ EsLogHorizon(Snapshot snap)
 /*
  * fetch_into_tuplestore
  *		Drain an SPI cursor into the SRF's tuplestore.  Each fetched row is
- *		turned into a result row by make_row (or, when make_row is NULL, the
- *		row's first column is a whole-row datum of the result's row type, an
- *		es.events row, upcast through the EsUpcaster arg unless it is NULL).
+ *		turned into a result row by make_row.
  */
 typedef HeapTuple (*EsRowMaker) (HeapTuple row, TupleDesc rowdesc, void *arg);
 
@@ -150,30 +131,10 @@ fetch_into_tuplestore(Portal portal, ReturnSetInfo *rsinfo, EsRowMaker make_row,
 
 		for (i = 0; i < SPI_processed; i++)
 		{
-			HeapTuple	row = SPI_tuptable->vals[i];
+			HeapTuple	out = make_row(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, arg);
 
-			if (make_row == NULL)
-			{
-				bool		isnull;
-				HeapTupleHeader th;
-				HeapTupleData tup;
-
-				th = DatumGetHeapTupleHeader(SPI_getbinval(row, SPI_tuptable->tupdesc, 1, &isnull));
-				tup.t_len = HeapTupleHeaderGetDatumLength(th);
-				ItemPointerSetInvalid(&tup.t_self);
-				tup.t_tableOid = InvalidOid;
-				tup.t_data = th;
-				/* old event shapes are upcast on read (upcast.c) */
-				tuplestore_puttuple(rsinfo->setResult,
-									EsUpcastRow((EsUpcaster *) arg, &tup, rsinfo->setDesc));
-			}
-			else
-			{
-				HeapTuple	out = make_row(row, SPI_tuptable->tupdesc, arg);
-
-				tuplestore_puttuple(rsinfo->setResult, out);
-				heap_freetuple(out);
-			}
+			tuplestore_puttuple(rsinfo->setResult, out);
+			heap_freetuple(out);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
@@ -188,15 +149,32 @@ PG_FUNCTION_INFO_V1(es_read_stream);
  * forward: versions >= from_version (default 1), ascending.
  * backward: versions <= from_version (default: the last), descending.
  * max_count NULL = all.  Runs under the caller's snapshot and privileges.
+ *
+ * The rows come from stream_scan.c (a direct scan of the primary key index,
+ * or an SPI cursor when row level security or column privileges apply) and
+ * go into the function's tuplestore once each, upcast on the way (upcast.c)
+ * and with any out-of-line value fetched from TOAST: a stored result holds
+ * no pointer into the table.  Per-row work happens in a context reset for
+ * every row.
  */
 Datum
 es_read_stream(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *stream;
 	bool		backward;
-	Datum		values[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	Portal		portal;
+	int64		from;
+	int64		max_count = -1;
+	TupleDesc	desc;
+	EsEventAttrs attrs;
+	EsUpcaster *upcaster;
+	EsStreamScan scan;
+	Datum	   *values;
+	bool	   *nulls;
+	MemoryContext row_cxt;
+	MemoryContext oldcxt;
+	int			i;
+	bool		found = false;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -222,51 +200,99 @@ es_read_stream(PG_FUNCTION_ARGS)
 					 errhint("Use 'forward' or 'backward'.")));
 	}
 
-	values[0] = PG_GETARG_DATUM(0);
 	if (PG_ARGISNULL(1))
-		values[1] = Int64GetDatum(backward ? PG_INT64_MAX : 1);
+		from = backward ? PG_INT64_MAX : 1;
 	else
 	{
-		int64		from = PG_GETARG_INT64(1);
-
+		from = PG_GETARG_INT64(1);
 		if (from < 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 					 errmsg("from_version " INT64_FORMAT " is out of range", from),
 					 errdetail("Stream versions start at 1.")));
-		values[1] = Int64GetDatum(from);
 	}
-	if (PG_ARGISNULL(2))
-		nulls[2] = 'n';			/* LIMIT NULL: all */
-	else
+	if (!PG_ARGISNULL(2))
 	{
-		int64		max_count = PG_GETARG_INT64(2);
-
+		max_count = PG_GETARG_INT64(2);
 		if (max_count < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("max_count cannot be negative"),
 					 errhint("Use NULL to read all events.")));
-		values[2] = Int64GetDatum(max_count);
 	}
+	stream = PG_GETARG_TEXT_PP(0);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_BLESS);
+	desc = rsinfo->setDesc;
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "es_read_stream row",
+									ALLOCSET_DEFAULT_SIZES);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	portal = SPI_cursor_open(NULL,
-							 EsGetPlan(backward ? &stream_backward_plan : &stream_forward_plan),
-							 values, nulls, true);
-	fetch_into_tuplestore(portal, rsinfo, NULL, EsUpcasterBegin());
-	SPI_cursor_close(portal);
-	SPI_finish();
+	upcaster = EsUpcasterBegin();
+	if (upcaster != NULL)
+		EsEventAttrsInit(&attrs, desc);
+	if (backward)
+		EsStreamScanBegin(&scan, desc, stream, PG_INT64_MIN, from, true, max_count);
+	else
+		EsStreamScanBegin(&scan, desc, stream, from, PG_INT64_MAX, false, max_count);
 
+	while (EsStreamScanNext(&scan))
 	{
-		text	   *stream = PG_GETARG_TEXT_PP(0);
+		HeapTuple	tuple = EsStreamScanTuple(&scan);
 
-		EsStatsRead(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream), false,
-					tuplestore_tuple_count(rsinfo->setResult) > 0);
+		CHECK_FOR_INTERRUPTS();
+		found = true;
+
+		/*
+		 * The common case: the stored row has every column and no value out
+		 * of line.  It is copied as it is, or as an upcaster (upcast.c)
+		 * raised it: deforming and forming it again costs more than the
+		 * rest of the read.
+		 */
+		if (!HeapTupleHasExternal(tuple) &&
+			HeapTupleHeaderGetNatts(tuple->t_data) == desc->natts)
+		{
+			tuplestore_puttuple(rsinfo->setResult, EsUpcastRow(upcaster, tuple, desc));
+			continue;
+		}
+
+		MemoryContextReset(row_cxt);
+		oldcxt = MemoryContextSwitchTo(row_cxt);
+		EsStreamScanValues(&scan, values, nulls);
+
+		/* otherwise the row is deformed, upcast and formed again */
+		if (upcaster != NULL)
+		{
+			EsEventView ev;
+
+			EsEventViewFromValues(&ev, &attrs, values, nulls);
+			if (EsUpcastEvent(upcaster, &ev))
+			{
+				values[attrs.data - 1] = ev.data;
+				values[attrs.schema_version - 1] = Int32GetDatum(ev.schema_version);
+			}
+		}
+
+		/* the stored row must not point into the table (TOAST) */
+		for (i = 0; i < desc->natts; i++)
+		{
+			if (!nulls[i] && TupleDescAttr(desc, i)->attlen == -1 &&
+				VARATT_IS_EXTERNAL(DatumGetPointer(values[i])))
+				values[i] = PointerGetDatum(detoast_external_attr((struct varlena *)
+																  DatumGetPointer(values[i])));
+		}
+
+		MemoryContextSwitchTo(oldcxt);
+		tuplestore_putvalues(rsinfo->setResult, desc, values, nulls);
 	}
+	EsStreamScanEnd(&scan);
+	SPI_finish();
+	MemoryContextDelete(row_cxt);
+
+	EsStatsRead(VARDATA_ANY(stream), VARSIZE_ANY_EXHDR(stream), false, found);
 
 	return (Datum) 0;
 }
