@@ -152,6 +152,19 @@ check_metadata_id(Jsonb *metadata, const char *key)
 }
 
 /*
+ * EsCheckMetadataIds
+ *		The rule es_append applies to an event's metadata object, for other
+ *		writers (es_import): its correlation and causation ids, when present,
+ *		are strings.
+ */
+void
+EsCheckMetadataIds(Jsonb *metadata)
+{
+	check_metadata_id(metadata, "correlation_id");
+	check_metadata_id(metadata, "causation_id");
+}
+
+/*
  * parse_event
  *		Parse one element of the batch into ev.  Raises an error for anything
  *		but an object with a string "type", a "data" member, an optional

@@ -139,6 +139,12 @@ typedef struct EsEvent
 
 extern EsEvent *EsParseBatch(Jsonb *batch, int *count, bool *with_ids);
 extern void EsGenerateEventId(pg_uuid_t *id);
+extern void EsCheckMetadataIds(Jsonb *metadata);
+
+/* import.c: es_import reads its source in chunks of this many rows (one INSERT each) */
+#define ES_IMPORT_CHUNK_ROWS	10000
+/* import.c: while checking the source, progress shows every this many rows */
+#define ES_IMPORT_PROGRESS_ROWS	100000
 
 /* append.c: checks every writer of es.events shares (es_append, es_import) */
 extern void EsRefuseBeforeRowTriggers(Oid relid, const char *relname);

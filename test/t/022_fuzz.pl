@@ -70,6 +70,11 @@ my $has_wait = $node->safe_psql('postgres',
 # ---------------------------------------------------------------------
 my %documented = (
 	es_append => [qw(40001 42710 55000 27000 22004 22023 22003 22039 2203C 2203A 22P02 54000 42501)],
+	# bulk import: a NULL argument, a source that is not a table or not of
+	# the shape of es.import_event, a bad row (NULL, empty, too long or too
+	# large, a version gap, time going back, an infinite time), versions that
+	# do not continue a stream, a repeated event id, a BEFORE row trigger
+	es_import => [qw(22004 42809 42703 42804 42501 23502 22023 54000 22008 40001 42710 55000)],
 	es_read_stream => [qw(22004 22003 22023)],
 	es_stream_version => [],
 	es_read_all => [qw(22004 22023 55000)],
@@ -265,6 +270,17 @@ BEGIN
 		END IF;
 	END LOOP;
 	COMMIT;
+END $$;
+
+-- es_import's source: the rows of a JSON array in a temporary table
+CREATE FUNCTION fuzz.stage(rows jsonb) RETURNS regclass LANGUAGE plpgsql AS $$
+BEGIN
+	IF to_regclass('pg_temp.fz_stage') IS NULL THEN
+		CREATE TEMP TABLE fz_stage (LIKE es.import_event);
+	END IF;
+	TRUNCATE fz_stage;
+	INSERT INTO fz_stage SELECT * FROM jsonb_populate_recordset(NULL::es.import_event, rows);
+	RETURN 'pg_temp.fz_stage'::regclass;
 END $$;
 
 -- a projection for es_projection_replay / es_rebuild_projection
@@ -618,6 +634,31 @@ sub j_event
 }
 
 # an events argument (jsonb)
+# the rows of an es_import source, valid or not (JSON values of the right types)
+sub g_import_rows
+{
+	my @rows;
+	my $stream = pick('fzi-1', 'fzi-2', 'fz-1', 'fzi-n' . $case_id);
+	for (1 .. int(rand(7)))
+	{
+		my $r = rand;
+		my %row = (
+			stream_id => rand() < 0.8 ? $stream : pick(undef, '', 'fzi-1', 'x' x 1025, 'fz-2'),
+			event_type => rand() < 0.9 ? 'I' : pick(undef, '', 'y' x 1025),
+			data => rand() < 0.9 ? { i => int(rand(100)) } : pick(undef, 1, 'x', [ 1, 2 ], { big => 'z' x 1100000 }));
+		$row{version} = pick(0, 1, 2, 3, -1, 100) if rand() < 0.2;
+		$row{event_id} = pick('11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222222')
+		  if rand() < 0.2;
+		$row{schema_version} = pick(1, 2, 0, -5) if rand() < 0.1;
+		$row{metadata} = pick({}, [1], { correlation_id => 5 }, { correlation_id => 'c' }, 'm')
+		  if rand() < 0.2;
+		$row{recorded_at} = pick('2020-01-01T00:00:00Z', '1999-01-01T00:00:00Z', 'infinity', '2020-01-02T00:00:00Z')
+		  if rand() < 0.3;
+		push @rows, \%row;
+	}
+	return jlit(\@rows);
+}
+
 sub g_events
 {
 	my $r = rand;
@@ -776,6 +817,17 @@ my %gen = (
 				[ g_name(), rand() < 0.5 ? 'NULL' : g_bigint(), g_events() ],
 				'SELECT json_agg(x)::text FROM es.es_append($1[1]::text, $1[2]::bigint, $1[3]::jsonb) AS x',
 				$append_check);
+		}
+	],
+	es_import => [
+		10,
+		sub {
+			# a staged source, or a relation of the wrong shape or kind
+			add_case('es_import', 'es_import', [qw(jsonb boolean text)],
+				[ g_import_rows(), rand() < 0.8 ? 'true' : g_bool(),
+				  rand() < 0.85 ? 'NULL' : pick("'es.events'", "'pg_class'", "'es.streams_category_idx'", "'fuzz.cases'") ],
+				'SELECT es.es_import(COALESCE($1[3]::regclass, fuzz.stage($1[1]::jsonb)), $1[2]::boolean)::text',
+				q{SELECT $1[3] IS NULL AND ($2::es.import_result).events = jsonb_array_length($1[1]::jsonb)});
 		}
 	],
 	es_read_stream => [

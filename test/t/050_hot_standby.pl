@@ -148,6 +148,9 @@ $primary->safe_psql('postgres', q{SELECT es.es_checkpoint_save('hs-sub', NULL)})
 $primary->safe_psql(
 	'postgres', q{
 CREATE TABLE hs.async_model (stream_id text, version bigint, PRIMARY KEY (stream_id, version));
+-- an es_import source (replicated: the standby's call is refused before it is read)
+CREATE TABLE hs.import_src (LIKE es.import_event);
+INSERT INTO hs.import_src (stream_id, event_type, data) VALUES ('imp-1', 'Imported', '{}');
 CREATE FUNCTION hs.project_async() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	INSERT INTO hs.async_model VALUES (NEW.stream_id, NEW.version);
@@ -423,6 +426,7 @@ my %readers = (
 my %writers = (
 	'es.es_append(text,bigint,jsonb)' =>
 	  q{SELECT es.es_append('acct-1', NULL, '[{"type": "Deposited", "data": {"amount": 1}}]')},
+	'es.es_import(regclass,boolean)' => q{SELECT es.es_import('hs.import_src')},
 	'es.es_snapshot_save(text,regprocedure,jsonb,bigint)' =>
 	  qq{SELECT es.es_snapshot_save('acct-3', $reducer, $initial)},
 	'es.es_snapshot_delete(text,regprocedure)' =>
