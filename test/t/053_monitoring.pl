@@ -18,6 +18,7 @@ use strict;
 use warnings;
 
 use HTTP::Tiny;
+use Time::HiRes qw(sleep time);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -141,8 +142,12 @@ SKIP:
 			delete $ENV{$_} for grep { /^PG/ } keys %ENV;
 			$ENV{DATA_SOURCE_NAME} = $dsn;
 		});
+	# until the exporter listens and has scraped (Time::HiRes: a core
+	# sleep(0.2) does not sleep at all, and the loop gave up within
+	# milliseconds on a loaded machine)
 	my $body = '';
-	for (1 .. 100)
+	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $deadline)
 	{
 		my $r = HTTP::Tiny->new(timeout => 5)->get("http://127.0.0.1:$port/metrics");
 		if ($r->{success} && $r->{content} =~ /^es_stats_appends/m)
