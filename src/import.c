@@ -361,15 +361,18 @@ check_source(Oid relid, ImportState *st)
 							name, st->relname),
 					 errdetail("The columns of an import source are stream_id, version, event_id, event_type, schema_version, data, metadata and recorded_at."),
 					 errhint("Create the source with CREATE TEMP TABLE ... (LIKE es.import_event).")));
-		if (att->atttypid != import_column_types[j])
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("column \"%s\" of table \"%s\" has type %s, expected %s",
-							name, st->relname, format_type_be(att->atttypid),
-							format_type_be(import_column_types[j])),
-					 errhint("Create the source with CREATE TEMP TABLE ... (LIKE es.import_event).")));
-		st->attnums[j] = att->attnum;
-		found++;
+		else
+		{
+			if (att->atttypid != import_column_types[j])
+				ereport(ERROR,
+						(errcode(ERRCODE_DATATYPE_MISMATCH),
+						 errmsg("column \"%s\" of table \"%s\" has type %s, expected %s",
+								name, st->relname, format_type_be(att->atttypid),
+								format_type_be(import_column_types[j])),
+						 errhint("Create the source with CREATE TEMP TABLE ... (LIKE es.import_event).")));
+			st->attnums[j] = att->attnum;
+			found++;
+		}
 	}
 	for (j = 0; j < IC_NCOLUMNS; j++)
 		if (st->attnums[j] == InvalidAttrNumber)
