@@ -139,7 +139,7 @@ SELECT t.relname, 'index', i.relname, pg_catalog.pg_get_indexdef(ix.indexrelid),
   JOIN pg_catalog.pg_class AS i ON i.oid = ix.indexrelid
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint AS k WHERE k.conindid = ix.indexrelid)
    AND i.relname <> ALL (ARRAY['streams_category_idx', 'events_log_idx', 'events_category_log_idx',
-							   'events_type_log_idx', 'events_event_id_idx',
+							   'events_type_log_idx', 'events_event_id_idx', 'events_tags_idx',
 							   'outbox_deliveries_stream_idx', 'outbox_dead_position_idx']::name[])
 UNION ALL
 SELECT t.relname, 'row security', 'enable',
@@ -1936,3 +1936,94 @@ COMMENT ON FUNCTION @extschema@.es_import(regclass, boolean) IS
 	'imports every row of a table shaped like es.import_event into the log, in one transaction and in the table''s row order; outbox: route the events to the outbox when routes exist';
 REVOKE ALL ON FUNCTION @extschema@.es_import(regclass, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_import(regclass, boolean) TO es_admin;
+
+/*
+ * Consistency across streams (issue 17): tags on events, the GIN index of
+ * the tagged events, es_read_query and the conditional es_append.
+ */
+ALTER TABLE @extschema@.events ADD COLUMN IF NOT EXISTS tags text[];
+COMMENT ON COLUMN @extschema@.events.tags IS 'tags of the event (es_read_query, conditional appends), in the order given; NULL when it has none';
+CREATE INDEX IF NOT EXISTS events_tags_idx ON @extschema@.events USING gin (tags) WITH (fastupdate = off)
+	WHERE tags IS NOT NULL;
+/*
+ * The SQL-standard bodies that return es.events rows were expanded with the
+ * columns of 0.1.0: parse them again, now with tags (a function of the
+ * user's own written the same way needs the same; see README, Upgrading).
+ */
+CREATE OR REPLACE FUNCTION @extschema@.es_events_by_correlation(correlation_id text)
+RETURNS SETOF @extschema@.events
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT e.* FROM @extschema@.events AS e
+	 WHERE e.metadata OPERATOR(pg_catalog.?) 'correlation_id'
+	   AND (e.metadata OPERATOR(pg_catalog.->>) 'correlation_id') OPERATOR(pg_catalog.=) es_events_by_correlation.correlation_id
+	 ORDER BY e.era, e.tx_id, e.global_position;
+END;
+CREATE OR REPLACE FUNCTION @extschema@.es_events_by_causation(causation_id text)
+RETURNS SETOF @extschema@.events
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT e.* FROM @extschema@.events AS e
+	 WHERE e.metadata OPERATOR(pg_catalog.?) 'causation_id'
+	   AND (e.metadata OPERATOR(pg_catalog.->>) 'causation_id') OPERATOR(pg_catalog.=) es_events_by_causation.causation_id
+	 ORDER BY e.era, e.tx_id, e.global_position;
+END;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_append(stream text, expected_version bigint, events jsonb,
+												 fail_if_events_match jsonb,
+												 after @extschema@.log_cursor DEFAULT NULL)
+RETURNS @extschema@.append_result
+AS 'MODULE_PATHNAME', 'es_append_v2'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) IS
+	'conditional append: es_append, failing with SQLSTATE 40001 (constraint es_append_condition) when another transaction committed an event matching the query fail_if_events_match after the cursor (NULL: at all)';
+REVOKE ALL ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) TO es_writer;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_read_query(query jsonb,
+													 after @extschema@.log_cursor DEFAULT NULL,
+													 max_count integer DEFAULT NULL)
+RETURNS TABLE (global_position bigint,
+			   stream_id text,
+			   version bigint,
+			   event_id uuid,
+			   event_type text,
+			   tags text[],
+			   data jsonb,
+			   metadata jsonb,
+			   recorded_at timestamptz,
+			   log_cursor @extschema@.log_cursor,
+			   horizon xid8)
+AS 'MODULE_PATHNAME', 'es_read_query'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) IS
+	'the events matching a query of event types and tags, after a cursor, in log order, gap-safe like es_read_all; the last row''s log_cursor is the position of a conditional append';
+REVOKE ALL ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) TO es_reader;
+
+/*
+ * The greatest of log cursors, for the position of a conditional append:
+ * SELECT es.max(log_cursor) FROM es.es_read_query(...).  Cursors compare as
+ * rows (era, tx_id, global_position).
+ */
+CREATE OR REPLACE FUNCTION @extschema@.log_cursor_larger(a @extschema@.log_cursor, b @extschema@.log_cursor)
+RETURNS @extschema@.log_cursor
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$SELECT CASE WHEN a OPERATOR(pg_catalog.>=) b THEN a ELSE b END$$;
+COMMENT ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) IS
+	'the greater of two log cursors (the state function of es.max(es.log_cursor))';
+CREATE OR REPLACE AGGREGATE @extschema@.max(@extschema@.log_cursor) (
+	SFUNC = @extschema@.log_cursor_larger,
+	STYPE = @extschema@.log_cursor,
+	COMBINEFUNC = @extschema@.log_cursor_larger,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE @extschema@.max(@extschema@.log_cursor) IS
+	'the greatest log cursor: the position a conditional append refers to after an es_read_query';
+REVOKE ALL ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.max(@extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) TO es_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.max(@extschema@.log_cursor) TO es_reader;

@@ -160,7 +160,7 @@ token_datum(const EsToken *t, Oid typid)
 static EsPlan find_ids_plan = {
 	NULL,
 	"SELECT e.event_id, e.version, e.global_position,"
-	"       e.event_type, e.schema_version, e.data, e.metadata, e.era, e.tx_id"
+	"       e.event_type, e.schema_version, e.data, e.metadata, e.era, e.tx_id, e.tags"
 	"  FROM es.events AS e"
 	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
 	"   AND e.event_id OPERATOR(pg_catalog.=) ANY ($2)"
@@ -229,32 +229,52 @@ static EsPlan stream_version_plan = {
 	1, {TEXTOID}
 };
 
+/*
+ * The inserts of a batch: one event, or many through unnest(); with tags
+ * ($11, a text[] for one event, the text form of each event's text[] for
+ * many), or without (the statement of an untagged batch names no tags).
+ */
+#define INSERT_INTO(tags) \
+	"INSERT INTO es.events AS e" \
+	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id," \
+	"   schema_version" tags ")"
+#define INSERT_ONE(tags) \
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10" tags ")"
+#define INSERT_MANY(tags, unnest_tags, alias_tags) \
+	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, $9, $8, u.s" tags \
+	"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)," \
+	"                   pg_catalog.unnest($5), pg_catalog.unnest($6)," \
+	"                   pg_catalog.unnest($10)" unnest_tags ")" \
+	"          WITH ORDINALITY AS u(i, t, d, m, s" alias_tags ", o)"
+#define INSERT_RETURNING \
+	" RETURNING e.version, e.global_position, e.event_id, e.stream_id, e.era, e.tx_id," \
+	"           e.recorded_at"
+#define INSERT_ONE_ARGS \
+	TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT4OID, \
+	INT4OID
+#define INSERT_MANY_ARGS \
+	TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, \
+	TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID
+
 static EsPlan insert_one_plan = {
-	NULL,
-	"INSERT INTO es.events AS e"
-	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id,"
-	"   schema_version)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10)"
-	" RETURNING e.version, e.global_position, e.event_id, e.stream_id, e.era, e.tx_id,"
-	"           e.recorded_at",
-	10, {TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT4OID,
-		INT4OID}
+	NULL, INSERT_INTO("") INSERT_ONE("") INSERT_RETURNING, 10, {INSERT_ONE_ARGS}
+};
+
+static EsPlan insert_one_tags_plan = {
+	NULL, INSERT_INTO(", tags") INSERT_ONE(", $11") INSERT_RETURNING,
+	11, {INSERT_ONE_ARGS, TEXTARRAYOID}
 };
 
 static EsPlan insert_many_plan = {
+	NULL, INSERT_INTO("") INSERT_MANY("", "", "") INSERT_RETURNING, 10, {INSERT_MANY_ARGS}
+};
+
+static EsPlan insert_many_tags_plan = {
 	NULL,
-	"INSERT INTO es.events AS e"
-	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id,"
-	"   schema_version)"
-	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, $9, $8, u.s"
-	"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4),"
-	"                   pg_catalog.unnest($5), pg_catalog.unnest($6),"
-	"                   pg_catalog.unnest($10))"
-	"          WITH ORDINALITY AS u(i, t, d, m, s, o)"
-	" RETURNING e.version, e.global_position, e.event_id, e.stream_id, e.era, e.tx_id,"
-	"           e.recorded_at",
-	10, {TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
-		TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID}
+	INSERT_INTO(", tags")
+	INSERT_MANY(", u.g::pg_catalog.text[]", ", pg_catalog.unnest($11)", ", g")
+	INSERT_RETURNING,
+	11, {INSERT_MANY_ARGS, TEXTARRAYOID}
 };
 
 /*
@@ -332,6 +352,30 @@ text_equal(Datum a, Datum b)
 }
 
 /*
+ * text_arrays_equal
+ *		Do two one-dimensional text[] without nulls hold the same strings in
+ *		the same order?
+ */
+static bool
+text_arrays_equal(ArrayType *a, ArrayType *b)
+{
+	Datum	   *ea;
+	Datum	   *eb;
+	int			na;
+	int			nb;
+	int			i;
+
+	deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &ea, NULL, &na);
+	deconstruct_array(b, TEXTOID, -1, false, TYPALIGN_INT, &eb, NULL, &nb);
+	if (na != nb)
+		return false;
+	for (i = 0; i < na; i++)
+		if (!text_equal(ea[i], eb[i]))
+			return false;
+	return true;
+}
+
+/*
  * jsonb_equal
  *		Are two jsonb values equal as jsonb values?  Equal bytes are the
  *		common case of a retry (the same JSON text parses to the same
@@ -351,7 +395,7 @@ jsonb_equal(Jsonb *a, Datum b)
  * stored_event_differs
  *		The key of the batch's event ev that differs from the stored event
  *		in row tup of find_ids_plan's result ("type", "schema_version",
- *		"data", "metadata"), or NULL when they are the same event.  data and
+ *		"data", "metadata", "tags"), or NULL when they are the same event.  data and
  *		metadata compare as jsonb values (key order and number spelling do
  *		not matter); a missing or null "metadata" equals a stored NULL.  The
  *		stored values are compared raw: upcasters play no part.
@@ -376,6 +420,11 @@ stored_event_differs(const EsEvent *ev, HeapTuple tup, TupleDesc desc)
 		return "metadata";
 	if (!isnull && !jsonb_equal(ev->metadata, d))
 		return "metadata";
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	if (isnull != (ev->tags == NULL))
+		return "tags";
+	if (!isnull && !text_arrays_equal(ev->tags, DatumGetArrayTypeP(d)))
+		return "tags";
 	return NULL;
 }
 
@@ -1014,10 +1063,15 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 			  Datum recorded_at, Datum tx_id, int32 era, int64 *positions)
 {
 	Oid			events_rel = EsRelationOid("events");
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[11];
+	char		nulls[11];
 	SPIPlanPtr	plan;
+	bool		tagged = false;
 	int			rc;
+	int			k;
+
+	for (k = 0; k < n && !tagged; k++)
+		tagged = (events[k].tags != NULL);
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = stream;
@@ -1027,7 +1081,9 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 
 	if (n == 1)
 	{
-		plan = EsGetPlan(&insert_one_plan);
+		plan = EsGetPlan(tagged ? &insert_one_tags_plan : &insert_one_plan);
+		if (tagged)
+			values[10] = PointerGetDatum(events[0].tags);
 		values[1] = Int64GetDatum(first_version);
 		values[2] = UUIDPGetDatum(&events[0].id);
 		values[3] = PointerGetDatum(events[0].type);
@@ -1062,7 +1118,23 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		dims[0] = n;
 		lbs[0] = 1;
 
-		plan = EsGetPlan(&insert_many_plan);
+		plan = EsGetPlan(tagged ? &insert_many_tags_plan : &insert_many_plan);
+		if (tagged)
+		{
+			Datum	   *tags = palloc(sizeof(Datum) * n);
+			bool	   *tagnulls = palloc(sizeof(bool) * n);
+
+			/* each event's text[] in its text form, cast back by the insert */
+			for (j = 0; j < n; j++)
+			{
+				tagnulls[j] = (events[j].tags == NULL);
+				if (!tagnulls[j])
+					tags[j] = CStringGetTextDatum(OidOutputFunctionCall(F_ARRAY_OUT,
+																		PointerGetDatum(events[j].tags)));
+			}
+			values[10] = PointerGetDatum(construct_md_array(tags, tagnulls, 1, dims, lbs,
+															TEXTOID, -1, false, TYPALIGN_INT));
+		}
 		values[1] = Int64GetDatum(first_version - 1);
 		values[2] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 		values[3] = PointerGetDatum(construct_array(types, n, TEXTOID, -1, false, TYPALIGN_INT));
@@ -1156,6 +1228,11 @@ typedef struct AppendArgs
 	EsEvent    *events;
 	int			n;
 	bool		with_ids;
+	EsQuery    *condition;		/* NULL: an unconditional append */
+	bool		have_after;		/* the condition's cursor, when given */
+	int32		after_era;
+	Datum		after_tx;
+	int64		after_pos;
 	/* set by the append (fields, not locals: they outlive its PG_TRY) */
 	bool		replay;			/* an idempotent replay */
 	int64		version;		/* the stream's version after it */
@@ -1208,6 +1285,24 @@ append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
 	batch = PG_GETARG_JSONB_P(2);
 
 	args->events = EsParseBatch(batch, &args->n, &args->with_ids);
+
+	/* es_append(..., fail_if_events_match jsonb, after es.log_cursor) */
+	args->condition = NULL;
+	args->have_after = false;
+	if (PG_NARGS() >= 5)
+	{
+		args->have_after = !PG_ARGISNULL(4);
+		if (!PG_ARGISNULL(3))
+			args->condition = EsParseQuery(PG_GETARG_JSONB_P(3), "condition", true);
+		else if (args->have_after)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("after cannot be given without fail_if_events_match"),
+					 errhint("Pass the condition's query in fail_if_events_match, or leave both NULL for an unconditional append.")));
+		if (args->have_after)
+			EsParseCursor(PG_GETARG_HEAPTUPLEHEADER(4), &args->after_era, &args->after_tx,
+						  &args->after_pos);
+	}
 }
 
 /*
@@ -1316,6 +1411,15 @@ es_append(PG_FUNCTION_ARGS)
 			Datum		recorded_at;
 			int64		first_version;
 			Datum		log_tx_id;
+
+			/*
+			 * The locks of the batch's tags and types and of its condition
+			 * (condition.c), before the stream row lock; then the condition.
+			 */
+			EsLockWrite(events, n, args.condition);
+			if (args.condition != NULL)
+				EsCheckCondition(stream_str, args.condition, args.have_after,
+								 args.after_era, args.after_tx, args.after_pos);
 
 			EsRefuseBeforeRowTriggers(EsRelationOid("streams"), "streams");
 			args.version = advance_stream(stream_str, stream_datum, expected_null, expected, n,

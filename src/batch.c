@@ -8,8 +8,10 @@
  * es.max_batch_events and es.max_batch_size; each element an object with a
  * string "type" (at most ES_MAX_NAME_BYTES), a "data" member, an optional
  * object "metadata" (whose correlation and causation ids, when present, are
- * strings), an optional uuid string "id" and an optional positive integer
- * "schema_version", within es.max_event_size.  Ids must be unique in the
+ * strings), an optional array "tags" of distinct non-empty strings (at most
+ * ES_MAX_EVENT_TAGS, see EsJsonStringArray), an optional uuid string "id"
+ * and an optional positive integer "schema_version", within
+ * es.max_event_size.  Ids must be unique in the
  * batch; missing ids are generated (time-ordered, version 7: see
  * EsGenerateEventId).  Errors name the
  * event through an error context ("event N of M in the batch").
@@ -23,7 +25,9 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -105,8 +109,12 @@ EsGenerateEventId(pg_uuid_t *id)
 	memcpy(&id->data[9], &rnd[1], 7);
 }
 
-static const char *
-jsonb_value_type_name(JsonbValue *v)
+/*
+ * EsJsonbTypeName
+ *		The JSON type of v, for error details ("Got a JSON number.").
+ */
+const char *
+EsJsonbTypeName(JsonbValue *v)
 {
 	switch (v->type)
 	{
@@ -148,7 +156,7 @@ check_metadata_id(Jsonb *metadata, const char *key)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("metadata key \"%s\" must be a JSON string", key),
-				 errdetail("Got a JSON %s.", jsonb_value_type_name(v))));
+				 errdetail("Got a JSON %s.", EsJsonbTypeName(v))));
 }
 
 /*
@@ -162,6 +170,93 @@ EsCheckMetadataIds(Jsonb *metadata)
 {
 	check_metadata_id(metadata, "correlation_id");
 	check_metadata_id(metadata, "causation_id");
+}
+
+static int
+text_cmp_internal(const void *a, const void *b)
+{
+	text	   *ta = *(text *const *) a;
+	text	   *tb = *(text *const *) b;
+	int			la = VARSIZE_ANY_EXHDR(ta);
+	int			lb = VARSIZE_ANY_EXHDR(tb);
+	int			c = memcmp(VARDATA_ANY(ta), VARDATA_ANY(tb), Min(la, lb));
+
+	return c != 0 ? c : (la > lb) - (la < lb);
+}
+
+/*
+ * EsJsonStringArray
+ *		The JSON array v of non-empty strings as a text[] (order kept), or
+ *		NULL for JSON null or an empty array.  what names the member in
+ *		errors ("event \"tags\"", "query item \"types\""); at most max_items
+ *		strings of at most ES_MAX_NAME_BYTES bytes each, and no string twice
+ *		(a set: a repeated tag or type is a client bug, not a wish).  Raises
+ *		invalid_parameter_value for a wrong shape, program_limit_exceeded
+ *		past a limit.
+ */
+ArrayType *
+EsJsonStringArray(JsonbValue *v, const char *what, int max_items)
+{
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	elem;
+	text	  **items;
+	text	  **sorted;
+	int			n;
+	int			i = 0;
+
+	if (v->type == jbvNull)
+		return NULL;
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON array of strings", what),
+				 errdetail("Got a JSON %s.", EsJsonbTypeName(v))));
+	n = JsonContainerSize(v->val.binary.data);
+	if (n == 0)
+		return NULL;
+	if (n > max_items)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s has too many elements", what),
+				 errdetail("It has %d elements; the limit is %d.", n, max_items)));
+
+	items = palloc(sizeof(text *) * n);
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (elem.type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must be a JSON array of strings", what),
+					 errdetail("Element %d is a JSON %s.", i + 1, EsJsonbTypeName(&elem))));
+		if (elem.val.string.len == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s cannot contain an empty string", what)));
+		if (elem.val.string.len > ES_MAX_NAME_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("element %d of %s is too long", i + 1, what),
+					 errdetail("Elements are limited to %d bytes; this one has %d.",
+							   ES_MAX_NAME_BYTES, elem.val.string.len)));
+		items[i++] = cstring_to_text_with_len(elem.val.string.val, elem.val.string.len);
+	}
+	Assert(i == n);
+
+	sorted = palloc(sizeof(text *) * n);
+	memcpy(sorted, items, sizeof(text *) * n);
+	qsort(sorted, n, sizeof(text *), text_cmp_internal);
+	for (i = 1; i < n; i++)
+		if (text_cmp_internal(&sorted[i - 1], &sorted[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s contains \"%s\" more than once", what, text_to_cstring(sorted[i]))));
+	pfree(sorted);
+
+	return construct_array((Datum *) items, n, TEXTOID, -1, false, TYPALIGN_INT);
 }
 
 /*
@@ -183,7 +278,7 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 		ereport(ERROR,
 				(errcode(ERRCODE_SQL_JSON_OBJECT_NOT_FOUND),
 				 errmsg("event must be a JSON object"),
-				 errdetail("Got a JSON %s.", jsonb_value_type_name(elem))));
+				 errdetail("Got a JSON %s.", EsJsonbTypeName(elem))));
 
 	if (elem->val.binary.len > es_max_event_size)
 		ereport(ERROR,
@@ -214,7 +309,7 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("event \"type\" must be a JSON string"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+						 errdetail("Got a JSON %s.", EsJsonbTypeName(&v))));
 			if (v.val.string.len == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -255,7 +350,7 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("event \"schema_version\" must be a positive integer"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+						 errdetail("Got a JSON %s.", EsJsonbTypeName(&v))));
 		}
 		else if (keylen == 4 && memcmp(key, "data", 4) == 0)
 		{
@@ -276,8 +371,10 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("event \"metadata\" must be a JSON object"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+						 errdetail("Got a JSON %s.", EsJsonbTypeName(&v))));
 		}
+		else if (keylen == 4 && memcmp(key, "tags", 4) == 0)
+			ev->tags = EsJsonStringArray(&v, "event \"tags\"", ES_MAX_EVENT_TAGS);
 		else if (keylen == 2 && memcmp(key, "id", 2) == 0)
 		{
 			if (v.type == jbvNull)
@@ -296,20 +393,20 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("event \"id\" must be a JSON string holding a UUID"),
-						 errdetail("Got a JSON %s.", jsonb_value_type_name(&v))));
+						 errdetail("Got a JSON %s.", EsJsonbTypeName(&v))));
 		}
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown key \"%.*s\" in event", keylen, key),
-					 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
+					 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"tags\", \"id\" and \"schema_version\".")));
 	}
 
 	if (!have_type)
 		ereport(ERROR,
 				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
 				 errmsg("event has no \"type\""),
-				 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"id\" and \"schema_version\".")));
+				 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"tags\", \"id\" and \"schema_version\".")));
 	if (!have_data)
 		ereport(ERROR,
 				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),

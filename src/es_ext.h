@@ -16,6 +16,7 @@
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "access/tupdesc.h"
+#include "utils/array.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "portability/instr_time.h"
@@ -29,6 +30,9 @@
 
 /* Name of the constraint reported with every expected-version conflict. */
 #define ES_EXPECTED_VERSION_CONSTRAINT "es_expected_version"
+
+/* Name of the constraint reported when an append condition fails (condition.c). */
+#define ES_APPEND_CONDITION_CONSTRAINT "es_append_condition"
 
 /* Expected-version spellings accepted by es_append (NULL means "any"). */
 #define ES_EXPECT_STREAM_EXISTS	(-1)
@@ -135,9 +139,48 @@ typedef struct EsEvent
 	int32		schema_version;	/* "schema_version", default 1 */
 	Jsonb	   *data;
 	Jsonb	   *metadata;		/* NULL when absent or JSON null */
+	ArrayType  *tags;			/* text[], NULL when absent, null or [] */
 } EsEvent;
 
 extern EsEvent *EsParseBatch(Jsonb *batch, int *count, bool *with_ids);
+extern const char *EsJsonbTypeName(JsonbValue *v);
+extern ArrayType *EsJsonStringArray(JsonbValue *v, const char *what, int max_items);
+
+/*
+ * Consistency across streams (issue 17): tags, queries (query.c) and
+ * conditional appends (condition.c).
+ */
+
+/* tags per event, items per query, event types per query item */
+#define ES_MAX_EVENT_TAGS		32
+#define ES_MAX_QUERY_ITEMS		32
+#define ES_MAX_QUERY_TYPES		64
+/* condition.c: an append with more lock keys than this locks coarse buckets */
+#define ES_DCB_FINE_KEYS		16
+/* condition.c: coarse buckets of lock keys */
+#define ES_DCB_BUCKETS			64
+/* condition.c: rows fetched at a time while the condition skips the transaction's own events */
+#define ES_DCB_CHECK_FETCH		100
+
+/* one item of a query: types OR'ed, tags AND'ed; NULL = no restriction */
+typedef struct EsQueryItem
+{
+	ArrayType  *types;			/* text[] or NULL */
+	ArrayType  *tags;			/* text[] or NULL */
+} EsQueryItem;
+
+/* a query: items OR'ed */
+typedef struct EsQuery
+{
+	int			nitems;
+	EsQueryItem *items;
+} EsQuery;
+
+extern EsQuery *EsParseQuery(Jsonb *query, const char *what, bool for_condition);
+extern void EsLockWrite(const EsEvent *events, int n, const EsQuery *condition);
+extern void EsCheckCondition(const char *stream, const EsQuery *condition,
+							 bool have_after, int32 era, Datum tx_id, int64 position);
+extern void EsLockAllForImport(void);
 extern void EsGenerateEventId(pg_uuid_t *id);
 extern void EsCheckMetadataIds(Jsonb *metadata);
 

@@ -2,7 +2,9 @@
  *
  * read.c
  *	  Read side: es_read_stream (one stream, in version order), es_read_all
- *	  (the global log, gap-safe), es_log_horizon, and es_cursor_lag (how far
+ *	  (the global log, gap-safe), es_read_query (the global log filtered by
+ *	  a query of event types and tags, gap-safe), es_log_horizon, and
+ *	  es_cursor_lag (how far
  *	  a cursor is behind: what es.subscriptions and es.projection_progress
  *	  show).
  *
@@ -54,6 +56,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -300,31 +303,42 @@ es_read_stream(PG_FUNCTION_ARGS)
 /* State for make_log_row. */
 typedef struct EsLogRowState
 {
-	TupleDesc	outdesc;		/* es_read_all's result */
+	TupleDesc	outdesc;		/* es_read_all's or es_read_query's result */
 	TupleDesc	cursordesc;		/* es.log_cursor */
 	Datum		horizon;
 	EsUpcaster *upcaster;		/* NULL when no upcaster is registered */
+	bool		with_tags;		/* es_read_query: tags after event_type */
 } EsLogRowState;
 
 /*
  * make_log_row
  *		Result row of es_read_all from a row of the log query: the eight
- *		event columns (data upcast), the row's cursor and the horizon.
+ *		event columns (data upcast), the row's cursor and the horizon.  For
+ *		es_read_query, the event's tags (the log query's twelfth column)
+ *		follow its type.
  */
 static HeapTuple
 make_log_row(HeapTuple row, TupleDesc rowdesc, void *arg)
 {
 	EsLogRowState *st = (EsLogRowState *) arg;
-	Datum		in[11];
-	bool		innulls[11];
-	Datum		out[10];
-	bool		outnulls[10];
+	Datum		in[12];
+	bool		innulls[12];
+	Datum		out[11];
+	bool		outnulls[11];
 	Datum		cur[3];
 	bool		curnulls[3] = {false, false, false};
+	int			t = st->with_tags ? 1 : 0;	/* offset of the columns after the type */
 
 	heap_deform_tuple(row, rowdesc, in, innulls);
-	memcpy(out, in, sizeof(Datum) * 8);
-	memcpy(outnulls, innulls, sizeof(bool) * 8);
+	memcpy(out, in, sizeof(Datum) * 5);
+	memcpy(outnulls, innulls, sizeof(bool) * 5);
+	if (st->with_tags)
+	{
+		out[5] = in[11];
+		outnulls[5] = innulls[11];
+	}
+	memcpy(out + 5 + t, in + 5, sizeof(Datum) * 3);
+	memcpy(outnulls + 5 + t, innulls + 5, sizeof(bool) * 3);
 
 	/* old event shapes are upcast on read (upcast.c): only data changes */
 	if (st->upcaster != NULL)
@@ -342,16 +356,16 @@ make_log_row(HeapTuple row, TupleDesc rowdesc, void *arg)
 		ev.recorded_at = in[7];
 		ev.schema_version = DatumGetInt32(in[10]);
 		if (EsUpcastEvent(st->upcaster, &ev))
-			out[5] = ev.data;
+			out[5 + t] = ev.data;
 	}
 
 	cur[0] = in[8];				/* era */
 	cur[1] = in[9];				/* tx_id */
 	cur[2] = in[0];				/* global_position */
-	out[8] = HeapTupleGetDatum(heap_form_tuple(st->cursordesc, cur, curnulls));
-	outnulls[8] = false;
-	out[9] = st->horizon;
-	outnulls[9] = false;
+	out[8 + t] = HeapTupleGetDatum(heap_form_tuple(st->cursordesc, cur, curnulls));
+	outnulls[8 + t] = false;
+	out[9 + t] = st->horizon;
+	outnulls[9 + t] = false;
 
 	return heap_form_tuple(st->outdesc, out, outnulls);
 }
@@ -454,6 +468,7 @@ es_read_all(PG_FUNCTION_ARGS)
 	st.cursordesc = lookup_rowtype_tupdesc_copy(TupleDescAttr(rsinfo->setDesc, 8)->atttypid, -1);
 	st.cursordesc = BlessTupleDesc(st.cursordesc);
 	st.upcaster = EsUpcasterBegin();
+	st.with_tags = false;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -490,6 +505,146 @@ es_read_all(PG_FUNCTION_ARGS)
 	else
 		EsStatsRead(NULL, 0, true, false);
 
+	return (Datum) 0;
+}
+
+/*
+ * query_read_sql
+ *		The log query of es_read_query for query q: es_read_all's statement
+ *		with the event's tags as a twelfth column and the items OR'ed, their
+ *		arrays as arguments from $7 on (argtypes[] and values[] get them).
+ *		An item's tags are matched by the GIN index on es.events.tags, its
+ *		types alone by the index on (event_type, log cursor).
+ */
+static char *
+query_read_sql(const EsQuery *q, Oid *argtypes, Datum *values, char *nulls, int *nargs)
+{
+	StringInfoData sql;
+	int			i;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql,
+						   "SELECT e.global_position, e.stream_id, e.version, e.event_id, e.event_type,"
+						   "       e.data, e.metadata, e.recorded_at, e.era, e.tx_id, e.schema_version,"
+						   "       e.tags"
+						   "  FROM es.events AS e"
+						   " WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+						   "   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)"
+						   "   AND (");
+	for (i = 0; i < q->nitems; i++)
+	{
+		const EsQueryItem *item = &q->items[i];
+		bool		any = false;
+
+		appendStringInfoString(&sql, i > 0 ? " OR (" : "(");
+		if (item->tags != NULL)
+		{
+			argtypes[*nargs] = TEXTARRAYOID;
+			values[*nargs] = PointerGetDatum(item->tags);
+			nulls[*nargs] = ' ';
+			(*nargs)++;
+			appendStringInfo(&sql, "e.tags OPERATOR(pg_catalog.@>) $%d", *nargs);
+			any = true;
+		}
+		if (item->types != NULL)
+		{
+			argtypes[*nargs] = TEXTARRAYOID;
+			values[*nargs] = PointerGetDatum(item->types);
+			nulls[*nargs] = ' ';
+			(*nargs)++;
+			appendStringInfo(&sql, "%se.event_type OPERATOR(pg_catalog.=) ANY ($%d)",
+							 any ? " AND " : "", *nargs);
+			any = true;
+		}
+		appendStringInfoString(&sql, any ? ")" : "true)");
+	}
+	appendStringInfoString(&sql, ") ORDER BY e.era, e.tx_id, e.global_position LIMIT $6");
+	return sql.data;
+}
+
+PG_FUNCTION_INFO_V1(es_read_query);
+
+/*
+ * es_read_query(query jsonb, after es.log_cursor, max_count integer)
+ *		RETURNS TABLE (global_position, stream_id, version, event_id,
+ *					   event_type, tags, data, metadata, recorded_at,
+ *					   log_cursor, horizon)
+ *
+ * The events matching a query (query.c) after the cursor (NULL: from the
+ * start), in log order, at most max_count (NULL: all) -- gap-safe as
+ * es_read_all: only below the horizon of the snapshot the read runs under,
+ * so a transaction that commits late is never behind a returned cursor, and
+ * the caller's own uncommitted events are not returned.  The cursor of the
+ * last row is the position a conditional append refers to (condition.c);
+ * rows and cursor come from this one statement's snapshot (JasperFx/marten
+ * #5300 read them in two).
+ */
+Datum
+es_read_query(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EsQuery    *q;
+	int32		after_era = -1;
+	Datum		after_tx = FullTransactionIdGetDatum(FullTransactionIdFromU64(0));
+	int64		after_pos = 0;
+	Oid			argtypes[6 + 2 * ES_MAX_QUERY_ITEMS] = {INT4OID, XID8OID, INT8OID, INT4OID,
+	XID8OID, INT8OID};
+	Datum		values[6 + 2 * ES_MAX_QUERY_ITEMS];
+	char		nulls[6 + 2 * ES_MAX_QUERY_ITEMS];
+	int			nargs = 6;
+	char	   *sql;
+	EsLogRowState st;
+	Portal		portal;
+
+	EsCheckNotSubscriber(ES_LOG_READ_ALL);
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("query cannot be null")));
+	q = EsParseQuery(PG_GETARG_JSONB_P(0), "query", false);
+	if (!PG_ARGISNULL(1))
+		EsParseCursor(PG_GETARG_HEAPTUPLEHEADER(1), &after_era, &after_tx, &after_pos);
+	memset(nulls, ' ', sizeof(nulls));
+	if (PG_ARGISNULL(2))
+		nulls[5] = 'n';			/* LIMIT NULL: all */
+	else
+	{
+		int32		max_count = PG_GETARG_INT32(2);
+
+		if (max_count <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_count must be greater than zero"),
+					 errhint("Use NULL to read every matching event.")));
+		values[5] = Int64GetDatum((int64) max_count);
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_BLESS);
+	st.outdesc = rsinfo->setDesc;
+	st.cursordesc = lookup_rowtype_tupdesc_copy(TupleDescAttr(rsinfo->setDesc, 9)->atttypid, -1);
+	st.cursordesc = BlessTupleDesc(st.cursordesc);
+	st.upcaster = EsUpcasterBegin();
+	st.with_tags = true;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* horizon and scan under the same (active) snapshot */
+	st.horizon = FullTransactionIdGetDatum(EsLogHorizon(GetActiveSnapshot()));
+	values[0] = Int32GetDatum(after_era);
+	values[1] = after_tx;
+	values[2] = Int64GetDatum(after_pos);
+	values[3] = Int32GetDatum(EsCurrentEra());
+	values[4] = st.horizon;
+	sql = query_read_sql(q, argtypes, values, nulls, &nargs);
+
+	portal = SPI_cursor_open_with_args(NULL, sql, nargs, argtypes, values, nulls, true, 0);
+	fetch_into_tuplestore(portal, rsinfo, make_log_row, &st);
+	SPI_cursor_close(portal);
+	SPI_finish();
+
+	EsStatsRead(NULL, 0, true, false);
 	return (Datum) 0;
 }
 

@@ -112,12 +112,20 @@ CREATE TABLE @extschema@.events (
 	category		text NOT NULL GENERATED ALWAYS AS (pg_catalog.split_part(stream_id, '-', 1)) STORED,
 	era				integer NOT NULL,
 	tx_id			xid8 NOT NULL,
+	tags			text[],
 	CONSTRAINT events_pkey PRIMARY KEY (stream_id, version)
 );
 CREATE INDEX events_event_id_idx ON @extschema@.events (event_id);
 CREATE INDEX events_log_idx ON @extschema@.events (era, tx_id, global_position);
 CREATE INDEX events_category_log_idx ON @extschema@.events (category, era, tx_id, global_position);
 CREATE INDEX events_type_log_idx ON @extschema@.events (event_type, era, tx_id, global_position);
+/*
+ * Tags (issue 17): queries by tag (es_read_query, append conditions) use a
+ * GIN index of the tagged events only; fastupdate is off, so a query never
+ * scans a pending list and an untagged append pays nothing.
+ */
+CREATE INDEX events_tags_idx ON @extschema@.events USING gin (tags) WITH (fastupdate = off)
+	WHERE tags IS NOT NULL;
 
 COMMENT ON TABLE @extschema@.events IS
 	'es_ext event log (append-only: written only by es_append)';
@@ -128,6 +136,7 @@ COMMENT ON COLUMN @extschema@.events.schema_version IS 'version of the shape of 
 COMMENT ON COLUMN @extschema@.events.recorded_at IS 'server time of the append, non-decreasing within a stream';
 COMMENT ON COLUMN @extschema@.events.category IS 'stream category: the stream id up to its first "-"';
 COMMENT ON COLUMN @extschema@.events.era IS 'leading part of the global log cursor; advanced after a restore into another cluster';
+COMMENT ON COLUMN @extschema@.events.tags IS 'tags of the event (es_read_query, conditional appends), in the order given; NULL when it has none';
 COMMENT ON COLUMN @extschema@.events.tx_id IS 'orders the global log: the top-level transaction id of the append, raised to the stream''s previous tx_id when that is newer';
 CREATE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.events
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
@@ -172,3 +181,14 @@ COMMENT ON FUNCTION @extschema@.es_append(text, bigint, jsonb) IS
 	'appends a batch of events to a stream atomically; expected_version: NULL any, -1 stream exists, 0 no stream, N exact';
 REVOKE ALL ON FUNCTION @extschema@.es_append(text, bigint, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, jsonb) TO es_writer;
+
+CREATE FUNCTION @extschema@.es_append(stream text, expected_version bigint, events jsonb,
+									  fail_if_events_match jsonb,
+									  after @extschema@.log_cursor DEFAULT NULL)
+RETURNS @extschema@.append_result
+AS 'MODULE_PATHNAME', 'es_append_v2'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) IS
+	'conditional append: es_append, failing with SQLSTATE 40001 (constraint es_append_condition) when another transaction committed an event matching the query fail_if_events_match after the cursor (NULL: at all)';
+REVOKE ALL ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) TO es_writer;

@@ -47,6 +47,52 @@ COMMENT ON FUNCTION @extschema@.es_read_all(@extschema@.log_cursor, integer, tex
 REVOKE ALL ON FUNCTION @extschema@.es_read_all(@extschema@.log_cursor, integer, text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_read_all(@extschema@.log_cursor, integer, text, text[]) TO es_reader;
 
+CREATE FUNCTION @extschema@.es_read_query(query jsonb,
+										  after @extschema@.log_cursor DEFAULT NULL,
+										  max_count integer DEFAULT NULL)
+RETURNS TABLE (global_position bigint,
+			   stream_id text,
+			   version bigint,
+			   event_id uuid,
+			   event_type text,
+			   tags text[],
+			   data jsonb,
+			   metadata jsonb,
+			   recorded_at timestamptz,
+			   log_cursor @extschema@.log_cursor,
+			   horizon xid8)
+AS 'MODULE_PATHNAME', 'es_read_query'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) IS
+	'the events matching a query of event types and tags, after a cursor, in log order, gap-safe like es_read_all; the last row''s log_cursor is the position of a conditional append';
+REVOKE ALL ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) TO es_reader;
+
+/*
+ * The greatest of log cursors, for the position of a conditional append:
+ * SELECT es.max(log_cursor) FROM es.es_read_query(...).  Cursors compare as
+ * rows (era, tx_id, global_position).
+ */
+CREATE FUNCTION @extschema@.log_cursor_larger(a @extschema@.log_cursor, b @extschema@.log_cursor)
+RETURNS @extschema@.log_cursor
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$SELECT CASE WHEN a OPERATOR(pg_catalog.>=) b THEN a ELSE b END$$;
+COMMENT ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) IS
+	'the greater of two log cursors (the state function of es.max(es.log_cursor))';
+CREATE AGGREGATE @extschema@.max(@extschema@.log_cursor) (
+	SFUNC = @extschema@.log_cursor_larger,
+	STYPE = @extschema@.log_cursor,
+	COMBINEFUNC = @extschema@.log_cursor_larger,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE @extschema@.max(@extschema@.log_cursor) IS
+	'the greatest log cursor: the position a conditional append refers to after an es_read_query';
+REVOKE ALL ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.max(@extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) TO es_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.max(@extschema@.log_cursor) TO es_reader;
+
 CREATE FUNCTION @extschema@.es_log_horizon()
 RETURNS xid8
 AS 'MODULE_PATHNAME', 'es_log_horizon'

@@ -122,7 +122,7 @@ SELECT t.relname, 'index', i.relname, pg_catalog.pg_get_indexdef(ix.indexrelid),
   JOIN pg_catalog.pg_class AS i ON i.oid = ix.indexrelid
  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_constraint AS k WHERE k.conindid = ix.indexrelid)
    AND i.relname <> ALL (ARRAY['streams_category_idx', 'events_log_idx', 'events_category_log_idx',
-							   'events_type_log_idx', 'events_event_id_idx',
+							   'events_type_log_idx', 'events_event_id_idx', 'events_tags_idx',
 							   'outbox_deliveries_stream_idx', 'outbox_dead_position_idx']::name[])
 UNION ALL
 SELECT t.relname, 'row security', 'enable',
