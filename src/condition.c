@@ -29,8 +29,9 @@
  * (SHARE does not conflict with SHARE).
  *
  * A batch with more than ES_DCB_FINE_KEYS keys (a large tagged batch, an
- * import) would fill the shared lock table; it takes SHARE locks on coarse
- * buckets (a key's bucket is its hash modulo ES_DCB_BUCKETS) instead, and a
+ * import), or one that would take the transaction's writer keys past
+ * ES_DCB_XACT_FINE_KEYS (a loop of appends in one transaction), would fill
+ * the shared lock table; it takes SHARE locks on coarse buckets (a key's bucket is its hash modulo ES_DCB_BUCKETS) instead, and a
  * condition takes ROW EXCLUSIVE on the bucket of each of its keys besides the
  * EXCLUSIVE lock on the key: ROW EXCLUSIVE conflicts with SHARE, not with
  * itself, so conditions on different keys still do not wait for each other.
@@ -65,6 +66,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
@@ -87,6 +89,10 @@ typedef struct EsLockKey
 	uint64		id;				/* the key's hash, or the bucket number */
 	LOCKMODE	mode;
 } EsLockKey;
+
+/* the transaction whose fine writer keys are counted, and their number */
+static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
+static int	counted_keys = 0;
 
 static int
 lock_key_cmp(const void *a, const void *b)
@@ -212,6 +218,7 @@ EsLockWrite(const EsEvent *events, int n, const EsQuery *condition)
 	int			nc = 0;
 	EsLockKey  *locks;
 	int			nlocks = 0;
+	bool		coarse;
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -245,10 +252,19 @@ EsLockWrite(const EsEvent *events, int n, const EsQuery *condition)
 		nc = unique_keys(ckeys, nc);
 	}
 
+	/* fine writer keys while the append and its transaction stay within budget */
+	if (MyProc->lxid != counted_lxid)
+	{
+		counted_lxid = MyProc->lxid;
+		counted_keys = 0;
+	}
+	coarse = nw > ES_DCB_FINE_KEYS || counted_keys + nw > ES_DCB_XACT_FINE_KEYS;
+	if (!coarse)
+		counted_keys += nw;
+
 	locks = palloc(sizeof(EsLockKey) * (nw + 2 * nc));
 	for (i = 0; i < nw; i++)
 	{
-		bool		coarse = nw > ES_DCB_FINE_KEYS;
 
 		locks[nlocks].bucket = coarse;
 		locks[nlocks].id = coarse ? wkeys[i] % ES_DCB_BUCKETS : wkeys[i];
@@ -304,7 +320,11 @@ EsLockAllForImport(void)
 	"  FROM es.events AS e WHERE true"
 #define CHECK_TAGS	" AND e.tags OPERATOR(pg_catalog.@>) $1"
 #define CHECK_TYPES	" AND e.event_type OPERATOR(pg_catalog.=) ANY ($2)"
-#define CHECK_AFTER	" AND (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($3, $4, $5)"
+/* era by era: the planner estimates a row comparison by its first column (read.c) */
+#define CHECK_AFTER \
+	" AND (e.era OPERATOR(pg_catalog.>) $3" \
+	"      OR (e.era OPERATOR(pg_catalog.=) $3" \
+	"          AND (e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($4, $5)))"
 #define CHECK_LIMIT	" LIMIT $6"
 #define CHECK_ARGS	6, {TEXTARRAYOID, TEXTARRAYOID, INT4OID, XID8OID, INT8OID, INT8OID}
 

@@ -157,6 +157,8 @@ extern ArrayType *EsJsonStringArray(JsonbValue *v, const char *what, int max_ite
 #define ES_MAX_QUERY_TYPES		64
 /* condition.c: an append with more lock keys than this locks coarse buckets */
 #define ES_DCB_FINE_KEYS		16
+/* condition.c: fine writer keys one transaction takes before its appends lock coarse buckets */
+#define ES_DCB_XACT_FINE_KEYS	64
 /* condition.c: coarse buckets of lock keys */
 #define ES_DCB_BUCKETS			64
 /* condition.c: rows fetched at a time while the condition skips the transaction's own events */

@@ -514,7 +514,11 @@ es_read_all(PG_FUNCTION_ARGS)
  *		with the event's tags as a twelfth column and the items OR'ed, their
  *		arrays as arguments from $7 on (argtypes[] and values[] get them).
  *		An item's tags are matched by the GIN index on es.events.tags, its
- *		types alone by the index on (event_type, log cursor).
+ *		types alone by the index on (event_type, log cursor).  The cursor
+ *		and the horizon are spelt out era by era: the planner estimates a
+ *		row comparison by its first column, and (era, ...) > (0, ...) with
+ *		every event in era 0 looks like no row at all, so it would walk the
+ *		whole log index instead of the query's indexes.
  */
 static char *
 query_read_sql(const EsQuery *q, Oid *argtypes, Datum *values, char *nulls, int *nargs)
@@ -528,8 +532,11 @@ query_read_sql(const EsQuery *q, Oid *argtypes, Datum *values, char *nulls, int 
 						   "       e.data, e.metadata, e.recorded_at, e.era, e.tx_id, e.schema_version,"
 						   "       e.tags"
 						   "  FROM es.events AS e"
-						   " WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
-						   "   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)"
+						   " WHERE (e.era OPERATOR(pg_catalog.>) $1"
+						   "        OR (e.era OPERATOR(pg_catalog.=) $1"
+						   "            AND (e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($2, $3)))"
+						   "   AND (e.era OPERATOR(pg_catalog.<) $4"
+						   "        OR (e.era OPERATOR(pg_catalog.=) $4 AND e.tx_id OPERATOR(pg_catalog.<) $5))"
 						   "   AND (");
 	for (i = 0; i < q->nitems; i++)
 	{
