@@ -37,6 +37,10 @@ PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# every object is rebuilt when the shared header changes (PGXS tracks no header
+# dependencies: a struct that grew would otherwise be read with its old layout)
+$(OBJS): src/es_ext.h
+
 RELAY_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir)
 RELAY_LDFLAGS  = -L$(shell $(PG_CONFIG) --libdir)
 
