@@ -70,3 +70,30 @@ SELECT orders.confirm_order('1003') AS version;
 SELECT es.es_wait_for('customer_stats', orders.last_token(), '5 seconds') AS applied;
 SELECT * FROM orders.customer_stats ORDER BY customer_id;
 SELECT projection, mode, state, events_behind, lag FROM es.projections ORDER BY projection;
+
+\echo
+\echo '== 10. A rule across streams: a coupon code is redeemed by one order at a time.'
+\echo '==     apply_coupon reads the coupon''s events from every order by their tag,'
+\echo '==     decides, and appends on condition that none appeared since its read'
+SELECT orders.create_order('1004', 'c-cy') AS version;
+SELECT orders.create_order('1005', 'c-dee') AS version;
+SELECT orders.apply_coupon('1004', 'WELCOME10') AS version;
+SELECT stream_id, version, event_type, tags, log_cursor
+  FROM es.es_read_query('[{"types": ["CouponApplied", "OrderCancelled"], "tags": ["coupon:WELCOME10"]}]');
+\echo 'a second redemption, by another order (expected error):'
+\set ON_ERROR_STOP 0
+SELECT orders.apply_coupon('1005', 'WELCOME10');
+\set ON_ERROR_STOP 1
+\echo 'the race: order 1005 read the coupon''s events when it was still free (no event:'
+\echo 'after => NULL), order 1004 redeemed it first; the append of 1005 fails'
+\echo '(expected error, SQLSTATE 40001, constraint es_append_condition):'
+\set ON_ERROR_STOP 0
+SELECT * FROM es.es_append('order-1005', 1,
+  '[{"type": "CouponApplied", "data": {"code": "WELCOME10"}, "tags": ["coupon:WELCOME10"]}]',
+  fail_if_events_match => '[{"types": ["CouponApplied", "OrderCancelled"], "tags": ["coupon:WELCOME10"]}]',
+  after => NULL);
+\set ON_ERROR_STOP 1
+\echo 'cancelling order 1004 gives the coupon back; now order 1005 may redeem it:'
+SELECT orders.cancel_order('1004', 'changed my mind') AS version;
+SELECT orders.apply_coupon('1005', 'WELCOME10') AS version;
+SELECT holder FROM orders.coupon_holder('WELCOME10');

@@ -19,19 +19,31 @@
 -- reads its own writes there with es_wait_for('customer_stats',
 -- orders.last_token(), timeout).
 --
+-- A rule across streams: a coupon code is redeemed by one order at a time,
+-- across all orders.  orders.apply_coupon reads the coupon's events from every
+-- order stream by their tag (es_read_query), decides, and appends with the
+-- same query as its append condition: a concurrent redemption of the same
+-- code in another order makes it fail with 40001 (constraint
+-- es_append_condition) instead of redeeming the code twice.  Cancelling an
+-- order gives its coupon back.
+--
 -- Streams are named "order-<order id>" (category "order").  Events:
 --   OrderCreated   {"order_id", "customer_id"}
 --   ItemAdded      {"sku", "qty", "price"}
 --   ItemRemoved    {"sku", "qty", "price"}   (what was removed)
+--   CouponApplied  {"code"}                  tags: coupon:<code>
 --   OrderConfirmed {}
---   OrderCancelled {"reason"}
+--   OrderCancelled {"reason"}                tags: coupon:<code> if it had one
 --
 -- Business-rule errors:
 --   P0002 no_data_found                     the order does not exist
 --   42710 duplicate_object                  the order already exists
---   22023 invalid_parameter_value           bad quantity, price, sku or customer
+--   23505 unique_violation                  the coupon is redeemed by another order
+--   22023 invalid_parameter_value           bad quantity, price, sku, coupon or customer
 --   55000 object_not_in_prerequisite_state  the order's status forbids the command
---   40001 serialization_failure             the order changed since it was read (retry)
+--   40001 serialization_failure             the order changed since it was read, or
+--                                           (constraint es_append_condition) the
+--                                           coupon was redeemed meanwhile (retry)
 
 CREATE SCHEMA orders;
 COMMENT ON SCHEMA orders IS 'es_ext worked example: order management';
@@ -39,7 +51,8 @@ COMMENT ON SCHEMA orders IS 'es_ext worked example: order management';
 /*
  * The reducer: (state, event) -> state.  State:
  *   {"version": n, "status": "draft"|"confirmed"|"cancelled",
- *    "customer_id": "...", "items": {"<sku>": {"qty": q, "price": p}}}
+ *    "customer_id": "...", "items": {"<sku>": {"qty": q, "price": p}},
+ *    "coupon": "<code>" (once one is applied)}
  * An order that does not exist folds to the initial state {}.
  */
 CREATE FUNCTION orders.apply(state jsonb, event jsonb) RETURNS jsonb
@@ -57,6 +70,8 @@ RETURN CASE event ->> 'type'
 									 'price', event -> 'data' -> 'price'))
 	WHEN 'ItemRemoved' THEN
 		jsonb_set(state, '{items}', (state -> 'items') - (event -> 'data' ->> 'sku'))
+	WHEN 'CouponApplied' THEN
+		state || jsonb_build_object('coupon', event -> 'data' -> 'code')
 	WHEN 'OrderConfirmed' THEN
 		jsonb_set(state, '{status}', '"confirmed"')
 	WHEN 'OrderCancelled' THEN
@@ -76,9 +91,13 @@ RETURN es.es_fold('order-' || order_id, 'orders.apply(jsonb,jsonb)'::regprocedur
 /*
  * Append one event to an order, expecting the version the command decided on.
  * expected_version: what the caller read (NULL: the version just loaded).
+ * tags: the event's tags (a JSON array; NULL: none).  condition, after: an
+ * append condition (es_append's fail_if_events_match and after; NULL: none).
  */
 CREATE FUNCTION orders.emit(order_id text, state jsonb, expected_version bigint,
-							event_type text, data jsonb) RETURNS bigint
+							event_type text, data jsonb, tags jsonb DEFAULT NULL,
+							condition jsonb DEFAULT NULL, after es.log_cursor DEFAULT NULL)
+RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -87,7 +106,9 @@ DECLARE
 BEGIN
 	r := es.es_append('order-' || order_id,
 					  coalesce(expected_version, (state ->> 'version')::bigint),
-					  jsonb_build_array(jsonb_build_object('type', event_type, 'data', data)));
+					  jsonb_build_array(jsonb_build_object('type', event_type, 'data', data,
+														   'tags', tags)),
+					  fail_if_events_match => condition, after => after);
 	-- the consistency token, for a read-your-writes wait (orders.last_token())
 	PERFORM set_config('orders.last_token', r.token::text, false);
 	RETURN r.version;
@@ -202,8 +223,85 @@ DECLARE
 	state jsonb := orders.load(order_id);
 BEGIN
 	PERFORM orders.require(order_id, state, '{draft,confirmed}', 'cancel');
+	-- tagged with its coupon, which it gives back (see orders.apply_coupon)
 	RETURN orders.emit(order_id, state, expected_version, 'OrderCancelled',
-					   jsonb_build_object('reason', coalesce(reason, 'no reason given')));
+					   jsonb_build_object('reason', coalesce(reason, 'no reason given')),
+					   tags => CASE WHEN state ? 'coupon'
+									THEN jsonb_build_array('coupon:' || (state ->> 'coupon')) END);
+END
+$$;
+
+/*
+ * The coupon's events across all orders: its redemptions and the
+ * cancellations that gave it back (both tagged coupon:<code>).
+ */
+CREATE FUNCTION orders.coupon_query(code text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN jsonb_build_array(jsonb_build_object(
+		   'types', jsonb_build_array('CouponApplied', 'OrderCancelled'),
+		   'tags', jsonb_build_array('coupon:' || code)));
+
+/*
+ * The order holding a coupon now (NULL: the coupon is free), and the log
+ * cursor of the last of the coupon's events (NULL: it has none), the "after"
+ * of an append condition on orders.coupon_query(code).
+ */
+CREATE FUNCTION orders.coupon_holder(code text, OUT holder text, OUT after es.log_cursor)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	e record;
+BEGIN
+	FOR e IN SELECT r.stream_id, r.event_type, r.log_cursor
+			   FROM es.es_read_query(orders.coupon_query(code)) AS r
+	LOOP
+		IF e.event_type = 'CouponApplied' THEN
+			holder := substr(e.stream_id, 7);
+		ELSIF holder = substr(e.stream_id, 7) THEN
+			holder := NULL;			-- its order was cancelled
+		END IF;
+		after := e.log_cursor;		-- rows come in log order: the last is the greatest
+	END LOOP;
+END
+$$;
+
+/*
+ * Redeem a coupon code for a draft order.  The code is redeemed by one order
+ * at a time across all orders: a rule no single stream can enforce.  The
+ * append carries the order's expected version and, as its condition, the
+ * query the decision read, after the last event it read; if another order
+ * redeems the code meanwhile (even concurrently) the append fails with 40001,
+ * constraint es_append_condition: run the command again (it then fails with
+ * 23505 if that order kept the code).
+ */
+CREATE FUNCTION orders.apply_coupon(order_id text, code text,
+									expected_version bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	state jsonb := orders.load(order_id);
+	c record;
+BEGIN
+	PERFORM orders.require(order_id, state, '{draft}', 'apply a coupon to');
+	IF coalesce(code, '') = '' OR length(code) > 64 THEN
+		RAISE EXCEPTION 'coupon code must have 1 to 64 characters' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF state ? 'coupon' THEN
+		RAISE EXCEPTION 'order "%" already has coupon "%"', order_id, state ->> 'coupon'
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	SELECT * INTO c FROM orders.coupon_holder(code);
+	IF c.holder IS NOT NULL THEN
+		RAISE EXCEPTION 'coupon "%" is already redeemed by order "%"', code, c.holder
+			USING ERRCODE = 'unique_violation';
+	END IF;
+	RETURN orders.emit(order_id, state, expected_version, 'CouponApplied',
+					   jsonb_build_object('code', code),
+					   tags => jsonb_build_array('coupon:' || code),
+					   condition => orders.coupon_query(code), after => c.after);
 END
 $$;
 

@@ -1904,7 +1904,8 @@ BEGIN
 			schema_version	integer,
 			data			jsonb,
 			metadata		jsonb,
-			recorded_at		timestamptz
+			recorded_at		timestamptz,
+			tags			text[]
 		);
 	END IF;
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_type AS t
@@ -1922,7 +1923,7 @@ BEGIN
 END
 $import$;
 COMMENT ON TYPE @extschema@.import_event IS
-	'the columns of an es_import source: CREATE TEMP TABLE staging (LIKE es.import_event); version, event_id, schema_version and recorded_at may be NULL (next version, generated id, 1, now)';
+	'the columns of an es_import source: CREATE TEMP TABLE staging (LIKE es.import_event); version, event_id, schema_version, recorded_at and tags may be NULL (next version, generated id, 1, now, no tags); a source may leave out the tags column';
 COMMENT ON TYPE @extschema@.import_result IS
 	'result of es_import: streams imported into (of which new), events imported, the global positions of the first and last one, and the log cursor of the last one (for es_wait_for)';
 REVOKE ALL ON TYPE @extschema@.import_event, @extschema@.import_result FROM PUBLIC;

@@ -1,6 +1,8 @@
 -- example_orders: the worked example (examples/order_management.sql):
 -- commands, business-rule errors, the read model, time travel, rebuild, the
--- asynchronous read model with a read-your-writes wait
+-- asynchronous read model with a read-your-writes wait, and a rule across
+-- streams (a coupon redeemed by one order at a time) kept by a conditional
+-- append
 
 \set ECHO none
 -- (its NOTICEs would carry line numbers of the example file)
@@ -78,6 +80,51 @@ DO $$ DECLARE a bigint; f integer; BEGIN CALL es.es_run_projections('customer_st
 SELECT es.es_wait_for('customer_stats', orders.last_token(), '5 seconds') AS read_your_writes;
 SELECT customer_id, orders_confirmed, confirmed_amount FROM orders.customer_stats WHERE customer_id = 'c-1';
 SELECT mode, state, events_behind FROM es.projections WHERE projection = 'customer_stats';
+
+-- a rule across streams: a coupon code is redeemed by one order at a time,
+-- across all orders (tags, es_read_query, a conditional append)
+SELECT store_mark();
+SELECT orders.create_order('o-5', 'c-3') AS v;
+SELECT orders.create_order('o-6', 'c-3') AS v;
+SELECT orders.create_order('o-7', 'c-4') AS v;
+SELECT orders.apply_coupon('o-5', 'WELCOME10') AS v;
+SELECT orders.load('o-5') ->> 'coupon' AS coupon;
+SELECT stream_id, version, event_type, tags FROM es.events
+ WHERE stream_id IN ('order-o-5', 'order-o-6', 'order-o-7') ORDER BY global_position;
+SELECT stream_id, version, event_type, tags
+  FROM es.es_read_query(orders.coupon_query('WELCOME10'));
+SELECT holder, after IS NOT NULL AS has_after FROM orders.coupon_holder('WELCOME10');
+-- a second redemption, in another order, is refused (23505) and writes nothing
+SELECT store_mark();
+SELECT try($$SELECT orders.apply_coupon('o-6', 'WELCOME10')$$);
+-- one coupon per order (55000); a bad code (22023); not on a confirmed order (55000)
+SELECT try($$SELECT orders.apply_coupon('o-5', 'SPRING')$$);
+SELECT try($$SELECT orders.apply_coupon('o-6', '')$$);
+SELECT try($$SELECT orders.apply_coupon('o-1', 'SPRING')$$);
+SELECT * FROM store_counts();
+-- cancelling the order gives the coupon back: another order may redeem it
+SELECT orders.cancel_order('o-5', 'no longer needed') AS v;
+SELECT event_type, tags FROM es.events WHERE stream_id = 'order-o-5' AND version = 3;
+SELECT holder, after IS NOT NULL AS has_after FROM orders.coupon_holder('WELCOME10');
+-- the race, in one session: order o-6 decides (the coupon is free after the
+-- cursor it read), order o-7 redeems the coupon first, then o-6 appends with
+-- the condition and the cursor it decided on: 40001, es_append_condition
+SELECT (orders.coupon_holder('WELCOME10')).after AS decided_after \gset
+SELECT orders.apply_coupon('o-7', 'WELCOME10') AS v;
+SELECT regexp_replace(try(format(
+	$$SELECT orders.emit('o-6', orders.load('o-6'), NULL, 'CouponApplied', '{"code": "WELCOME10"}',
+						 tags => '["coupon:WELCOME10"]', condition => orders.coupon_query('WELCOME10'),
+						 after => %L)$$, :'decided_after')),
+	'\(\d+,\d+,\d+\)', '(era,tx_id,position)', 'g') AS refused;
+-- the retry re-reads and re-decides: the coupon is taken (23505)
+SELECT try($$SELECT orders.apply_coupon('o-6', 'WELCOME10')$$);
+SELECT holder FROM orders.coupon_holder('WELCOME10');
+-- the order's own expected version still applies with the condition (40001,
+-- es_expected_version)
+SELECT try($$SELECT orders.apply_coupon('o-6', 'SPRING', expected_version => 7)$$);
+SELECT orders.apply_coupon('o-6', 'SPRING', expected_version => 1) AS v;
+SELECT stream_id, version, event_type FROM es.events
+ WHERE stream_id IN ('order-o-5', 'order-o-6', 'order-o-7') ORDER BY global_position;
 
 SELECT es.es_drop_projection('customer_stats');
 DROP TRIGGER order_summary ON es.events;

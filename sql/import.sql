@@ -123,6 +123,21 @@ SELECT import_bad('stream_id, event_type, data, recorded_at',
 	$$('imp_bad-2', 'A', '{}', '2020-01-02'), ('imp_bad-2', 'A', '{}', '2020-01-01')$$);
 SELECT import_bad('stream_id, event_type, data, recorded_at', $$('imp_order-2', 'A', '{}', '2019-01-01')$$);
 SELECT import_bad('stream_id, event_type, data, recorded_at', $$('imp_bad-2', 'A', '{}', 'infinity')$$);
+-- tags: more than 32 or a tag over 1024 bytes (54000); an empty or NULL tag,
+-- a tag twice, a two-dimensional array (22023)
+SELECT import_bad('stream_id, event_type, data, tags',
+	format('(%L, %L, %L, %L)', 'imp_bad-2', 'A', '{}', (SELECT array_agg('t' || i) FROM generate_series(1, 33) AS i)));
+SELECT import_bad('stream_id, event_type, data, tags',
+	format('(%L, %L, %L, %L)', 'imp_bad-2', 'A', '{}', ARRAY['ok', repeat('t', 1025)]));
+SELECT import_bad('stream_id, event_type, data, tags', $$('imp_bad-2', 'A', '{}', '{ok,""}')$$);
+SELECT import_bad('stream_id, event_type, data, tags', $$('imp_bad-2', 'A', '{}', '{ok,NULL}')$$);
+SELECT import_bad('stream_id, event_type, data, tags', $$('imp_bad-2', 'A', '{}', '{a,b,a}')$$);
+SELECT import_bad('stream_id, event_type, data, tags', $$('imp_bad-2', 'A', '{}', '{{a,b},{c,d}}')$$);
+-- exactly 32 tags of 1024 bytes each are fine (checked, then rolled back)
+SELECT import_bad('stream_id, event_type, data, tags',
+	format('(%L, %L, %L, %L), (%L, %L, %L, %L)',
+		   'imp_bad-2', 'A', '{}', (SELECT array_agg(lpad(i::text, 1024, 't')) FROM generate_series(1, 32) AS i),
+		   'imp_bad-2', 'A', '{}', ARRAY['']));
 -- nothing was imported, not even the good first row
 SELECT * FROM store_counts();
 
@@ -141,12 +156,52 @@ SELECT import_try($$SELECT es.es_import('staging_extra')$$);
 CREATE TEMP TABLE staging_type (LIKE es.import_event);
 ALTER TABLE staging_type ALTER COLUMN data TYPE json;
 SELECT import_try($$SELECT es.es_import('staging_type')$$);
--- columns in another order, and dropped columns, are fine
+-- columns in another order, and dropped columns, are fine; so is a source
+-- without the column tags (the shape of es.import_event before tags): its
+-- events have no tags
 CREATE TEMP TABLE staging_order (recorded_at timestamptz, junk int, data jsonb, metadata jsonb,
 	event_type text, schema_version integer, event_id uuid, version bigint, stream_id text);
 ALTER TABLE staging_order DROP COLUMN junk;
 INSERT INTO staging_order (stream_id, event_type, data) VALUES ('imp_shape-1', 'A', '{}');
 SELECT events FROM es.es_import('staging_order');
+SELECT stream_id, tags FROM es.events WHERE stream_id = 'imp_shape-1';
+-- tags of another type: 42804
+CREATE TEMP TABLE staging_tags_type (LIKE es.import_event);
+ALTER TABLE staging_tags_type ALTER COLUMN tags TYPE jsonb USING to_jsonb(tags);
+SELECT import_try($$SELECT es.es_import('staging_tags_type')$$);
+
+-- tags: stored as given, in order; NULL or an empty array is no tags
+-- (stored NULL, as es_append stores an event without tags); a lower bound
+-- other than 1 is normalised; es_read_query finds the imported events
+SELECT store_mark();
+TRUNCATE staging;
+INSERT INTO staging (stream_id, event_type, data, tags) VALUES
+	('imp_tag-1', 'CourseDefined',     '{"capacity": 2}', '{course:imp-c1}'),
+	('imp_tag-2', 'StudentSubscribed', '{}',              '{course:imp-c1,student:imp-s1}'),
+	('imp_tag-2', 'StudentSubscribed', '{}',              '{}'),
+	('imp_tag-3', 'StudentSubscribed', '{}',              NULL),
+	('imp_tag-3', 'Odd',               '{}',              '[0:2]={"a b","x,\"y\"}",é}');
+SELECT events FROM es.es_import('staging');
+SELECT * FROM store_counts();
+SELECT stream_id, version, event_type, tags, array_lower(tags, 1) AS lower
+  FROM es.events WHERE stream_id LIKE 'imp\_tag-%' ORDER BY global_position;
+SELECT stream_id, version, event_type, tags
+  FROM es.es_read_query('[{"tags": ["course:imp-c1"]}, {"tags": ["x,\"y\"}"]}]');
+-- an append condition sees the imported events
+SELECT regexp_replace(try($$SELECT es.es_append('imp_tag-4', 0,
+		'[{"type": "StudentSubscribed", "data": {}, "tags": ["course:imp-c1"]}]',
+		'[{"types": ["StudentSubscribed"], "tags": ["course:imp-c1"]}]', NULL)$$),
+	'\(\d+,\d+,\d+\)', '(era,tx_id,position)', 'g') AS refused;
+-- the import takes SHARE locks on the coarse buckets of the append-condition
+-- locks (pg_locks: advisory, objsubid 102), to the end of its transaction
+BEGIN;
+TRUNCATE staging;
+INSERT INTO staging (stream_id, event_type, data) VALUES ('imp_tag-5', 'A', '{}');
+SELECT events FROM es.es_import('staging');
+SELECT count(*) > 0 AS buckets, bool_and(l.mode = 'ShareLock' AND l.granted) AS all_share
+  FROM pg_locks AS l
+ WHERE l.locktype = 'advisory' AND l.objsubid = 102 AND l.pid = pg_backend_pid();
+ROLLBACK;
 
 -- BEFORE row triggers on es.events are refused (55000), as by es_append
 SELECT store_mark();

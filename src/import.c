@@ -10,18 +10,24 @@
  *
  *	1. Check the source: a plain table the caller may SELECT from, without
  *	   row-level security, whose columns are exactly those of
- *	   es.import_event (any order).
+ *	   es.import_event (any order), except that tags may be missing (a
+ *	   source shaped before the column existed imports untagged events).
  *	2. Scan it once in physical order (the order COPY wrote it; no
  *	   synchronized scan), under a snapshot taken at the start (after a
  *	   CommandCounterIncrement, as SPI does), and validate
  *	   every row with the limits es_append applies (ES_MAX_NAME_BYTES,
- *	   es.max_event_size, the metadata id rule of batch.c).  Rows are
+ *	   es.max_event_size, the metadata id rule of batch.c, the rules of a
+ *	   batch's "tags": at most ES_MAX_EVENT_TAGS non-empty, distinct tags
+ *	   of at most ES_MAX_NAME_BYTES bytes each).  Rows are
  *	   numbered from 1 in that order and every error names its row.  One
  *	   entry per stream (a hash table, so memory grows with the number of
  *	   streams, not of events) records the stream's row count, the version
  *	   its explicit versions imply before its first row, and its timestamps.
- *	3. Create the new streams (INSERT ... ON CONFLICT DO NOTHING, in
- *	   stream order), then lock the existing ones with SELECT ... ORDER BY
+ *	3. Take SHARE locks on every coarse bucket of the append-condition lock
+ *	   space (EsLockAllForImport, condition.c): a conditional es_append
+ *	   whose query could match an imported event waits for the import to
+ *	   end, then sees its events.  Then create the new streams (INSERT ...
+ *	   ON CONFLICT DO NOTHING, in stream order), then lock the existing ones with SELECT ... ORDER BY
  *	   stream_id FOR UPDATE: a concurrent es_append to an imported stream
  *	   waits for the import (or the import for it), and versions never
  *	   interleave.  The explicit versions of an existing stream must
@@ -33,6 +39,9 @@
  *	   in chunks of ES_IMPORT_CHUNK_ROWS rows, each one INSERT ... SELECT
  *	   ... FROM unnest(), in source order: global positions increase in
  *	   source order, so the source order is the log order of the import.
+ *	   Tags travel in the chunk in their text form (array_out), cast back
+ *	   to text[] by the INSERT (SQL has no arrays of arrays); an event
+ *	   without tags stores NULL, as es_append stores it.
  *	   Every event gets the same era and tx_id (one transaction): the
  *	   greater of this transaction's id and the log_tx_id of every
  *	   existing stream imported into, which keeps each stream's versions
@@ -82,6 +91,7 @@
 #include "utils/array.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -105,16 +115,27 @@
 #define IC_DATA				5
 #define IC_METADATA			6
 #define IC_RECORDED_AT		7
-#define IC_NCOLUMNS			8
+#define IC_TAGS				8
+#define IC_NCOLUMNS			9
 
 static const char *const import_column_names[IC_NCOLUMNS] = {
 	"stream_id", "version", "event_id", "event_type", "schema_version", "data",
-	"metadata", "recorded_at"
+	"metadata", "recorded_at", "tags"
 };
 
 static const Oid import_column_types[IC_NCOLUMNS] = {
-	TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TIMESTAMPTZOID
+	TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TIMESTAMPTZOID,
+	TEXTARRAYOID
 };
+
+/*
+ * The columns a source may leave out: tags (a source shaped like
+ * es.import_event before it had tags imports untagged events).
+ */
+#define IC_OPTIONAL(c)		((c) == IC_TAGS)
+
+#define IMPORT_COLUMNS_DETAIL \
+	"The columns of an import source are stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at and, optionally, tags."
 
 /* A stream id as the key of the stream table. */
 typedef struct ImportKey
@@ -155,6 +176,7 @@ typedef struct ImportState
 	int64		ncreated;
 	int64		row;			/* current row, for the error context (0: none) */
 	bool		outbox;			/* route the events to the outbox */
+	FmgrInfo	tags_out;		/* array_out, for tags_text */
 	/* set while writing */
 	int32		era;
 	Datum		tx_id;			/* xid8: the log_tx_id of every imported event */
@@ -214,16 +236,17 @@ static EsPlan retag_streams_plan = {
 #define IMPORT_INSERT_SQL \
 	"INSERT INTO es.events AS e" \
 	"  (stream_id, version, event_id, event_type, schema_version, data, metadata," \
-	"   recorded_at, era, tx_id)" \
-	" SELECT u.s, u.v, u.i, u.t, u.sv, u.d, u.m, u.r, $9, $10" \
+	"   recorded_at, tags, era, tx_id)" \
+	" SELECT u.s, u.v, u.i, u.t, u.sv, u.d, u.m, u.r, CAST(u.g AS pg_catalog.text[]), $10, $11" \
 	"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)," \
 	"                   pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)," \
-	"                   pg_catalog.unnest($7), pg_catalog.unnest($8))" \
-	"        AS u(s, v, i, t, sv, d, m, r)"
+	"                   pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9))" \
+	"        AS u(s, v, i, t, sv, d, m, r, g)"
 
+/* $9: the tags of each event in their text form (NULL: none) */
 #define IMPORT_INSERT_TYPES \
 	{TEXTARRAYOID, INT8ARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID, JSONBARRAYOID, \
-	 JSONBARRAYOID, TIMESTAMPTZARRAYOID, INT4OID, XID8OID}
+	 JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID, XID8OID}
 
 /* one chunk of events, in source order: (count, first position, last position) */
 static EsPlan insert_chunk_plan = {
@@ -232,7 +255,7 @@ static EsPlan insert_chunk_plan = {
 	" SELECT pg_catalog.count(*), pg_catalog.min(ins.global_position),"
 	"        pg_catalog.max(ins.global_position)"
 	"   FROM ins",
-	10, IMPORT_INSERT_TYPES
+	11, IMPORT_INSERT_TYPES
 };
 
 /* the same, returning every event for the outbox */
@@ -241,7 +264,7 @@ static EsPlan insert_chunk_routed_plan = {
 	IMPORT_INSERT_SQL
 	" RETURNING e.global_position, e.stream_id, e.version, e.event_id, e.event_type,"
 	"           e.schema_version, e.data, e.metadata, e.recorded_at",
-	10, IMPORT_INSERT_TYPES
+	11, IMPORT_INSERT_TYPES
 };
 
 /*
@@ -359,7 +382,7 @@ check_source(Oid relid, ImportState *st)
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" of table \"%s\" is not a column of type \"es.import_event\"",
 							name, st->relname),
-					 errdetail("The columns of an import source are stream_id, version, event_id, event_type, schema_version, data, metadata and recorded_at."),
+					 errdetail(IMPORT_COLUMNS_DETAIL),
 					 errhint("Create the source with CREATE TEMP TABLE ... (LIKE es.import_event).")));
 		else
 		{
@@ -375,14 +398,15 @@ check_source(Oid relid, ImportState *st)
 		}
 	}
 	for (j = 0; j < IC_NCOLUMNS; j++)
-		if (st->attnums[j] == InvalidAttrNumber)
+		if (st->attnums[j] == InvalidAttrNumber && !IC_OPTIONAL(j))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("table \"%s\" has no column \"%s\"",
 							st->relname, import_column_names[j]),
-					 errdetail("The columns of an import source are stream_id, version, event_id, event_type, schema_version, data, metadata and recorded_at."),
+					 errdetail(IMPORT_COLUMNS_DETAIL),
 					 errhint("Create the source with CREATE TEMP TABLE ... (LIKE es.import_event).")));
-	Assert(found == IC_NCOLUMNS);
+	Assert(found == IC_NCOLUMNS ||
+		   (found == IC_NCOLUMNS - 1 && st->attnums[IC_TAGS] == InvalidAttrNumber));
 }
 
 /*
@@ -414,6 +438,106 @@ check_name(Datum value, bool isnull, const char *what, const char *column)
 						   ES_MAX_NAME_BYTES, (Size) VARSIZE_ANY_EXHDR(t)),
 				 err_generic_string(PG_DIAG_COLUMN_NAME, column)));
 	return t;
+}
+
+/*
+ * check_tags
+ *		The tags of one event must follow the rules of a batch's "tags"
+ *		(EsJsonStringArray in batch.c, with its messages): a one-dimensional
+ *		array of at most ES_MAX_EVENT_TAGS non-null, non-empty and distinct
+ *		tags of at most ES_MAX_NAME_BYTES bytes each.  An empty array means no
+ *		tags.  Errors name the column; the error context names the row.
+ *		Allocates in the current context.
+ */
+static void
+check_tags(Datum value)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(value);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	int			i;
+	int			k;
+
+	if (ARR_NDIM(arr) == 0)
+		return;
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event \"tags\" must be a one-dimensional array"),
+				 errdetail("Got an array of %d dimensions.", ARR_NDIM(arr)),
+				 err_generic_string(PG_DIAG_COLUMN_NAME, "tags")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n > ES_MAX_EVENT_TAGS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("event \"tags\" has too many elements"),
+				 errdetail("It has %d elements; the limit is %d.", n, ES_MAX_EVENT_TAGS),
+				 err_generic_string(PG_DIAG_COLUMN_NAME, "tags")));
+	for (i = 0; i < n; i++)
+	{
+		text	   *t;
+		int			len;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("event \"tags\" cannot contain a null"),
+					 errdetail("Element %d is NULL.", i + 1),
+					 err_generic_string(PG_DIAG_COLUMN_NAME, "tags")));
+		t = DatumGetTextPP(elems[i]);
+		len = VARSIZE_ANY_EXHDR(t);
+		if (len == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("event \"tags\" cannot contain an empty string"),
+					 err_generic_string(PG_DIAG_COLUMN_NAME, "tags")));
+		if (len > ES_MAX_NAME_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("element %d of event \"tags\" is too long", i + 1),
+					 errdetail("Elements are limited to %d bytes; this one has %d.",
+							   ES_MAX_NAME_BYTES, len),
+					 err_generic_string(PG_DIAG_COLUMN_NAME, "tags")));
+		/* at most ES_MAX_EVENT_TAGS: comparing each pair is cheap */
+		for (k = 0; k < i; k++)
+		{
+			text	   *u = DatumGetTextPP(elems[k]);
+
+			if (VARSIZE_ANY_EXHDR(u) == len && memcmp(VARDATA_ANY(u), VARDATA_ANY(t), len) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("event \"tags\" contains \"%s\" more than once", text_to_cstring(t)),
+						 errdetail("Elements %d and %d are equal.", k + 1, i + 1),
+						 err_generic_string(PG_DIAG_COLUMN_NAME, "tags")));
+		}
+	}
+}
+
+/*
+ * tags_text
+ *		The tags of a row checked by check_tags, in the text form the insert
+ *		casts back to text[] (a one-dimensional array from 1), a text datum;
+ *		NULL (with *isnull) for a row without tags.  array_out_fn: array_out,
+ *		looked up once.  Allocates in the current context.
+ */
+static Datum
+tags_text(FmgrInfo *array_out_fn, Datum value, bool *isnull)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(value);
+
+	*isnull = (ARR_NDIM(arr) == 0);
+	if (*isnull)
+		return (Datum) 0;
+	if (ARR_LBOUND(arr)[0] != 1)
+	{
+		Datum	   *elems;
+		int			n;
+
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &n);
+		arr = construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT);
+	}
+	return PointerGetDatum(cstring_to_text(OutputFunctionCall(array_out_fn, PointerGetDatum(arr))));
 }
 
 /*
@@ -465,6 +589,9 @@ check_row(ImportState *st, Datum *values, bool *nulls)
 				 errdetail("Its data and metadata take " INT64_FORMAT " bytes; the limit is %d bytes.",
 						   size, es_max_event_size),
 				 errhint("Raise \"es.max_event_size\", or store large payloads elsewhere and reference them.")));
+
+	if (st->attnums[IC_TAGS] != InvalidAttrNumber && !nulls[COL(IC_TAGS)])
+		check_tags(values[COL(IC_TAGS)]);
 
 	if (!nulls[COL(IC_SCHEMA_VERSION)] && DatumGetInt32(values[COL(IC_SCHEMA_VERSION)]) < 1)
 		ereport(ERROR,
@@ -847,9 +974,11 @@ route_chunk(void)
 static void
 insert_chunk(ImportState *st, ImportChunk *c, bool routed)
 {
-	Datum		values[10];
+	Datum		values[IC_NCOLUMNS + 2];
+	/* the chunk holds the tags in their text form (tags_text) */
 	static const Oid elemtypes[IC_NCOLUMNS] = {
-		TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TIMESTAMPTZOID
+		TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TIMESTAMPTZOID,
+		TEXTOID
 	};
 	int64		count;
 	int64		first;
@@ -858,8 +987,8 @@ insert_chunk(ImportState *st, ImportChunk *c, bool routed)
 
 	for (j = 0; j < IC_NCOLUMNS; j++)
 		values[j] = make_array(c->col[j], c->null[j], c->n, elemtypes[j]);
-	values[8] = Int32GetDatum(st->era);
-	values[9] = st->tx_id;
+	values[IC_NCOLUMNS] = Int32GetDatum(st->era);
+	values[IC_NCOLUMNS + 1] = st->tx_id;
 
 	if (routed)
 	{
@@ -951,9 +1080,23 @@ insert_events(ImportState *st, MemoryContext chunkcxt, bool routed)
 		{
 			AttrNumber	a = st->attnums[j] - 1;
 
+			if (st->attnums[j] == InvalidAttrNumber)
+			{
+				/* an optional column the source does not have */
+				c->col[j][i] = (Datum) 0;
+				c->null[j][i] = true;
+				continue;
+			}
 			c->null[j][i] = nulls[a];
 			/* copy: the slot's values go with the next tuple */
-			if (nulls[a] && j == IC_EVENT_ID)
+			if (j == IC_TAGS)
+			{
+				if (!nulls[a])
+					c->col[j][i] = tags_text(&st->tags_out, values[a], &c->null[j][i]);
+				else
+					c->col[j][i] = (Datum) 0;
+			}
+			else if (nulls[a] && j == IC_EVENT_ID)
 			{
 				/* a missing id: generated as es_append generates them */
 				pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
@@ -1221,6 +1364,7 @@ es_import(PG_FUNCTION_ARGS)
 
 	memset(&st, 0, sizeof(st));
 	st.outbox = outbox;
+	fmgr_info(F_ARRAY_OUT, &st.tags_out);
 	st.now = GetCurrentTimestamp();
 
 	errcb.callback = import_error_callback;
@@ -1277,6 +1421,13 @@ es_import(PG_FUNCTION_ARGS)
 		EsRefuseBeforeRowTriggers(EsRelationOid("streams"), "streams");
 		EsRefuseBeforeRowTriggers(EsRelationOid("events"), "events");
 		st.era = EsAppendEra();
+
+		/*
+		 * 3. conditional appends wait for the import (SHARE on every coarse
+		 * bucket), taken before any stream row lock, as es_append orders
+		 * its condition locks
+		 */
+		EsLockAllForImport();
 
 		/* 3. the streams */
 		write_streams(&st);

@@ -20,10 +20,11 @@ CREATE TYPE @extschema@.import_event AS (
 	schema_version	integer,
 	data			jsonb,
 	metadata		jsonb,
-	recorded_at		timestamptz
+	recorded_at		timestamptz,
+	tags			text[]
 );
 COMMENT ON TYPE @extschema@.import_event IS
-	'the columns of an es_import source: CREATE TEMP TABLE staging (LIKE es.import_event); version, event_id, schema_version and recorded_at may be NULL (next version, generated id, 1, now)';
+	'the columns of an es_import source: CREATE TEMP TABLE staging (LIKE es.import_event); version, event_id, schema_version, recorded_at and tags may be NULL (next version, generated id, 1, now, no tags); a source may leave out the tags column';
 
 CREATE TYPE @extschema@.import_result AS (
 	streams			bigint,

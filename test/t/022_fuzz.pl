@@ -70,6 +70,17 @@ my $has_wait = $node->safe_psql('postgres',
 # ---------------------------------------------------------------------
 my %documented = (
 	es_append => [qw(40001 42710 55000 27000 22004 22023 22003 22039 2203C 2203A 22P02 54000 42501)],
+	# the conditional append: es_append's, and for the condition 40001
+	# (constraint es_append_condition), 22023 (a malformed query, an item
+	# with neither types nor tags, after without a condition), 54000 (too
+	# many items, types or tags, too long) and 22004 (a NULL in the cursor)
+	es_append_condition => [qw(40001 42710 55000 27000 22004 22023 22003 22039 2203C 2203A 22P02 54000 42501)],
+	# reads by query: a NULL query or cursor field, a malformed query or
+	# max_count < 1, too many items, types or tags or too long
+	es_read_query => [qw(22004 22023 54000)],
+	# the greatest log cursor (aggregate es.max, its state function)
+	max => [],
+	log_cursor_larger => [],
 	# bulk import: a NULL argument, a source that is not a table or not of
 	# the shape of es.import_event, a bad row (NULL, empty, too long or too
 	# large, a version gap, time going back, an infinite time), versions that
@@ -283,6 +294,31 @@ BEGIN
 	RETURN 'pg_temp.fz_stage'::regclass;
 END $$;
 
+-- does an event (type t, tags) match a query (DCB: items OR'ed, types OR'ed,
+-- tags AND'ed; absent or empty types/tags do not restrict)?  The reference
+-- the results of es_read_query and conditional appends are checked against
+CREATE FUNCTION fuzz.matches(q jsonb, t text, tags text[]) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+	SELECT EXISTS (
+		SELECT FROM jsonb_array_elements(CASE jsonb_typeof(q) WHEN 'array' THEN q ELSE q->'items' END) AS it
+		 WHERE (jsonb_typeof(it->'types') IS DISTINCT FROM 'array' OR jsonb_array_length(it->'types') = 0
+				OR it->'types' ? t)
+		   AND (jsonb_typeof(it->'tags') IS DISTINCT FROM 'array' OR jsonb_array_length(it->'tags') = 0
+				OR COALESCE(tags @> ARRAY(SELECT jsonb_array_elements_text(it->'tags')), false)))
+$$;
+
+-- the log cursor of the last (or of a random) row es_read_query returns for
+-- a query; NULL when it returns none or refuses the query
+CREATE FUNCTION fuzz.query_cursor(q jsonb, any_row boolean) RETURNS es.log_cursor LANGUAGE plpgsql AS $$
+DECLARE
+	c es.log_cursor;
+BEGIN
+	c := (SELECT r.log_cursor FROM es.es_read_query(q) AS r
+		   ORDER BY CASE WHEN any_row THEN random() END, r.log_cursor DESC LIMIT 1);
+	RETURN c;
+EXCEPTION WHEN invalid_parameter_value OR program_limit_exceeded OR null_value_not_allowed THEN
+	RETURN NULL;				-- a query es_read_query refuses
+END $$;
+
 -- a projection for es_projection_replay / es_rebuild_projection
 CREATE FUNCTION fuzz.proj_fn() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -305,6 +341,14 @@ SELECT es.es_append('fz-' || s, NULL,
 	   FROM generate_series(1, s * 5) AS i))
   FROM generate_series(1, 4) AS s;
 SELECT es.es_append('fzp-1', NULL, '[{"type": "P", "data": {}}, {"type": "P", "data": {}}]');
+-- tagged events for es_read_query and the conditions
+SELECT es.es_append('fzt-' || s, NULL,
+	(SELECT jsonb_agg(jsonb_build_object('type', CASE WHEN i % 2 = 0 THEN 'A' ELSE 'T' END,
+										 'data', jsonb_build_object('i', i),
+										 'tags', jsonb_build_array('fz:' || chr(96 + s), 'n:' || i))
+					  ORDER BY i)
+	   FROM generate_series(1, 3) AS i))
+  FROM generate_series(1, 3) AS s;
 });
 
 if ($has_fold)
@@ -601,9 +645,10 @@ sub j_event
 		  if rand() < 0.3;
 		$e{schema_version} = pick(1, 2, 3, 2147483647, 1.0) if rand() < 0.2;
 		$e{data} = j_value() if rand() < 0.3;
+		$e{tags} = j_tags() if rand() < 0.4;
 		return \%e;
 	}
-	my $m = int(rand(18));
+	my $m = int(rand(22));
 	if ($m == 0) { delete $e{type}; }
 	elsif ($m == 1) { delete $e{data}; }
 	elsif ($m == 2) { $e{type} = pick(1, undef, [], {}, JSON::PP::true, '', 'x' x 1025, "\x{e9}" x 513); }
@@ -629,8 +674,95 @@ sub j_event
 	elsif ($m == 14) { $e{data} = { 'k' x 10000 => 'v' x 10000 }; }
 	elsif ($m == 15) { $e{metadata} = { correlation_id => 'c' x 3000 }; }
 	elsif ($m == 16) { return {}; }
+	# tags: not an array, not strings, empty, repeated, too long, too many
+	elsif ($m == 17) { $e{tags} = pick(1, 'fz:a', {}, JSON::PP::true, { fz => 'a' }); }
+	elsif ($m == 18) { $e{tags} = [ pick(1, undef, [], {}, JSON::PP::false, '', 'fz:a') , pick(1, undef, '', [ 'fz:a' ]) ]; }
+	elsif ($m == 19) { $e{tags} = pick([ 'fz:a', 'fz:a' ], [ 't' x 1025 ], [ "\x{e9}" x 513 ], [ 't' x 1024 ], [ "\x{e9}" x 512 ]); }
+	elsif ($m == 20) { $e{tags} = [ map { "fz:$_" } 1 .. pick(32, 33, 100) ]; }
 	else { $e{type} = 'A' x 1024; }
 	return \%e;
+}
+
+# a tags value (JSON): mostly valid, from a small pool so that queries find them
+sub j_tags
+{
+	my @pool = ('fz:a', 'fz:b', 'fz:c', 'n:1', 'n:2', "t\x{e9}g", "\x{1F642}", 'fz:A', 'a b', "a\"b");
+	my $r = rand;
+	return pick(undef, []) if $r < 0.1;
+	my %seen;
+	return [ grep { !$seen{$_}++ } map { pick(@pool) } 1 .. 1 + int(rand(4)) ];
+}
+
+# one query item (JSON), valid or not
+sub j_query_item
+{
+	my @types = ('A', 'B', 'T', 'P', 'I', 'FzUp', 'nope', "\x{e9}");
+	my $r = rand;
+	if ($r < 0.75)
+	{
+		my %it;
+		my $k = rand;
+		$it{types} = [ map { pick(@types) } 1 .. 1 + int(rand(3)) ] if $k < 0.6;
+		$it{tags} = [ map { pick('fz:a', 'fz:b', 'fz:c', 'n:1', 'n:2', 'n:3', "t\x{e9}g", 'nope') } 1 .. 1 + int(rand(2)) ]
+		  if $k >= 0.3;
+		# unique elements (a repeated type or tag is harmless, but keep the case simple)
+		for my $key (keys %it) { my %seen; $it{$key} = [ grep { !$seen{$_}++ } @{ $it{$key} } ]; }
+		return \%it;
+	}
+	my $m = int(rand(14));
+	return {} if $m == 0;
+	return { types => [] } if $m == 1;
+	return { tags => [] } if $m == 2;
+	return { types => pick('A', 1, undef, {}, JSON::PP::true) } if $m == 3;
+	return { tags => pick('fz:a', 1, {}, JSON::PP::true) } if $m == 4;
+	return { types => [ pick(1, undef, '', [], {}) ] } if $m == 5;
+	return { tags => [ pick(1, undef, '', [ 'fz:a' ], {}) ] } if $m == 6;
+	return { pick('type', 'tag', 'Types', '', 'items', "\x{e9}") => [ 'A' ] } if $m == 7;
+	return { types => [ map { "T$_" } 1 .. pick(64, 65, 1000) ] } if $m == 8;
+	return { tags => [ map { "fz:$_" } 1 .. pick(32, 33, 1000) ] } if $m == 9;
+	return { types => [ pick('t' x 1024, 't' x 1025, "\x{e9}" x 513) ] } if $m == 10;
+	return { tags => [ pick('t' x 1024, 't' x 1025, "\x{e9}" x 513) ] } if $m == 11;
+	return pick(1, 'x', undef, [], [ {} ], JSON::PP::false) if $m == 12;
+	return { types => [ 'A' ], tags => [ 'fz:a' ], extra => 1 };
+}
+
+# a query (SQL expression of type jsonb)
+sub g_query
+{
+	my $r = rand;
+	if ($r < 0.6)
+	{
+		my @items = map { j_query_item() } 1 .. 1 + int(rand(3));
+		return jlit(rand() < 0.8 ? \@items : { items => \@items });
+	}
+	if ($r < 0.9)
+	{
+		return pick(
+			'NULL', "'[]'", "'{}'", "'null'", "'1'", "'\"x\"'", "'[{}]'", q{'{"items": []}'},
+			q{'{"items": null}'}, q{'{"items": {}}'}, q{'{"items": [{"types": ["A"]}], "after": 1}'},
+			q{'{"Items": [{"types": ["A"]}]}'}, "'[[]]'", "'[null]'", q{'[{"types": ["A"]}, 1]'},
+			q{'[{"types": ["A"], "types": ["B"]}]'}, q{'[{"tags": ["fz:a", "fz:a"]}]'},
+			q{'[{"types": ["A", "A"]}]'});
+	}
+	return pick(
+		q{(SELECT jsonb_agg(jsonb_build_object('tags', jsonb_build_array('n:' || i))) FROM generate_series(1, 32) AS i)},
+		q{(SELECT jsonb_agg(jsonb_build_object('tags', jsonb_build_array('n:' || i))) FROM generate_series(1, 33) AS i)},
+		q{(SELECT jsonb_agg(jsonb_build_object('types', jsonb_build_array('A'))) FROM generate_series(1, 10000) AS i)},
+		q{('[{"types": ' || repeat('[', 5000) || repeat(']', 5000) || '}]')::jsonb},
+		q{jsonb_build_array(jsonb_build_object('tags', jsonb_build_array(repeat('x', 100000))))},
+		q{jsonb_build_object('items', jsonb_build_array(jsonb_build_object('types', jsonb_build_array('A', 'T'))))});
+}
+
+# a cursor for a query read: mostly the last one es_read_query returns
+# (with it, a condition on the same query holds unless another transaction
+# appended a matching event since)
+sub g_query_cursor
+{
+	my ($q) = @_;
+	my $r = rand;
+	return "fuzz.query_cursor($q, false)" if $r < 0.65;
+	return "fuzz.query_cursor($q, true)" if $r < 0.75;
+	return g_cursor();
 }
 
 # an events argument (jsonb)
@@ -653,6 +785,9 @@ sub g_import_rows
 		$row{metadata} = pick({}, [1], { correlation_id => 5 }, { correlation_id => 'c' }, 'm')
 		  if rand() < 0.2;
 		$row{recorded_at} = pick('2020-01-01T00:00:00Z', '1999-01-01T00:00:00Z', 'infinity', '2020-01-02T00:00:00Z')
+		  if rand() < 0.3;
+		$row{tags} = rand() < 0.7 ? j_tags()
+		  : pick([ '' ], [ undef ], [ 'fz:a', 'fz:a' ], [ 't' x 1025 ], [ map { "n:$_" } 1 .. 33 ], [ [ 'fz:a' ], [ 'fz:b' ] ])
 		  if rand() < 0.3;
 		push @rows, \%row;
 	}
@@ -719,8 +854,8 @@ sub g_event_row
 		pick(crashable("'A'"), "'A'", "'FzUp'", "''"), pick('NULL', '1', '0', '-3', '2', '2147483647'),
 		pick(crashable("'{}'"), "'{}'", "'null'", "'[1]'"), pick('NULL', "'{}'"),
 		pick('NULL', 'now()', "'infinity'"), pick('NULL', "'fz'"), pick('NULL', '0', '-1'),
-		pick('NULL', "'1'", "'0'"));
-	my @t = qw(bigint text bigint uuid text integer jsonb jsonb timestamptz text integer xid8);
+		pick('NULL', "'1'", "'0'"), pick('NULL', "'{fz:a}'", "'{}'", "'{NULL}'", "'{{a},{b}}'"));
+	my @t = qw(bigint text bigint uuid text integer jsonb jsonb timestamptz text integer xid8 text[]);
 	return 'ROW(' . join(', ', map { "$f[$_]::$t[$_]" } 0 .. $#f) . ')::es.events';
 }
 
@@ -749,9 +884,9 @@ SKIP:
 	my @probe = (
 		[ 'es_fold_agg with a NULL stream_id', \$null_crash,
 		  q{SELECT es.es_fold_agg('fuzz.count_fold(jsonb,jsonb)', '{}',
-				ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'fz', 0, '1')::es.events)} ],
+				ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'fz', 0, '1', NULL)::es.events)} ],
 		[ 'es_upcast with a NULL data (type with an upcaster)', \$null_crash,
-		  q{SELECT es.es_upcast(ROW(1, 'fzu-1', 1, gen_random_uuid(), 'FzUp', 1, NULL, NULL, now(), 'fzu', 0, '1')::es.events)} ],
+		  q{SELECT es.es_upcast(ROW(1, 'fzu-1', 1, gen_random_uuid(), 'FzUp', 1, NULL, NULL, now(), 'fzu', 0, '1', NULL)::es.events)} ],
 		[ 'es_fold_agg with the reducer OID 0', \$oid0_crash,
 		  q{SELECT es.es_fold_agg('-', '{}', e) FROM es.events AS e WHERE e.stream_id = 'fz-1'} ]);
 	for my $p (@probe)
@@ -805,7 +940,10 @@ my $append_check = q{
 				AND (e.event_type IS DISTINCT FROM x.ev->>'type'
 					 OR e.data IS DISTINCT FROM x.ev->'data'
 					 OR e.metadata IS DISTINCT FROM NULLIF(x.ev->'metadata', 'null')
-					 OR e.schema_version <> COALESCE((x.ev->>'schema_version')::numeric, 1))))
+					 OR e.schema_version <> COALESCE((x.ev->>'schema_version')::numeric, 1)
+					 OR e.tags IS DISTINCT FROM
+						CASE WHEN jsonb_typeof(x.ev->'tags') = 'array' AND jsonb_array_length(x.ev->'tags') > 0
+							 THEN ARRAY(SELECT jsonb_array_elements_text(x.ev->'tags')) END)))
 	  FROM (SELECT ($2::jsonb)->0 AS r, $1[3]::jsonb AS b,
 				   NOT EXISTS (SELECT FROM jsonb_array_elements($1[3]::jsonb) AS y(ev) WHERE y.ev->>'id' IS NULL) AS retry) AS t};
 
@@ -817,6 +955,99 @@ my %gen = (
 				[ g_name(), rand() < 0.5 ? 'NULL' : g_bigint(), g_events() ],
 				'SELECT json_agg(x)::text FROM es.es_append($1[1]::text, $1[2]::bigint, $1[3]::jsonb) AS x',
 				$append_check);
+		}
+	],
+	# the conditional append: the 3-argument cases and, on success, the
+	# condition held: no event matching the query, committed by another
+	# transaction (in this single session: a transaction id below the
+	# driver's own), after the cursor -- unless every id of the batch was
+	# given (a replay returns without checking)
+	es_append_condition => [
+		25,
+		sub {
+			my $q = rand() < 0.9 ? g_query() : 'NULL';
+			my $after = rand() < 0.85 ? g_query_cursor($q eq 'NULL' ? q{'[{"types": ["A"]}]'::jsonb} : $q) : 'NULL';
+			add_case('es_append', 'es_append_condition', [qw(text bigint jsonb jsonb es.log_cursor)],
+				[ rand() < 0.7 ? pick("'fzt-1'", "'fzt-2'", "'fzt-n" . $case_id . "'") : g_name(),
+				  rand() < 0.8 ? 'NULL' : g_bigint(),
+				  rand() < 0.6
+					? jlit([ map { { type => pick('A', 'T', 'B'), data => {}, tags => j_tags() } } 1 .. 1 + int(rand(3)) ])
+					: g_events(),
+				  $q, $after ],
+				'SELECT json_agg(x)::text FROM es.es_append($1[1]::text, $1[2]::bigint, $1[3]::jsonb, $1[4]::jsonb, $1[5]::es.log_cursor) AS x',
+				"SELECT ($append_check)"
+				  . q{ AND ($1[4] IS NULL
+						   OR NOT EXISTS (SELECT FROM jsonb_array_elements($1[3]::jsonb) AS y(ev) WHERE y.ev->>'id' IS NULL)
+						   OR NOT EXISTS (SELECT FROM es.events AS e
+										   WHERE e.tx_id < pg_current_xact_id()
+											 AND ($1[5] IS NULL
+												  OR ROW(e.era, e.tx_id, e.global_position)::es.log_cursor > $1[5]::es.log_cursor)
+											 AND fuzz.matches($1[4]::jsonb, e.event_type, e.tags)))});
+		}
+	],
+	# reads by query: every row matches, after the cursor, in log order,
+	# as stored, at most max_count; without max_count, every matching event
+	# below the horizon after the cursor
+	es_read_query => [
+		10,
+		sub {
+			my $q = g_query();
+			add_case(
+				'es_read_query', 'es_read_query', [qw(jsonb es.log_cursor integer)],
+				[ $q, rand() < 0.4 ? 'NULL' : g_query_cursor($q), rand() < 0.5 ? 'NULL' : g_int() ],
+				q{WITH r AS (SELECT a.*, lag(a.log_cursor) OVER () AS prev
+							   FROM es.es_read_query($1[1]::jsonb, $1[2]::es.log_cursor, $1[3]::integer) AS a)
+				  SELECT CASE WHEN (SELECT count(*) FROM r) <= COALESCE($1[3]::integer, 2147483647)
+							   AND NOT EXISTS (SELECT FROM r
+												WHERE NOT fuzz.matches($1[1]::jsonb, r.event_type, r.tags)
+												   OR ($1[2] IS NOT NULL AND NOT r.log_cursor > $1[2]::es.log_cursor)
+												   OR NOT r.log_cursor > r.prev
+												   OR NOT (r.log_cursor).tx_id < r.horizon
+												   OR NOT EXISTS (SELECT FROM es.events AS e
+																   WHERE e.stream_id = r.stream_id AND e.version = r.version
+																	 AND e.global_position = r.global_position
+																	 AND e.event_id = r.event_id
+																	 AND e.event_type = r.event_type
+																	 AND e.tags IS NOT DISTINCT FROM r.tags
+																	 AND ROW(e.era, e.tx_id, e.global_position)::es.log_cursor = r.log_cursor))
+							   AND ($1[3] IS NOT NULL
+									OR (SELECT count(*) FROM r) =
+									   (SELECT count(*) FROM es.events AS e
+										 WHERE e.tx_id < es.es_log_horizon()
+										   AND ($1[2] IS NULL
+												OR ROW(e.era, e.tx_id, e.global_position)::es.log_cursor > $1[2]::es.log_cursor)
+										   AND fuzz.matches($1[1]::jsonb, e.event_type, e.tags)))
+							  THEN 'ok' ELSE 'wrong' END},
+				q{SELECT $2 = 'ok'});
+		}
+	],
+	# es.max(es.log_cursor): the greatest cursor of a few, NULLs ignored (a
+	# cursor with a NULL field has no order: then any of them will do)
+	max => [
+		2,
+		sub {
+			my $n = 1 + int(rand(3));
+			my @c = map { g_cursor() } 1 .. $n;
+			my $values = join(', ', map { "(\$1[$_], \$1[$_]::es.log_cursor)" } 1 .. $n);
+			add_case('max', 'max', [ ('es.log_cursor') x $n ], \@c,
+				qq{SELECT json_build_object('max', es.max(v.c),
+											'want', (array_agg(v.c ORDER BY v.c DESC) FILTER (WHERE v.c IS NOT NULL))[1],
+											'odd', COALESCE(bool_or(v.t IS NOT NULL AND NOT (v.c IS NOT NULL)), false))::text
+					 FROM (VALUES $values) AS v(t, c)},
+				q{SELECT ($2::json->>'odd')::boolean OR ($2::json->>'max') IS NOT DISTINCT FROM ($2::json->>'want')});
+		}
+	],
+	log_cursor_larger => [
+		1,
+		sub {
+			add_case('log_cursor_larger', 'log_cursor_larger', [qw(es.log_cursor es.log_cursor)],
+				[ g_cursor(), g_cursor() ],
+				'SELECT es.log_cursor_larger($1[1]::es.log_cursor, $1[2]::es.log_cursor)::text',
+				q{SELECT CASE WHEN $1[1] IS NULL OR $1[2] IS NULL THEN $2 IS NULL
+							  ELSE ($2::es.log_cursor IS NOT DISTINCT FROM $1[1]::es.log_cursor
+									OR $2::es.log_cursor IS NOT DISTINCT FROM $1[2]::es.log_cursor)
+								   AND $2::es.log_cursor >= $1[1]::es.log_cursor IS NOT FALSE
+								   AND $2::es.log_cursor >= $1[2]::es.log_cursor IS NOT FALSE END});
 		}
 	],
 	es_import => [
@@ -1558,6 +1789,11 @@ my $summary = $node->safe_psql(
 	  FROM (SELECT fn, outcome, count(*) AS n FROM fuzz.results GROUP BY 1, 2) AS s
 	 GROUP BY fn ORDER BY fn});
 note "outcomes per function:\n$summary";
+note 'conditional appends: ' . $node->safe_psql('postgres',
+	q{SELECT count(*) FILTER (WHERE r.outcome = 'ok') || ' succeeded (with a condition: '
+			 || count(*) FILTER (WHERE r.outcome = 'ok' AND c.build NOT LIKE '%(NULL)::jsonb::text, %') || '), '
+			 || count(*) FILTER (WHERE r.sqlstate = '40001') || ' refused with 40001, of ' || count(*)
+		FROM fuzz.results AS r JOIN fuzz.cases AS c USING (id) WHERE r.kind = 'es_append_condition'});
 note "slowest cases:\n" . $node->safe_psql('postgres',
 	q{SELECT r.id || ' ' || r.fn || ' ' || round(r.ms) || ' ms ' || r.outcome || ' ' || COALESCE(r.sqlstate, '') || E'\n    ' || c.build || E'\n    ' || left(c.call, 300)
 		FROM fuzz.results AS r JOIN fuzz.cases AS c USING (id) ORDER BY r.ms DESC NULLS LAST LIMIT 8});

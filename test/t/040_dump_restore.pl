@@ -7,7 +7,8 @@
 # snapshots, an upcaster, outbox routes and two consumer groups with acked,
 # leased and undelivered messages, a dead letter, projections of every style
 # with their read models, a disabled trigger, row level security with a
-# policy, a user index, checkpoints of global-log subscribers) is dumped
+# policy, a user index, checkpoints of global-log subscribers, events with
+# tags) is dumped
 # with pg_dump in the custom, directory and plain formats and restored with
 # pg_restore (serially, in one transaction and with -j 3) or psql, with no
 # special flags, into a new database of the same cluster and of a second
@@ -20,7 +21,9 @@
 # checkpoint the rest; new appends must get positions after the restored
 # ones, be projected exactly once, reach the consumer groups, and follow the
 # restored history in es_read_all (a new era in the second cluster, whose
-# transaction ids are below the restored ones).
+# transaction ids are below the restored ones).  The tagged events come back
+# with their tags: es_read_query finds them, and an append condition sees
+# them.
 
 use strict;
 use warnings;
@@ -102,6 +105,13 @@ SELECT es.es_append('order-' || i, 0,
   FROM generate_series(1, 20) AS i;
 SELECT es.es_append('order-' || i, 2, '[{"type": "Shipped", "data": {}}]') FROM generate_series(1, 5) AS i;
 SELECT es.es_append('audit-1', NULL, '[{"type": "Checked", "data": {"ok": true}, "metadata": {"tenant": "t1"}}]');
+-- tagged events (tags with quotes, commas, braces, spaces and non-ASCII
+-- letters, which every dump format must carry as they are)
+SELECT es.es_append('seat-' || i, 0,
+	jsonb_build_array(jsonb_build_object('type', 'SeatSold', 'data', jsonb_build_object('seat', i),
+										 'tags', jsonb_build_array('show:s1', 'seat:' || i, 'it''s "{a,b}" \ é'))))
+  FROM generate_series(1, 3) AS i;
+SELECT es.es_append('seat-4', 0, '[{"type": "SeatHeld", "data": {"seat": 4}, "tags": ["seat:4"]}]');
 });
 
 # folds and a snapshot
@@ -156,7 +166,8 @@ SELECT es.es_checkpoint_save('shop-new', NULL);
 my $contents = q{
 SELECT concat_ws(E'\n',
 	(SELECT string_agg(concat_ws('|', global_position, stream_id, version, event_id, event_type, schema_version,
-								 data, metadata, recorded_at, category, era, tx_id), E'\n' ORDER BY global_position)
+								 data, metadata, recorded_at, category, era, tx_id, coalesce(tags::text, '-')),
+					   E'\n' ORDER BY global_position)
 	   FROM es.events),
 	(SELECT string_agg(concat_ws('|', stream_id, version, category, created_at, updated_at, log_tx_id, metadata),
 					   E'\n' ORDER BY stream_id) FROM es.streams),
@@ -190,8 +201,17 @@ my $log_order = q{
 SELECT string_agg(concat_ws('|', r.global_position, r.stream_id, r.version, r.data), ',' ORDER BY r.log_cursor)
   FROM es.es_read_all(NULL, 100000) AS r};
 
+my $query_read = q{
+SELECT string_agg(concat_ws('|', r.stream_id, r.version, r.event_type, r.tags), ',' ORDER BY r.log_cursor)
+  FROM es.es_read_query('[{"types": ["SeatSold"], "tags": ["show:s1"]}, {"tags": ["seat:4"]}]') AS r};
+
 my $expected = $src->safe_psql('shop', $contents);
 my $expected_log = $src->safe_psql('shop', $log_order);
+my $expected_query = $src->safe_psql('shop', $query_read);
+is($src->safe_psql('shop', "SELECT count(*) FROM es.events WHERE tags IS NOT NULL"), '4',
+	'the source has 4 tagged events');
+like($expected_query, qr/^seat-1\|1\|SeatSold\|\{show:s1,seat:1,.*seat-4\|1\|SeatHeld\|\{seat:4\}$/,
+	'es_read_query finds the tagged events in the source');
 my $expected_objects = $src->safe_psql('shop', 'SELECT count(*) FROM es.es_user_objects()');
 is($expected_objects, '8', 'the source has 8 user objects on es_ext\'s tables');
 my $max_xid = $src->safe_psql('shop', 'SELECT max(tx_id) FROM es.events');
@@ -228,6 +248,12 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			'0', "$label: no user object is left pending");
 		is($node->safe_psql($db, $log_order), $expected_log,
 			"$label: es_read_all from the start returns the restored history in order, upcast");
+		is($node->safe_psql($db, $query_read), $expected_query,
+			"$label: es_read_query finds the restored tagged events, with their tags, in order");
+		is($node->safe_psql($db, q{
+			SELECT count(*) FROM pg_index AS i
+			 WHERE i.indexrelid = 'es.events_tags_idx'::regclass AND i.indisvalid AND i.indisready}),
+			'1', "$label: the tags index is back and valid");
 
 		my $max_outbox = $node->safe_psql($db, 'SELECT max(position) FROM es.outbox');
 
@@ -311,6 +337,21 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			SELECT concat_ws('|', s.state->>'n', s.snapshot_version, s.events_applied)
 			  FROM es.es_fold_state('order-1', 'public.count_events(jsonb, jsonb)', '{}') AS s}),
 			'4|3|1', "$label: es_fold_state folds from the restored snapshot");
+
+		# an append condition sees the restored events: seat 2 is sold
+		# (after NULL: no matching event may exist), seat 5 is free
+		my ($cret, $cout, $cerr) = $node->psql($db, q{
+			\set VERBOSITY verbose
+			SELECT es.es_append('seat-2b', 0, '[{"type": "SeatSold", "data": {}, "tags": ["show:s1", "seat:2"]}]',
+								'[{"types": ["SeatSold", "SeatHeld"], "tags": ["seat:2"]}]', NULL)});
+		like($cerr, qr/ERROR:  40001: append condition failed/,
+			"$label: a conditional append conflicts with a restored event");
+		is($node->safe_psql($db, q{
+			SELECT (es.es_append('seat-5', 0, '[{"type": "SeatSold", "data": {}, "tags": ["show:s1", "seat:5"]}]',
+								 '[{"types": ["SeatSold", "SeatHeld"], "tags": ["seat:5"]}]',
+								 (SELECT r.log_cursor FROM es.es_read_query('[{"tags": ["seat:5"]}]') AS r
+								   ORDER BY r.log_cursor DESC LIMIT 1))).version}),
+			'1', "$label: a conditional append on a free tag succeeds after the restore");
 	}
 }
 

@@ -12,8 +12,9 @@
 # After catch-up the standby reads what the primary reads: the events and
 # streams, the read model, es_read_stream, es_fold (also from a snapshot,
 # checked by counting the reducer's calls; with es.snapshot_every = 1 the
-# fold skips its automatic snapshot instead of failing) and es_read_all from
-# the start, from a cursor and page by page.
+# fold skips its automatic snapshot instead of failing), es_read_all from
+# the start, from a cursor and page by page, and es_read_query by types and
+# tags.
 #
 # Gap safety on the standby: while a transaction on the primary holds an xid
 # and has not committed, a later commit replayed on the standby is not
@@ -113,6 +114,11 @@ SELECT es.es_append('acct-' || a, 0,
 		   FROM generate_series(1, 10) AS i))
   FROM generate_series(1, 4) AS a;
 SELECT es.es_append('note-1', NULL, '[{"type": "Noted", "data": {"text": "hello"}}]');
+-- tagged events, for es_read_query
+SELECT es.es_append('seat-' || s, NULL,
+		jsonb_build_array(jsonb_build_object('type', 'SeatSold', 'data', jsonb_build_object('seat', s),
+											 'tags', jsonb_build_array('show:1', 'seat:' || s))))
+  FROM generate_series(1, 3) AS s;
 });
 
 # an explicit snapshot of acct-1 at version 8, an automatic one of acct-2 at
@@ -215,6 +221,9 @@ my %same = (
 	'es_read_all of a category and event types' => q{
 		SELECT global_position, log_cursor
 		  FROM es.es_read_all(NULL, 1000, 'acct', ARRAY['Opened', 'Withdrawn'])},
+	'es_read_query by types and tags' => q{
+		SELECT global_position, stream_id, version, event_type, tags, data, log_cursor
+		  FROM es.es_read_query('[{"types": ["SeatSold"], "tags": ["show:1"]}, {"tags": ["nobody"]}]')},
 	'es_events_by_correlation and es_events_by_causation' => q{
 		SELECT 'c', global_position FROM es.es_events_by_correlation('c-2')
 		UNION ALL SELECT 'k', global_position FROM es.es_events_by_causation('k-3')},
@@ -392,6 +401,11 @@ my %readers = (
 	'es.es_read_all(es.log_cursor,integer,text,text[])' =>
 	  q{SELECT count(*) FROM es.es_read_all(NULL, 10, 'acct', ARRAY['Deposited'])},
 	'es.es_log_horizon()' => q{SELECT es.es_log_horizon()},
+	'es.max(es.log_cursor)' => q{SELECT es.max(r.log_cursor) FROM es.es_read_all(NULL, 10) AS r},
+	'es.log_cursor_larger(es.log_cursor,es.log_cursor)' =>
+	  q{SELECT es.log_cursor_larger('(0,1,1)', '(0,1,2)')},
+	'es.es_read_query(jsonb,es.log_cursor,integer)' =>
+	  q{SELECT count(*) FROM es.es_read_query('[{"types": ["SeatSold"], "tags": ["show:1"]}]', NULL, 10)},
 	'es.es_events_by_correlation(text)' =>
 	  q{SELECT count(*) FROM es.es_events_by_correlation('c-1')},
 	'es.es_events_by_causation(text)' =>
@@ -426,6 +440,10 @@ my %readers = (
 my %writers = (
 	'es.es_append(text,bigint,jsonb)' =>
 	  q{SELECT es.es_append('acct-1', NULL, '[{"type": "Deposited", "data": {"amount": 1}}]')},
+	# the conditional append: its condition holds on the primary
+	'es.es_append(text,bigint,jsonb,jsonb,es.log_cursor)' =>
+	  q{SELECT es.es_append('seat-4', 0, '[{"type": "SeatSold", "data": {"seat": 4}, "tags": ["show:1", "seat:4"]}]',
+							'[{"types": ["SeatSold"], "tags": ["seat:4"]}]', NULL)},
 	'es.es_import(regclass,boolean)' => q{SELECT es.es_import('hs.import_src')},
 	'es.es_snapshot_save(text,regprocedure,jsonb,bigint)' =>
 	  qq{SELECT es.es_snapshot_save('acct-3', $reducer, $initial)},
