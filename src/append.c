@@ -1416,6 +1416,8 @@ es_append(PG_FUNCTION_ARGS)
 			 * The locks of the batch's tags and types and of its condition
 			 * (condition.c), before the stream row lock; then the condition.
 			 */
+			if (args.condition != NULL && args.have_after)
+				EsCheckConditionCursor(args.after_era, args.after_tx, args.after_pos);
 			EsLockWrite(events, n, args.condition);
 			if (args.condition != NULL)
 				EsCheckCondition(stream_str, args.condition, args.have_after,

@@ -35,9 +35,17 @@
  * condition takes ROW EXCLUSIVE on the bucket of each of its keys besides the
  * EXCLUSIVE lock on the key: ROW EXCLUSIVE conflicts with SHARE, not with
  * itself, so conditions on different keys still do not wait for each other.
+ * An append that needs one bucket in both modes (a large batch under a
+ * condition on one of its own tags) takes it once in SHARE ROW EXCLUSIVE:
+ * two such appends serialize instead of deadlocking.  Condition keys have
+ * no coarse form: a transaction may hold ES_DCB_XACT_CONDITION_KEYS of them,
+ * past that its conditional appends are refused (54000) rather than fill
+ * the lock table shared by every session.
  * All locks of an append are taken in one order (buckets, then keys, by
  * number), before the stream row lock.  Keys are 64-bit hashes: a collision
  * costs a needless wait, never a missed conflict (the query decides).
+ * A condition's cursor must be below the log horizon (checked before the
+ * locks, EsCheckConditionCursor): only a read's cursor is a position.
  *
  * The locks are advisory locks of the database (pg_locks: locktype
  * advisory, objsubid ES_DCB_LOCK_KEY or ES_DCB_LOCK_BUCKET; the advisory
@@ -93,6 +101,8 @@ typedef struct EsLockKey
 /* the transaction whose fine writer keys are counted, and their number */
 static LocalTransactionId counted_lxid = InvalidLocalTransactionId;
 static int	counted_keys = 0;
+/* and the fine condition keys it took (no coarse form: refused past the budget) */
+static int	counted_condition_keys = 0;
 
 static int
 lock_key_cmp(const void *a, const void *b)
@@ -171,7 +181,7 @@ unique_keys(uint64 *keys, int n)
 }
 
 static void
-acquire(const EsLockKey *k)
+lock_tag(const EsLockKey *k, LOCKTAG *out)
 {
 	LOCKTAG		tag;
 
@@ -180,26 +190,68 @@ acquire(const EsLockKey *k)
 	else
 		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (k->id >> 32), (uint32) k->id,
 							 ES_DCB_LOCK_KEY);
+	*out = tag;
+}
+
+static void
+acquire(const EsLockKey *k)
+{
+	LOCKTAG		tag;
+
+	lock_tag(k, &tag);
 	(void) LockAcquire(&tag, k->mode, false, false);
+}
+
+/* the number of keys[0..n-1] this transaction does not hold EXCLUSIVE yet */
+static int
+new_condition_keys(const uint64 *keys, int n)
+{
+	int			fresh = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		EsLockKey	k = {false, keys[i], ExclusiveLock};
+		LOCKTAG		tag;
+
+		lock_tag(&k, &tag);
+		if (!LockHeldByMe(&tag, ExclusiveLock))
+			fresh++;
+	}
+	return fresh;
 }
 
 /* take the locks, in one order: every append orders them the same way */
 static void
 acquire_all(EsLockKey *locks, int n)
 {
-	int			i;
+	int			i = 0;
 
 	qsort(locks, n, sizeof(EsLockKey), lock_key_cmp);
-	for (i = 0; i < n; i++)
+	while (i < n)
 	{
+		EsLockKey	k = locks[i];
+		bool		share = false;
+		bool		row_exclusive = false;
+
+		/*
+		 * One lock per object, in one mode.  A key: the strongest mode
+		 * (EXCLUSIVE covers SHARE).  A bucket that the append needs in SHARE
+		 * (its coarse writer keys) and in ROW EXCLUSIVE (its condition):
+		 * SHARE ROW EXCLUSIVE, which conflicts with both.  Taking the two
+		 * modes one after the other deadlocks two such appends on the same
+		 * bucket: each holds SHARE and waits for ROW EXCLUSIVE, which the
+		 * other's SHARE blocks.
+		 */
+		for (; i < n && locks[i].bucket == k.bucket && locks[i].id == k.id; i++)
+		{
+			share |= (locks[i].mode == ShareLock);
+			row_exclusive |= (locks[i].mode == RowExclusiveLock);
+		}
+		if (k.bucket && share && row_exclusive)
+			k.mode = ShareRowExclusiveLock;
 		CHECK_FOR_INTERRUPTS();
-		/* the same lock twice: the stronger mode came first */
-		if (i > 0 && locks[i].bucket == locks[i - 1].bucket &&
-			locks[i].id == locks[i - 1].id &&
-			(locks[i].mode == locks[i - 1].mode ||
-			 (!locks[i].bucket && locks[i - 1].mode == ExclusiveLock)))
-			continue;
-		acquire(&locks[i]);
+		acquire(&k);
 	}
 }
 
@@ -219,6 +271,7 @@ EsLockWrite(const EsEvent *events, int n, const EsQuery *condition)
 	EsLockKey  *locks;
 	int			nlocks = 0;
 	bool		coarse;
+	int			fresh;
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -257,7 +310,25 @@ EsLockWrite(const EsEvent *events, int n, const EsQuery *condition)
 	{
 		counted_lxid = MyProc->lxid;
 		counted_keys = 0;
+		counted_condition_keys = 0;
 	}
+
+	/*
+	 * A condition's keys have no coarse form (a fine writer holds only its
+	 * keys), so each is a lock in the shared lock table until the end of the
+	 * transaction: past the budget, refuse the append rather than fill the
+	 * table (which would stop every session of the cluster, new connections
+	 * included, until this transaction ends).
+	 */
+	fresh = new_condition_keys(ckeys, nc);
+	if (counted_condition_keys + fresh > ES_DCB_XACT_CONDITION_KEYS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("append condition locks too many keys in this transaction"),
+				 errdetail("The condition locks %d new keys (one per item with tags, one per event type of an item without tags) and the transaction's earlier conditions %d; the limit is %d per transaction.",
+						   fresh, counted_condition_keys, ES_DCB_XACT_CONDITION_KEYS),
+				 errhint("Commit more often, or name tags rather than many event types in the condition.")));
+	counted_condition_keys += fresh;
 	coarse = nw > ES_DCB_FINE_KEYS || counted_keys + nw > ES_DCB_XACT_FINE_KEYS;
 	if (!coarse)
 		counted_keys += nw;
@@ -381,6 +452,21 @@ condition_error(const char *stream, int item, bool have_after, int32 era, Datum 
 		char	   *found = cursor_string(DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull)),
 										  SPI_getbinval(row, desc, 2, &isnull),
 										  DatumGetInt64(SPI_getbinval(row, desc, 7, &isnull)));
+		FullTransactionId found_tx = DatumGetFullTransactionId(SPI_getbinval(row, desc, 2, &isnull));
+		FullTransactionId next = ReadNextFullTransactionId();
+		TransactionId xmin = GetLatestSnapshot()->xmin;
+		FullTransactionId horizon;
+		bool		held_back;
+
+		/*
+		 * An event at or above the oldest running transaction is held back
+		 * from every read (gap safety) although it is committed: rereading
+		 * cannot show it until that transaction ends, so say so.
+		 */
+		horizon = FullTransactionIdFromU64(U64FromFullTransactionId(next) -
+										   (uint32) (XidFromFullTransactionId(next) - xmin));
+		held_back = DatumGetInt32(SPI_getbinval(row, desc, 6, &isnull)) == EsCurrentEra() &&
+			!FullTransactionIdPrecedes(found_tx, horizon);
 
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -390,6 +476,9 @@ condition_error(const char *stream, int item, bool have_after, int32 era, Datum 
 						   found_version, found_stream, found_type, found, item, after) :
 				 errdetail("Event " INT64_FORMAT " of stream \"%s\" (type \"%s\", log cursor %s) matches item %d of the condition, which allows no matching event.",
 						   found_version, found_stream, found_type, found, item),
+				 held_back ?
+				 errhint("Reads do not return that event yet: a transaction older than it (log horizon " UINT64_FORMAT ") is still running; read, decide and retry after it ends.",
+						 U64FromFullTransactionId(horizon)) :
 				 errhint("Read the events matching the condition's query again, decide again and retry."),
 				 err_generic_string(PG_DIAG_SCHEMA_NAME, "es"),
 				 err_generic_string(PG_DIAG_TABLE_NAME, "events"),
@@ -455,6 +544,47 @@ check_item(const EsQueryItem *item, bool have_after, Datum *values, char *nulls,
 }
 
 /*
+ * EsCheckConditionCursor
+ *		Refuse a condition's cursor (era, tx_id, position) that no read can
+ *		have returned: past the current era, or in it with a transaction id
+ *		not below the log horizon of a new snapshot (or this transaction's own
+ *		id).  A read returns only events below its horizon, and every
+ *		transaction older than the horizon has ended, so a read's cursor
+ *		always passes.  A cursor above a running transaction (es_append's
+ *		token while an older writer is still running, a made-up cursor) would
+ *		hide that writer's events: they come before the cursor in log order
+ *		although they commit after it.  Call before EsLockWrite: once its
+ *		locks waited for such a writer, the writer has ended and the check
+ *		could no longer tell.  Inside SPI (for the era).
+ */
+void
+EsCheckConditionCursor(int32 era, Datum tx_id, int64 position)
+{
+	int32		current = EsCurrentEra();
+	FullTransactionId tx = DatumGetFullTransactionId(tx_id);
+	FullTransactionId horizon;
+
+	if (era > current ||
+		(era == current &&
+		 !FullTransactionIdPrecedes(tx, ReadNextFullTransactionId())))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("log cursor %s is beyond the end of the log",
+						cursor_string(era, tx_id, position)),
+				 errhint("Pass the log_cursor of the last row es_read_query returned, or NULL when it returned none.")));
+
+	horizon = EsLogHorizon(GetLatestSnapshot());
+	if (era == current && !FullTransactionIdPrecedes(tx, horizon))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("log cursor %s is not below the log horizon",
+						cursor_string(era, tx_id, position)),
+				 errdetail("A transaction older than the cursor is still running (log horizon " UINT64_FORMAT "): its events would come before the cursor although they commit after it.",
+						   U64FromFullTransactionId(horizon)),
+				 errhint("Pass the log_cursor of the last row es_read_query returned, or NULL when it returned none; es_append's token is not a read position.")));
+}
+
+/*
  * EsCheckCondition
  *		Under the locks of EsLockWrite: raise the condition's conflict if an
  *		event matching one of its items, written by another transaction, is
@@ -472,22 +602,6 @@ EsCheckCondition(const char *stream, const EsQuery *condition,
 	Snapshot	snap;
 	MemoryContext cxt = CurrentMemoryContext;
 	int			i;
-
-	if (have_after)
-	{
-		FullTransactionId next = ReadNextFullTransactionId();
-		int32		current = EsCurrentEra();
-
-		/* a cursor no read can have returned: refuse it, or it would hide every event */
-		if (era > current ||
-			(era == current &&
-			 !FullTransactionIdPrecedes(DatumGetFullTransactionId(tx_id), next)))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("log cursor %s is beyond the end of the log",
-							cursor_string(era, tx_id, position)),
-					 errhint("Pass the log_cursor of the last row es_read_query returned, or NULL when it returned none.")));
-	}
 
 	values[2] = Int32GetDatum(era);
 	values[3] = tx_id;

@@ -159,6 +159,8 @@ extern ArrayType *EsJsonStringArray(JsonbValue *v, const char *what, int max_ite
 #define ES_DCB_FINE_KEYS		16
 /* condition.c: fine writer keys one transaction takes before its appends lock coarse buckets */
 #define ES_DCB_XACT_FINE_KEYS	64
+/* condition.c: fine condition keys one transaction may lock (each is a shared lock table entry) */
+#define ES_DCB_XACT_CONDITION_KEYS	256
 /* condition.c: coarse buckets of lock keys */
 #define ES_DCB_BUCKETS			64
 /* condition.c: rows fetched at a time while the condition skips the transaction's own events */
@@ -180,6 +182,7 @@ typedef struct EsQuery
 
 extern EsQuery *EsParseQuery(Jsonb *query, const char *what, bool for_condition);
 extern void EsLockWrite(const EsEvent *events, int n, const EsQuery *condition);
+extern void EsCheckConditionCursor(int32 era, Datum tx_id, int64 position);
 extern void EsCheckCondition(const char *stream, const EsQuery *condition,
 							 bool have_after, int32 era, Datum tx_id, int64 position);
 extern void EsLockAllForImport(void);
