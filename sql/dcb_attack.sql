@@ -181,4 +181,43 @@ DROP POLICY regress_dxa_tenant ON es.events;
 ALTER TABLE es.events DISABLE ROW LEVEL SECURITY;
 DROP ROLE regress_dxa_a;
 DROP ROLE regress_dxa_b;
+
+-- an old cursor (more than 1000 transaction ids ago) is checked through the
+-- item's own index, a recent one through the log index: both find the
+-- matching event appended after it, and only that one
+SELECT version FROM es.es_append('dxa-old', NULL, '[{"type": "dxaOld", "data": 1, "tags": ["dxa:old"]}]');
+SELECT es.max(log_cursor) AS dxa_old FROM es.es_read_query('[{"tags": ["dxa:old"]}]') \gset
+DO $$
+BEGIN
+	FOR i IN 1..1010 LOOP
+		PERFORM pg_catalog.pg_current_xact_id();
+		COMMIT;
+	END LOOP;
+END
+$$;
+-- nothing new since: passes (tags; types; tags and types)
+SELECT version FROM es.es_append('dxa-old-a', NULL, '[{"type": "dxaOther", "data": 1}]',
+	'[{"tags": ["dxa:old"]}]', :'dxa_old');
+SELECT version FROM es.es_append('dxa-old-a', NULL, '[{"type": "dxaOther", "data": 2}]',
+	'[{"types": ["dxaOld"]}]', :'dxa_old');
+SELECT version FROM es.es_append('dxa-old-a', NULL, '[{"type": "dxaOther", "data": 3}]',
+	'[{"types": ["dxaOld"], "tags": ["dxa:old"]}]', :'dxa_old');
+SELECT version FROM es.es_append('dxa-old', NULL, '[{"type": "dxaOld", "data": 2, "tags": ["dxa:old"]}]');
+DO $$
+BEGIN
+	FOR i IN 1..1010 LOOP
+		PERFORM pg_catalog.pg_current_xact_id();
+		COMMIT;
+	END LOOP;
+END
+$$;
+-- the event appended since (now more than 1000 ids ago too) fails each form
+SELECT dxa_try(format($$SELECT es.es_append('dxa-old-b', NULL, '[{"type": "dxaOther", "data": 1}]',
+	'[{"tags": ["dxa:old"]}]', %L)$$, :'dxa_old'));
+SELECT dxa_try(format($$SELECT es.es_append('dxa-old-b', NULL, '[{"type": "dxaOther", "data": 1}]',
+	'[{"types": ["dxaOld"]}]', %L)$$, :'dxa_old'));
+SELECT dxa_try(format($$SELECT es.es_append('dxa-old-b', NULL, '[{"type": "dxaOther", "data": 1}]',
+	'[{"types": ["dxaOld"], "tags": ["dxa:old"]}]', %L)$$, :'dxa_old'));
+SELECT es.es_stream_version('dxa-old-b') AS nothing_written;
+
 DROP FUNCTION dxa_try(text);

@@ -385,10 +385,24 @@ EsLockAllForImport(void)
  * The condition's query, per item shape: with tags ($1), with types ($2),
  * after a cursor ($3, $4, $5); at most $6 rows.  Every plan takes the same
  * arguments.  No ORDER BY: any matching event decides.
+ *
+ * Two forms of the query after a cursor.  For a recent cursor, the log
+ * index from the cursor on finds the few events appended since.  For an old
+ * one (the last event of a quiet tag, long ago), that range is most of the
+ * log: the item's own index (tags, types) must drive, and the cursor only
+ * filters.  The planner cannot tell them apart (tx_id values newer than the
+ * last ANALYZE look like no row at all), so check_item chooses: the fenced
+ * form (OFFSET 0 keeps the cursor out of the scan) when more than
+ * ES_DCB_RECENT_XIDS transaction ids were assigned since the cursor's.
  */
+#define CHECK_COLUMNS \
+	"e.tx_id, e.stream_id, e.version, e.event_type, e.era, e.global_position"
 #define CHECK_SELECT \
-	"SELECT e.xmin, e.tx_id, e.stream_id, e.version, e.event_type, e.era, e.global_position" \
-	"  FROM es.events AS e WHERE true"
+	"SELECT e.xmin, " CHECK_COLUMNS "  FROM es.events AS e WHERE true"
+#define CHECK_FENCE_OPEN \
+	"SELECT e.x, " CHECK_COLUMNS \
+	"  FROM (SELECT e.xmin AS x, " CHECK_COLUMNS "  FROM es.events AS e WHERE true"
+#define CHECK_FENCE_CLOSE	" OFFSET 0) AS e WHERE true"
 #define CHECK_TAGS	" AND e.tags OPERATOR(pg_catalog.@>) $1"
 #define CHECK_TYPES	" AND e.event_type OPERATOR(pg_catalog.=) ANY ($2)"
 /* era by era: the planner estimates a row comparison by its first column (read.c) */
@@ -399,8 +413,11 @@ EsLockAllForImport(void)
 #define CHECK_LIMIT	" LIMIT $6"
 #define CHECK_ARGS	6, {TEXTARRAYOID, TEXTARRAYOID, INT4OID, XID8OID, INT8OID, INT8OID}
 
-/* indexed by (tags given) + 2 * (types given) + 4 * (after given); 0 and 4 unused */
-static EsPlan check_plans[8] = {
+/*
+ * indexed by (tags given) + 2 * (types given) + 4 * (after given) + 8 *
+ * (an old cursor: the fenced form); unused: 0, 4, 8-12
+ */
+static EsPlan check_plans[16] = {
 	{NULL, NULL, CHECK_ARGS},
 	{NULL, CHECK_SELECT CHECK_TAGS CHECK_LIMIT, CHECK_ARGS},
 	{NULL, CHECK_SELECT CHECK_TYPES CHECK_LIMIT, CHECK_ARGS},
@@ -409,7 +426,31 @@ static EsPlan check_plans[8] = {
 	{NULL, CHECK_SELECT CHECK_TAGS CHECK_AFTER CHECK_LIMIT, CHECK_ARGS},
 	{NULL, CHECK_SELECT CHECK_TYPES CHECK_AFTER CHECK_LIMIT, CHECK_ARGS},
 	{NULL, CHECK_SELECT CHECK_TAGS CHECK_TYPES CHECK_AFTER CHECK_LIMIT, CHECK_ARGS},
+	{NULL, NULL, CHECK_ARGS},
+	{NULL, NULL, CHECK_ARGS},
+	{NULL, NULL, CHECK_ARGS},
+	{NULL, NULL, CHECK_ARGS},
+	{NULL, NULL, CHECK_ARGS},
+	{NULL, CHECK_FENCE_OPEN CHECK_TAGS CHECK_FENCE_CLOSE CHECK_AFTER CHECK_LIMIT, CHECK_ARGS},
+	{NULL, CHECK_FENCE_OPEN CHECK_TYPES CHECK_FENCE_CLOSE CHECK_AFTER CHECK_LIMIT, CHECK_ARGS},
+	{NULL, CHECK_FENCE_OPEN CHECK_TAGS CHECK_TYPES CHECK_FENCE_CLOSE CHECK_AFTER CHECK_LIMIT,
+	CHECK_ARGS},
 };
+
+/*
+ * old_cursor
+ *		Were more than ES_DCB_RECENT_XIDS transaction ids assigned since the
+ *		cursor's (or is it from an older era)?  Every append takes one, so
+ *		this bounds from below the events appended since: no I/O, no lock.
+ */
+static bool
+old_cursor(int32 era, Datum tx_id)
+{
+	uint64		next = U64FromFullTransactionId(ReadNextFullTransactionId());
+	uint64		tx = U64FromFullTransactionId(DatumGetFullTransactionId(tx_id));
+
+	return era < EsCurrentEra() || tx + ES_DCB_RECENT_XIDS < next;
+}
 
 static char *
 cursor_string(int32 era, Datum tx_id, int64 position)
@@ -507,13 +548,16 @@ own_event(HeapTuple row, TupleDesc desc, FullTransactionId top)
 
 /*
  * check_item
- *		Run the query of one item with snapshot snap.  Returns the first
- *		matching event another transaction wrote (in SPI_tuptable), or NULL.
+ *		Run the query of one item with snapshot snap (old: the cursor is old,
+ *		see old_cursor).  Returns the first matching event another
+ *		transaction wrote (in SPI_tuptable), or NULL.
  */
 static HeapTuple
-check_item(const EsQueryItem *item, bool have_after, Datum *values, char *nulls, Snapshot snap)
+check_item(const EsQueryItem *item, bool have_after, bool old, Datum *values, char *nulls,
+		   Snapshot snap)
 {
-	int			shape = (item->tags ? 1 : 0) + (item->types ? 2 : 0) + (have_after ? 4 : 0);
+	int			shape = (item->tags ? 1 : 0) + (item->types ? 2 : 0) +
+		(have_after ? 4 : 0) + (have_after && old ? 8 : 0);
 	FullTransactionId top = GetTopFullTransactionIdIfAny();
 	int			rc;
 	uint64		i;
@@ -601,6 +645,7 @@ EsCheckCondition(const char *stream, const EsQuery *condition,
 	char		nulls[6];
 	Snapshot	snap;
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		old = have_after && old_cursor(era, tx_id);
 	int			i;
 
 	values[2] = Int32GetDatum(era);
@@ -616,7 +661,7 @@ EsCheckCondition(const char *stream, const EsQuery *condition,
 		CHECK_FOR_INTERRUPTS();
 		PG_TRY();
 		{
-			row = check_item(&condition->items[i], have_after, values, nulls, snap);
+			row = check_item(&condition->items[i], have_after, old, values, nulls, snap);
 		}
 		PG_CATCH();
 		{

@@ -163,6 +163,10 @@ extern ArrayType *EsJsonStringArray(JsonbValue *v, const char *what, int max_ite
 #define ES_DCB_XACT_CONDITION_KEYS	256
 /* condition.c: coarse buckets of lock keys */
 #define ES_DCB_BUCKETS			64
+/* condition.c: a cursor older than this many transaction ids is checked through the item's indexes */
+#define ES_DCB_RECENT_XIDS		1000
+/* read.c: es_read_query statements kept prepared per backend (one per query shape) */
+#define ES_QUERY_PLANS			32
 /* condition.c: rows fetched at a time while the condition skips the transaction's own events */
 #define ES_DCB_CHECK_FETCH		100
 

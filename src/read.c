@@ -569,6 +569,47 @@ query_read_sql(const EsQuery *q, Oid *argtypes, Datum *values, char *nulls, int 
 	return sql.data;
 }
 
+/*
+ * The statements of es_read_query, one per query shape (the statement text
+ * depends on which items have tags and types, not on their values), kept
+ * prepared for the life of the backend: planning one took most of a short
+ * read.  At most ES_QUERY_PLANS shapes are kept; a statement of another
+ * shape is prepared for the call only.  The plan cache re-plans a kept
+ * statement when es.events changes or the role (row level security) does.
+ */
+typedef struct EsQueryPlan
+{
+	char	   *sql;			/* in TopMemoryContext */
+	SPIPlanPtr	plan;			/* kept (SPI_keepplan) */
+} EsQueryPlan;
+
+static EsQueryPlan query_plans[ES_QUERY_PLANS];
+static int	nquery_plans = 0;
+
+static SPIPlanPtr
+query_read_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+	int			i;
+
+	for (i = 0; i < nquery_plans; i++)
+		if (strcmp(query_plans[i].sql, sql) == 0)
+			return query_plans[i].plan;
+
+	plan = SPI_prepare(sql, nargs, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the query read: %s", SPI_result_code_string(SPI_result));
+	if (nquery_plans < ES_QUERY_PLANS)
+	{
+		query_plans[nquery_plans].sql = MemoryContextStrdup(TopMemoryContext, sql);
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not keep the query read's plan");
+		query_plans[nquery_plans].plan = plan;
+		nquery_plans++;
+	}
+	return plan;
+}
+
 PG_FUNCTION_INFO_V1(es_read_query);
 
 /*
@@ -646,7 +687,7 @@ es_read_query(PG_FUNCTION_ARGS)
 	values[4] = st.horizon;
 	sql = query_read_sql(q, argtypes, values, nulls, &nargs);
 
-	portal = SPI_cursor_open_with_args(NULL, sql, nargs, argtypes, values, nulls, true, 0);
+	portal = SPI_cursor_open(NULL, query_read_plan(sql, nargs, argtypes), values, nulls, true);
 	fetch_into_tuplestore(portal, rsinfo, make_log_row, &st);
 	SPI_cursor_close(portal);
 	SPI_finish();
