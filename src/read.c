@@ -68,12 +68,28 @@
 
 #include "es_ext.h"
 
-#define LOG_SELECT \
+#define LOG_COLUMNS \
 	"SELECT e.global_position, e.stream_id, e.version, e.event_id, e.event_type," \
 	"       e.data, e.metadata, e.recorded_at, e.era, e.tx_id, e.schema_version" \
 	"  FROM es.events AS e" \
-	" WHERE (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)" \
-	"   AND (e.era, e.tx_id) OPERATOR(pg_catalog.<) ($4, $5)"
+	" WHERE (e.era OPERATOR(pg_catalog.<) $4" \
+	"        OR (e.era OPERATOR(pg_catalog.=) $4 AND e.tx_id OPERATOR(pg_catalog.<) $5))"
+#define LOG_SELECT \
+	LOG_COLUMNS \
+	"   AND (e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($1, $2, $3)"
+/*
+ * The planner estimates a row comparison by its first column: (era, ...) >
+ * (0, ...) or (era, tx_id) < (0, ...) looks like no row at all when every
+ * event is in era 0, and the whole-log index then looked as cheap as the
+ * category's for a read of a small category, which walked the log.  So the
+ * horizon is spelt out era by era (a filter, estimated right), and a
+ * category's cursor is compared together with the category: only the
+ * category's index takes it as its range.
+ */
+#define LOG_SELECT_CATEGORY \
+	LOG_COLUMNS \
+	"   AND e.category OPERATOR(pg_catalog.=) $7" \
+	"   AND (e.category, e.era, e.tx_id, e.global_position) OPERATOR(pg_catalog.>) ($7, $1, $2, $3)"
 #define LOG_ORDER \
 	" ORDER BY e.era, e.tx_id, e.global_position" \
 	" LIMIT $6"
@@ -82,12 +98,10 @@
 /* indexed by (category given) + 2 * (event types given) */
 static EsPlan log_plans[4] = {
 	{NULL, LOG_SELECT LOG_ORDER, 6, {LOG_ARGTYPES}},
-	{NULL, LOG_SELECT " AND e.category OPERATOR(pg_catalog.=) $7" LOG_ORDER,
-	7, {LOG_ARGTYPES, TEXTOID}},
+	{NULL, LOG_SELECT_CATEGORY LOG_ORDER, 7, {LOG_ARGTYPES, TEXTOID}},
 	{NULL, LOG_SELECT " AND e.event_type OPERATOR(pg_catalog.=) ANY ($7)" LOG_ORDER,
 	7, {LOG_ARGTYPES, TEXTARRAYOID}},
-	{NULL, LOG_SELECT " AND e.category OPERATOR(pg_catalog.=) $7"
-		" AND e.event_type OPERATOR(pg_catalog.=) ANY ($8)" LOG_ORDER,
+	{NULL, LOG_SELECT_CATEGORY " AND e.event_type OPERATOR(pg_catalog.=) ANY ($8)" LOG_ORDER,
 	8, {LOG_ARGTYPES, TEXTOID, TEXTARRAYOID}},
 };
 
