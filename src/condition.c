@@ -93,9 +93,9 @@
 /* One lock an append takes. */
 typedef struct EsLockKey
 {
-	bool		bucket;			/* a coarse bucket (else a key) */
 	uint64		id;				/* the key's hash, or the bucket number */
 	LOCKMODE	mode;
+	bool		bucket;			/* a coarse bucket (else a key) */
 } EsLockKey;
 
 /* the transaction whose fine writer keys are counted, and their number */
@@ -211,7 +211,7 @@ new_condition_keys(const uint64 *keys, int n)
 
 	for (i = 0; i < n; i++)
 	{
-		EsLockKey	k = {false, keys[i], ExclusiveLock};
+		EsLockKey	k = {keys[i], ExclusiveLock, false};
 		LOCKTAG		tag;
 
 		lock_tag(&k, &tag);
