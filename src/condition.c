@@ -394,6 +394,12 @@ EsLockAllForImport(void)
  * last ANALYZE look like no row at all), so check_item chooses: the fenced
  * form (OFFSET 0 keeps the cursor out of the scan) when more than
  * ES_DCB_RECENT_XIDS transaction ids were assigned since the cursor's.
+ *
+ * An item with tags runs a generic plan (planned once): the GIN index of the
+ * tags drives it whatever the values, and planning it again at every append
+ * cost more than running it.  An item of types only keeps custom plans: its
+ * generic plan is a sequential scan (the selectivity of "event_type = ANY"
+ * is unknown without the values).
  */
 #define CHECK_COLUMNS \
 	"e.tx_id, e.stream_id, e.version, e.event_type, e.era, e.global_position"
@@ -572,7 +578,8 @@ check_item(const EsQueryItem *item, bool have_after, bool old, Datum *values, ch
 	nulls[5] = ' ';
 	for (;;)
 	{
-		rc = SPI_execute_snapshot(EsGetPlan(&check_plans[shape]), values, nulls,
+		rc = SPI_execute_snapshot(item->tags ? EsGetGenericPlan(&check_plans[shape]) :
+								  EsGetPlan(&check_plans[shape]), values, nulls,
 								  snap, InvalidSnapshot, true, false, 0);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not check the append condition: %s", SPI_result_code_string(rc));

@@ -359,6 +359,8 @@ typedef struct EsPlan
 } EsPlan;
 
 extern SPIPlanPtr EsGetPlan(EsPlan *p);
+extern SPIPlanPtr EsGetGenericPlan(EsPlan *p);
+extern SPIPlanPtr EsGetPlanOptions(EsPlan *p, int cursorOptions);
 extern Oid	EsSchemaOid(void);
 extern Oid	EsRelationOid(const char *relname);
 extern Oid	EsTypeOid(const char *typname);

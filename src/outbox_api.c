@@ -89,18 +89,7 @@ EsOutboxLockGroups(LOCKMODE mode)
 static EsPlan *
 queue_plan(EsPlan *p)
 {
-	if (p->plan == NULL)
-	{
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare_cursor(p->sql, p->nargs, p->argtypes, CURSOR_OPT_GENERIC_PLAN);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare_cursor failed: %s: %s",
-				 SPI_result_code_string(SPI_result), p->sql);
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		p->plan = plan;
-	}
+	(void) EsGetGenericPlan(p);
 	return p;
 }
 

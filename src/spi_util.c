@@ -36,11 +36,31 @@
 SPIPlanPtr
 EsGetPlan(EsPlan *p)
 {
+	return EsGetPlanOptions(p, 0);
+}
+
+/*
+ * EsGetGenericPlan
+ *		EsGetPlan, but the saved plan is generic (CURSOR_OPT_GENERIC_PLAN):
+ *		planned once, never again for the values of a call.  For statements
+ *		whose custom plans are no better (or worse: estimated from stale
+ *		statistics) and whose planning would cost more than their run.
+ */
+SPIPlanPtr
+EsGetGenericPlan(EsPlan *p)
+{
+	return EsGetPlanOptions(p, CURSOR_OPT_GENERIC_PLAN);
+}
+
+/* the saved plan of p, prepared on first use with cursorOptions */
+SPIPlanPtr
+EsGetPlanOptions(EsPlan *p, int cursorOptions)
+{
 	if (p->plan == NULL)
 	{
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare(p->sql, p->nargs, p->argtypes);
+		plan = SPI_prepare_cursor(p->sql, p->nargs, p->argtypes, cursorOptions);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s: %s",
 				 SPI_result_code_string(SPI_result), p->sql);
