@@ -395,11 +395,13 @@ EsLockAllForImport(void)
  * form (OFFSET 0 keeps the cursor out of the scan) when more than
  * ES_DCB_RECENT_XIDS transaction ids were assigned since the cursor's.
  *
- * An item with tags runs a generic plan (planned once): the GIN index of the
- * tags drives it whatever the values, and planning it again at every append
- * cost more than running it.  An item of types only keeps custom plans: its
- * generic plan is a sequential scan (the selectivity of "event_type = ANY"
- * is unknown without the values).
+ * An item with tags, without a cursor or with an old one, runs a generic
+ * plan (planned once): the GIN index of the tags drives it whatever the
+ * values, and planning it again at every append cost more than running it.
+ * After a recent cursor the custom plan walks the log index from the cursor
+ * (a hot tag's whole history is no option), and an item of types only keeps
+ * custom plans too: its generic plan is a sequential scan (the selectivity
+ * of "event_type = ANY" is unknown without the values).
  */
 #define CHECK_COLUMNS \
 	"e.tx_id, e.stream_id, e.version, e.event_type, e.era, e.global_position"
@@ -564,6 +566,7 @@ check_item(const EsQueryItem *item, bool have_after, bool old, Datum *values, ch
 {
 	int			shape = (item->tags ? 1 : 0) + (item->types ? 2 : 0) +
 		(have_after ? 4 : 0) + (have_after && old ? 8 : 0);
+	bool		generic = item->tags != NULL && (!have_after || old);
 	FullTransactionId top = GetTopFullTransactionIdIfAny();
 	int			rc;
 	uint64		i;
@@ -578,7 +581,7 @@ check_item(const EsQueryItem *item, bool have_after, bool old, Datum *values, ch
 	nulls[5] = ' ';
 	for (;;)
 	{
-		rc = SPI_execute_snapshot(item->tags ? EsGetGenericPlan(&check_plans[shape]) :
+		rc = SPI_execute_snapshot(generic ? EsGetGenericPlan(&check_plans[shape]) :
 								  EsGetPlan(&check_plans[shape]), values, nulls,
 								  snap, InvalidSnapshot, true, false, 0);
 		if (rc != SPI_OK_SELECT)
