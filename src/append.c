@@ -1407,6 +1407,7 @@ es_append(PG_FUNCTION_ARGS)
 		if (!args.replay)
 		{
 			int32		era = EsAppendEra();
+			int32		current_era = 0;	/* read only for a condition's cursor */
 			Datum		tx_id = FullTransactionIdGetDatum(GetTopFullTransactionId());
 			Datum		recorded_at;
 			int64		first_version;
@@ -1417,11 +1418,12 @@ es_append(PG_FUNCTION_ARGS)
 			 * (condition.c), before the stream row lock; then the condition.
 			 */
 			if (args.condition != NULL && args.have_after)
-				EsCheckConditionCursor(args.after_era, args.after_tx, args.after_pos);
+				current_era = EsCheckConditionCursor(args.after_era, args.after_tx,
+													 args.after_pos);
 			EsLockWrite(events, n, args.condition);
 			if (args.condition != NULL)
 				EsCheckCondition(stream_str, args.condition, args.have_after,
-								 args.after_era, args.after_tx, args.after_pos);
+								 args.after_era, args.after_tx, args.after_pos, current_era);
 
 			EsRefuseBeforeRowTriggers(EsRelationOid("streams"), "streams");
 			args.version = advance_stream(stream_str, stream_datum, expected_null, expected, n,

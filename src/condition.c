@@ -452,12 +452,12 @@ static EsPlan check_plans[16] = {
  *		this bounds from below the events appended since: no I/O, no lock.
  */
 static bool
-old_cursor(int32 era, Datum tx_id)
+old_cursor(int32 era, Datum tx_id, int32 current_era)
 {
 	uint64		next = U64FromFullTransactionId(ReadNextFullTransactionId());
 	uint64		tx = U64FromFullTransactionId(DatumGetFullTransactionId(tx_id));
 
-	return era < EsCurrentEra() || tx + ES_DCB_RECENT_XIDS < next;
+	return era < current_era || tx + ES_DCB_RECENT_XIDS < next;
 }
 
 static char *
@@ -609,9 +609,10 @@ check_item(const EsQueryItem *item, bool have_after, bool old, Datum *values, ch
  *		hide that writer's events: they come before the cursor in log order
  *		although they commit after it.  Call before EsLockWrite: once its
  *		locks waited for such a writer, the writer has ended and the check
- *		could no longer tell.  Inside SPI (for the era).
+ *		could no longer tell.  Inside SPI (for the era).  Returns the
+ *		current era, for EsCheckCondition (reading it costs a statement).
  */
-void
+int32
 EsCheckConditionCursor(int32 era, Datum tx_id, int64 position)
 {
 	int32		current = EsCurrentEra();
@@ -636,6 +637,7 @@ EsCheckConditionCursor(int32 era, Datum tx_id, int64 position)
 				 errdetail("A transaction older than the cursor is still running (log horizon " UINT64_FORMAT "): its events would come before the cursor although they commit after it.",
 						   U64FromFullTransactionId(horizon)),
 				 errhint("Pass the log_cursor of the last row es_read_query returned, or NULL when it returned none; es_append's token is not a read position.")));
+	return current;
 }
 
 /*
@@ -649,13 +651,13 @@ EsCheckConditionCursor(int32 era, Datum tx_id, int64 position)
  */
 void
 EsCheckCondition(const char *stream, const EsQuery *condition,
-				 bool have_after, int32 era, Datum tx_id, int64 position)
+				 bool have_after, int32 era, Datum tx_id, int64 position, int32 current_era)
 {
 	Datum		values[6];
 	char		nulls[6];
 	Snapshot	snap;
 	MemoryContext cxt = CurrentMemoryContext;
-	bool		old = have_after && old_cursor(era, tx_id);
+	bool		old = have_after && old_cursor(era, tx_id, current_era);
 	int			i;
 
 	values[2] = Int32GetDatum(era);

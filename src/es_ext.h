@@ -186,9 +186,9 @@ typedef struct EsQuery
 
 extern EsQuery *EsParseQuery(Jsonb *query, const char *what, bool for_condition);
 extern void EsLockWrite(const EsEvent *events, int n, const EsQuery *condition);
-extern void EsCheckConditionCursor(int32 era, Datum tx_id, int64 position);
+extern int32 EsCheckConditionCursor(int32 era, Datum tx_id, int64 position);
 extern void EsCheckCondition(const char *stream, const EsQuery *condition,
-							 bool have_after, int32 era, Datum tx_id, int64 position);
+							 bool have_after, int32 era, Datum tx_id, int64 position, int32 current_era);
 extern void EsLockAllForImport(void);
 extern void EsGenerateEventId(pg_uuid_t *id);
 extern void EsCheckMetadataIds(Jsonb *metadata);
