@@ -61,7 +61,7 @@ LANGUAGE sql AS $$ SELECT c FROM marks WHERE marks.name = pos.name $$;
 -- the column and its index
 SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute
  WHERE attrelid = 'es.events'::regclass AND attname = 'tags';
-SELECT attname FROM pg_attribute
+SELECT attname FROM pg_attribute -- tags, then the chain hash of issue 15
  WHERE attrelid = 'es.events'::regclass AND attnum > 0 AND NOT attisdropped
  ORDER BY attnum DESC LIMIT 1;
 SELECT indexdef FROM pg_indexes WHERE schemaname = 'es' AND indexname = 'events_tags_idx';

@@ -1946,32 +1946,6 @@ ALTER TABLE @extschema@.events ADD COLUMN IF NOT EXISTS tags text[];
 COMMENT ON COLUMN @extschema@.events.tags IS 'tags of the event (es_read_query, conditional appends), in the order given; NULL when it has none';
 CREATE INDEX IF NOT EXISTS events_tags_idx ON @extschema@.events USING gin (tags) WITH (fastupdate = off)
 	WHERE tags IS NOT NULL;
-/*
- * The SQL-standard bodies that return es.events rows were expanded with the
- * columns of 0.1.0: parse them again, now with tags (a function of the
- * user's own written the same way needs the same; see README, Upgrading).
- */
-CREATE OR REPLACE FUNCTION @extschema@.es_events_by_correlation(correlation_id text)
-RETURNS SETOF @extschema@.events
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-	SELECT e.* FROM @extschema@.events AS e
-	 WHERE e.metadata OPERATOR(pg_catalog.?) 'correlation_id'
-	   AND (e.metadata OPERATOR(pg_catalog.->>) 'correlation_id') OPERATOR(pg_catalog.=) es_events_by_correlation.correlation_id
-	 ORDER BY e.era, e.tx_id, e.global_position;
-END;
-CREATE OR REPLACE FUNCTION @extschema@.es_events_by_causation(causation_id text)
-RETURNS SETOF @extschema@.events
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-	SELECT e.* FROM @extschema@.events AS e
-	 WHERE e.metadata OPERATOR(pg_catalog.?) 'causation_id'
-	   AND (e.metadata OPERATOR(pg_catalog.->>) 'causation_id') OPERATOR(pg_catalog.=) es_events_by_causation.causation_id
-	 ORDER BY e.era, e.tx_id, e.global_position;
-END;
-
 CREATE OR REPLACE FUNCTION @extschema@.es_append(stream text, expected_version bigint, events jsonb,
 												 fail_if_events_match jsonb,
 												 after @extschema@.log_cursor DEFAULT NULL)
@@ -2028,3 +2002,45 @@ REVOKE ALL ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @ex
 REVOKE ALL ON FUNCTION @extschema@.max(@extschema@.log_cursor) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) TO es_reader;
 GRANT EXECUTE ON FUNCTION @extschema@.max(@extschema@.log_cursor) TO es_reader;
+
+/*
+ * Data lifecycle, privacy and integrity (issue 15): the state of a stream
+ * (retention and erasure raise its first version; archived; erased) and the
+ * hash chain of its events.
+ */
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS first_version bigint NOT NULL DEFAULT 1;
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS base_hash bytea;
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS archived_at timestamptz;
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS erased_at timestamptz;
+COMMENT ON COLUMN @extschema@.streams.first_version IS 'lowest version of the stream still stored (raised by retention and erasure)';
+COMMENT ON COLUMN @extschema@.streams.base_hash IS 'chain hash of version first_version - 1 (NULL: the chain starts from 32 zero bytes)';
+COMMENT ON COLUMN @extschema@.streams.archived_at IS 'when the stream was archived (read-only, out of the default log reads); NULL when it is not';
+COMMENT ON COLUMN @extschema@.streams.erased_at IS 'when the stream was erased (only its tombstone is left; it cannot be recreated); NULL when it was not';
+ALTER TABLE @extschema@.events ADD COLUMN IF NOT EXISTS hash bytea;
+COMMENT ON COLUMN @extschema@.events.hash IS 'SHA-256 chaining the event to its predecessor in the stream (see es_verify)';
+
+/*
+ * The SQL-standard bodies that return es.events rows were expanded with the
+ * columns of 0.1.0: parse them again, now with tags and hash (a function of the
+ * user's own written the same way needs the same; see README, Upgrading).
+ */
+CREATE OR REPLACE FUNCTION @extschema@.es_events_by_correlation(correlation_id text)
+RETURNS SETOF @extschema@.events
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT e.* FROM @extschema@.events AS e
+	 WHERE e.metadata OPERATOR(pg_catalog.?) 'correlation_id'
+	   AND (e.metadata OPERATOR(pg_catalog.->>) 'correlation_id') OPERATOR(pg_catalog.=) es_events_by_correlation.correlation_id
+	 ORDER BY e.era, e.tx_id, e.global_position;
+END;
+CREATE OR REPLACE FUNCTION @extschema@.es_events_by_causation(causation_id text)
+RETURNS SETOF @extschema@.events
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT e.* FROM @extschema@.events AS e
+	 WHERE e.metadata OPERATOR(pg_catalog.?) 'causation_id'
+	   AND (e.metadata OPERATOR(pg_catalog.->>) 'causation_id') OPERATOR(pg_catalog.=) es_events_by_causation.causation_id
+	 ORDER BY e.era, e.tx_id, e.global_position;
+END;

@@ -262,8 +262,8 @@ CREATE FUNCTION keep_state(s jsonb, e jsonb) RETURNS jsonb LANGUAGE sql AS 'SELE
 SELECT try($$SELECT es.es_fold_agg('-'::regprocedure, '{}', e) FROM es.events e$$);
 CREATE FUNCTION up_same(d jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT d';
 SELECT es.es_register_upcaster('NulUp', 1, 'up_same(jsonb)');
-SELECT try($$SELECT es.es_upcast(ROW(1, 'nul-1', 1, gen_random_uuid(), 'NulUp', 1, NULL, NULL, now(), 'nul', 0, '1', NULL)::es.events)$$);
+SELECT try($$SELECT es.es_upcast(ROW(1, 'nul-1', 1, gen_random_uuid(), 'NulUp', 1, NULL, NULL, now(), 'nul', 0, '1', NULL, NULL)::es.events)$$);
 SELECT es.es_unregister_upcaster('NulUp', 1);
 DROP FUNCTION up_same(jsonb);
-SELECT try($$SELECT es.es_fold_agg('keep_state(jsonb,jsonb)', '{}', ROW(NULL, NULL, 1, NULL, 'A', 1, '{}', NULL, NULL, NULL, NULL, NULL, NULL)::es.events)$$);
+SELECT try($$SELECT es.es_fold_agg('keep_state(jsonb,jsonb)', '{}', ROW(NULL, NULL, 1, NULL, 'A', 1, '{}', NULL, NULL, NULL, NULL, NULL, NULL, NULL)::es.events)$$);
 DROP FUNCTION keep_state(jsonb, jsonb);

@@ -181,6 +181,33 @@ static EsPlan any_id_plan = {
 	2, {TEXTOID, UUIDARRAYOID}
 };
 
+/*
+ * What every statement on the stream row returns: its version and log_tx_id,
+ * and its state (issue 15): the first version still stored and the chain
+ * hash before it, archived, erased.
+ */
+#define STREAM_RETURNING \
+	" RETURNING s.version, s.log_tx_id, s.first_version, s.base_hash," \
+	"           s.archived_at IS NOT NULL, s.erased_at IS NOT NULL"
+
+/* The state of the stream row locked by an append (STREAM_RETURNING). */
+typedef struct StreamState
+{
+	int64		first_version;
+	bool		has_base_hash;
+	bool		archived;
+	bool		erased;
+	uint8		base_hash[ES_HASH_LENGTH];
+} StreamState;
+
+/*
+ * Set while es_append writes an erasure's tombstone (EsAppendSystemEvent):
+ * the one append an erased stream takes.
+ */
+static bool system_append = false;
+
+static void refuse_stream_state(const char *stream, bool archived, bool erased);
+
 static EsPlan update_exact_plan = {
 	NULL,
 	"UPDATE es.streams AS s"
@@ -189,7 +216,7 @@ static EsPlan update_exact_plan = {
 	"       log_tx_id = GREATEST(s.log_tx_id, $4)"
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
 	"   AND s.version OPERATOR(pg_catalog.=) $2"
-	" RETURNING s.version, s.log_tx_id",
+	STREAM_RETURNING,
 	4, {TEXTOID, INT8OID, INT8OID, XID8OID}
 };
 
@@ -200,7 +227,7 @@ static EsPlan update_any_plan = {
 	"       updated_at = pg_catalog.clock_timestamp(),"
 	"       log_tx_id = GREATEST(s.log_tx_id, $3)"
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
-	" RETURNING s.version, s.log_tx_id",
+	STREAM_RETURNING,
 	3, {TEXTOID, INT8OID, XID8OID}
 };
 
@@ -209,7 +236,7 @@ static EsPlan insert_stream_plan = {
 	"INSERT INTO es.streams AS s (stream_id, version, log_tx_id)"
 	" VALUES ($1, $2, $3)"
 	" ON CONFLICT (stream_id) DO NOTHING"
-	" RETURNING s.version, s.log_tx_id",
+	STREAM_RETURNING,
 	3, {TEXTOID, INT8OID, XID8OID}
 };
 
@@ -224,7 +251,7 @@ static EsPlan reset_log_tx_id_plan = {
 
 static EsPlan stream_version_plan = {
 	NULL,
-	"SELECT s.version FROM es.streams AS s"
+	"SELECT s.version, s.archived_at IS NOT NULL, s.erased_at IS NOT NULL FROM es.streams AS s"
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
 	1, {TEXTOID}
 };
@@ -237,44 +264,44 @@ static EsPlan stream_version_plan = {
 #define INSERT_INTO(tags) \
 	"INSERT INTO es.events AS e" \
 	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id," \
-	"   schema_version" tags ")"
+	"   schema_version, hash" tags ")"
 #define INSERT_ONE(tags) \
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10" tags ")"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10, $11" tags ")"
 #define INSERT_MANY(tags, unnest_tags, alias_tags) \
-	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, $9, $8, u.s" tags \
+	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, $9, $8, u.s, u.h" tags \
 	"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)," \
 	"                   pg_catalog.unnest($5), pg_catalog.unnest($6)," \
-	"                   pg_catalog.unnest($10)" unnest_tags ")" \
-	"          WITH ORDINALITY AS u(i, t, d, m, s" alias_tags ", o)"
+	"                   pg_catalog.unnest($10), pg_catalog.unnest($11)" unnest_tags ")" \
+	"          WITH ORDINALITY AS u(i, t, d, m, s, h" alias_tags ", o)"
 #define INSERT_RETURNING \
 	" RETURNING e.version, e.global_position, e.event_id, e.stream_id, e.era, e.tx_id," \
 	"           e.recorded_at"
 #define INSERT_ONE_ARGS \
 	TEXTOID, INT8OID, UUIDOID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID, XID8OID, INT4OID, \
-	INT4OID
+	INT4OID, BYTEAOID
 #define INSERT_MANY_ARGS \
 	TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, \
-	TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID
+	TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID, BYTEAARRAYOID
 
 static EsPlan insert_one_plan = {
-	NULL, INSERT_INTO("") INSERT_ONE("") INSERT_RETURNING, 10, {INSERT_ONE_ARGS}
+	NULL, INSERT_INTO("") INSERT_ONE("") INSERT_RETURNING, 11, {INSERT_ONE_ARGS}
 };
 
 static EsPlan insert_one_tags_plan = {
-	NULL, INSERT_INTO(", tags") INSERT_ONE(", $11") INSERT_RETURNING,
-	11, {INSERT_ONE_ARGS, TEXTARRAYOID}
+	NULL, INSERT_INTO(", tags") INSERT_ONE(", $12") INSERT_RETURNING,
+	12, {INSERT_ONE_ARGS, TEXTARRAYOID}
 };
 
 static EsPlan insert_many_plan = {
-	NULL, INSERT_INTO("") INSERT_MANY("", "", "") INSERT_RETURNING, 10, {INSERT_MANY_ARGS}
+	NULL, INSERT_INTO("") INSERT_MANY("", "", "") INSERT_RETURNING, 11, {INSERT_MANY_ARGS}
 };
 
 static EsPlan insert_many_tags_plan = {
 	NULL,
 	INSERT_INTO(", tags")
-	INSERT_MANY(", u.g::pg_catalog.text[]", ", pg_catalog.unnest($11)", ", g")
+	INSERT_MANY(", u.g::pg_catalog.text[]", ", pg_catalog.unnest($12)", ", g")
 	INSERT_RETURNING,
-	11, {INSERT_MANY_ARGS, TEXTARRAYOID}
+	12, {INSERT_MANY_ARGS, TEXTARRAYOID}
 };
 
 /*
@@ -322,7 +349,7 @@ conflict_error(const char *stream, bool expected_null, int64 expected, int64 act
 }
 
 static int64
-current_stream_version(Datum stream)
+current_stream_version(Datum stream, const char *stream_str)
 {
 	Datum		values[1];
 	bool		isnull;
@@ -334,6 +361,10 @@ current_stream_version(Datum stream)
 		elog(ERROR, "could not read stream version: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
 		return 0;
+	/* a conflict with an archived or erased stream is reported as that */
+	refuse_stream_state(stream_str,
+						DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+						DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -712,6 +743,110 @@ EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
 }
 
 /*
+ * EsStoredEventHash
+ *		The chain hash of version `version` of the stream, into out: true
+ *		when that event is stored with a hash of the right length.  Reads
+ *		the primary key index directly, with the snapshot EsStoredIdInStream
+ *		uses (what committed before the stream row lock, and this
+ *		transaction's own events), so that neither row level security nor
+ *		the caller's privileges hide the predecessor of an append: the hash
+ *		never reaches the caller.
+ */
+bool
+EsStoredEventHash(Datum stream, int64 version, uint8 *out)
+{
+	Relation	rel = table_open(EsRelationOid("events"), AccessShareLock);
+	AttrNumber	hash_att = get_attnum(RelationGetRelid(rel), "hash");
+	Oid			indexoid = RelationGetPrimaryKeyIndex(rel);
+	Relation	index;
+	TupleTableSlot *slot;
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	bool		found = false;
+
+	if (hash_att == InvalidAttrNumber)
+		elog(ERROR, "table es.events has no column hash");
+	if (!OidIsValid(indexoid))
+		elog(ERROR, "table es.events has no primary key");
+	index = index_open(indexoid, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+
+	PushCopiedSnapshot(GetTransactionSnapshot());
+	UpdateActiveSnapshotCommandId();
+
+	/* the primary key is (stream_id, version) */
+	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber,
+						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ, stream);
+	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber,
+						   InvalidOid, InvalidOid, F_INT8EQ, Int64GetDatum(version));
+	scan = index_beginscan(rel, index, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, hash_att, &isnull);
+
+		found = !isnull && EsHashFromDatum(d, out);
+	}
+	index_endscan(scan);
+
+	PopActiveSnapshot();
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * chain_batch
+ *		Under the stream row lock: the chain hash of each event of the batch
+ *		(chain.c), versions first_version .. first_version + n - 1, as bytea
+ *		datums in hashes[].  The first one chains to the stored event before
+ *		it, or to the stream's base hash when the batch starts the stored
+ *		part of the stream.  A predecessor that is missing or has no hash
+ *		(an edited store) is refused: the append would extend a broken
+ *		chain.
+ */
+static void
+chain_batch(const char *stream_str, Datum stream, EsEvent *events, int n,
+			int64 first_version, TimestampTz recorded_at, const StreamState *state,
+			Datum *hashes)
+{
+	uint8		prev[ES_HASH_LENGTH];
+	uint8		cur[ES_HASH_LENGTH];
+	const uint8 *p = prev;
+	EsHashInput in;
+	int			i;
+
+	if (first_version - 1 < state->first_version)
+		p = state->has_base_hash ? state->base_hash : NULL;
+	else if (!EsStoredEventHash(stream, first_version - 1, prev))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("event " INT64_FORMAT " of stream \"%s\" has no valid chain hash",
+						first_version - 1, stream_str),
+				 errdetail("The event is missing or its hash was removed or changed outside es_append; appending would extend a broken chain."),
+				 errhint("Check the stream with es.es_verify(%s).", quote_literal_cstr(stream_str))));
+
+	in.stream = DatumGetTextPP(stream);
+	in.recorded_at = recorded_at;
+	for (i = 0; i < n; i++)
+	{
+		in.version = first_version + i;
+		in.id = &events[i].id;
+		in.type = events[i].type;
+		in.schema_version = events[i].schema_version;
+		in.data = events[i].data;
+		in.metadata = events[i].metadata;
+		in.tags = events[i].tags;
+		EsEventHash(p, &in, cur);
+		hashes[i] = EsHashDatum(cur);
+		memcpy(prev, cur, ES_HASH_LENGTH);
+		p = prev;
+	}
+}
+
+/*
  * check_ids_absent
  *		Under the stream row lock: refuse the batch when one of the ids the
  *		caller gave is already in the stream.  find_existing looked before
@@ -764,15 +899,54 @@ check_ids_absent(const char *stream_str, Datum stream, Datum given_ids,
 
 /*
  * stream_row_result
- *		The (version, log_tx_id) returned by a statement on the stream row.
+ *		The version, log_tx_id and state returned by a statement on the
+ *		stream row (STREAM_RETURNING).
  */
 static int64
-stream_row_result(Datum *log_tx_id)
+stream_row_result(Datum *log_tx_id, StreamState *state)
 {
+	HeapTuple	tup = SPI_tuptable->vals[0];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
 	bool		isnull;
+	Datum		d;
 
-	*log_tx_id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*log_tx_id = SPI_getbinval(tup, desc, 2, &isnull);
+	state->first_version = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	d = SPI_getbinval(tup, desc, 4, &isnull);
+	state->has_base_hash = !isnull;
+	if (!isnull && !EsHashFromDatum(d, state->base_hash))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the base hash of a stream row is not a SHA-256 hash"),
+				 errhint("Check the stream with es.es_verify.")));
+	state->archived = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	state->erased = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+	return DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+}
+
+/*
+ * refuse_stream_state
+ *		An archived or erased stream takes no append (issue 15): the error
+ *		of each, object_not_in_prerequisite_state.  The tombstone of an
+ *		erasure (system_append) is the one exception.
+ */
+static void
+refuse_stream_state(const char *stream, bool archived, bool erased)
+{
+	if (system_append)
+		return;
+	if (erased)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("stream \"%s\" was erased", stream),
+				 errdetail("An erased stream keeps only its tombstone and cannot be appended to or recreated."),
+				 errhint("Append to a stream with another id.")));
+	if (archived)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("stream \"%s\" is archived", stream),
+				 errdetail("An archived stream is read-only."),
+				 errhint("Call es.es_unarchive_stream(%s) to append to it again.", quote_literal_cstr(stream))));
 }
 
 /*
@@ -785,7 +959,7 @@ stream_row_result(Datum *log_tx_id)
  */
 static bool
 run_stream_statement(EsPlan *plan, uint32 event, Datum *values,
-					 int64 *version, Datum *log_tx_id)
+					 int64 *version, Datum *log_tx_id, StreamState *state)
 {
 	int			rc;
 
@@ -798,7 +972,7 @@ run_stream_statement(EsPlan *plan, uint32 event, Datum *values,
 		elog(ERROR, "could not write stream row: %s", SPI_result_code_string(rc));
 	if (SPI_processed != 1)
 		return false;
-	*version = stream_row_result(log_tx_id);
+	*version = stream_row_result(log_tx_id, state);
 
 	/*
 	 * Under the row lock now: every log_tx_id of this cluster is below its
@@ -838,7 +1012,7 @@ run_stream_statement(EsPlan *plan, uint32 event, Datum *values,
  */
 static int64
 advance_stream(const char *stream_str, Datum stream, bool expected_null,
-			   int64 expected, int n, Datum tx_id, Datum *log_tx_id)
+			   int64 expected, int n, Datum tx_id, Datum *log_tx_id, StreamState *state)
 {
 	Datum		values[4];
 	int64		version;
@@ -854,14 +1028,14 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		for (attempt = 0; attempt < ES_APPEND_STREAM_ATTEMPTS; attempt++)
 		{
 			if (run_stream_statement(&update_any_plan, TRIGGER_EVENT_UPDATE, values,
-									 &version, log_tx_id))
+									 &version, log_tx_id, state))
 				return version;
 			if (!expected_null)
 				conflict_error(stream_str, false, expected, 0, NULL);
 
 			/* "any": create the stream; if someone else just did, update it */
 			if (run_stream_statement(&insert_stream_plan, TRIGGER_EVENT_INSERT, values,
-									 &version, log_tx_id))
+									 &version, log_tx_id, state))
 				return version;
 		}
 		conflict_error(stream_str, true, 0, -1,
@@ -873,7 +1047,7 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		values[1] = Int64GetDatum(n);
 		values[2] = tx_id;
 		if (run_stream_statement(&insert_stream_plan, TRIGGER_EVENT_INSERT, values,
-								 &version, log_tx_id))
+								 &version, log_tx_id, state))
 			return version;
 	}
 	else
@@ -882,11 +1056,11 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		values[2] = Int64GetDatum(n);
 		values[3] = tx_id;
 		if (run_stream_statement(&update_exact_plan, TRIGGER_EVENT_UPDATE, values,
-								 &version, log_tx_id))
+								 &version, log_tx_id, state))
 			return version;
 	}
 
-	conflict_error(stream_str, false, expected, current_stream_version(stream), NULL);
+	conflict_error(stream_str, false, expected, current_stream_version(stream, stream_str), NULL);
 	return 0;					/* keep compiler quiet */
 }
 
@@ -1060,11 +1234,12 @@ check_returned_rows(Datum stream, EsEvent *events, int n, int64 first_version,
  */
 static void
 insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
-			  Datum recorded_at, Datum tx_id, int32 era, int64 *positions)
+			  Datum recorded_at, Datum tx_id, int32 era, const Datum *hashes,
+			  int64 *positions)
 {
 	Oid			events_rel = EsRelationOid("events");
-	Datum		values[11];
-	char		nulls[11];
+	Datum		values[12];
+	char		nulls[12];
 	SPIPlanPtr	plan;
 	bool		tagged = false;
 	int			rc;
@@ -1083,7 +1258,8 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 	{
 		plan = EsGetPlan(tagged ? &insert_one_tags_plan : &insert_one_plan);
 		if (tagged)
-			values[10] = PointerGetDatum(events[0].tags);
+			values[11] = PointerGetDatum(events[0].tags);
+		values[10] = hashes[0];
 		values[1] = Int64GetDatum(first_version);
 		values[2] = UUIDPGetDatum(&events[0].id);
 		values[3] = PointerGetDatum(events[0].type);
@@ -1132,9 +1308,11 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 					tags[j] = CStringGetTextDatum(OidOutputFunctionCall(F_ARRAY_OUT,
 																		PointerGetDatum(events[j].tags)));
 			}
-			values[10] = PointerGetDatum(construct_md_array(tags, tagnulls, 1, dims, lbs,
+			values[11] = PointerGetDatum(construct_md_array(tags, tagnulls, 1, dims, lbs,
 															TEXTOID, -1, false, TYPALIGN_INT));
 		}
+		values[10] = PointerGetDatum(construct_array((Datum *) hashes, n, BYTEAOID, -1, false,
+													 TYPALIGN_INT));
 		values[1] = Int64GetDatum(first_version - 1);
 		values[2] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 		values[3] = PointerGetDatum(construct_array(types, n, TEXTOID, -1, false, TYPALIGN_INT));
@@ -1333,6 +1511,114 @@ append_arguments_counted(FunctionCallInfo fcinfo, AppendArgs *args)
 	PG_END_TRY();
 }
 
+/*
+ * write_batch
+ *		Steps 3-6 of an append (see the head of this file), under SPI: the
+ *		locks and the condition, the stream row, the ids, the encryption of
+ *		personal fields, the chain, the insert, the outbox.  Sets
+ *		args->version and args->token and fills positions[].
+ */
+static void
+write_batch(AppendArgs *args, Datum given_ids, int64 *positions)
+{
+	Datum		stream_datum = PointerGetDatum(args->stream);
+	EsEvent    *events = args->events;
+	int			n = args->n;
+	int32		era = EsAppendEra();
+	int32		current_era = 0;	/* read only for a condition's cursor */
+	Datum		tx_id = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	TimestampTz recorded_at;
+	int64		first_version;
+	Datum		log_tx_id;
+	StreamState state;
+	Datum	   *hashes;
+
+	/*
+	 * The locks of the batch's tags and types and of its condition
+	 * (condition.c), before the stream row lock; then the condition.
+	 */
+	if (args->condition != NULL && args->have_after)
+		current_era = EsCheckConditionCursor(args->after_era, args->after_tx,
+											 args->after_pos);
+	EsLockWrite(events, n, args->condition);
+	if (args->condition != NULL)
+		EsCheckCondition(args->stream_str, args->condition, args->have_after,
+						 args->after_era, args->after_tx, args->after_pos, current_era);
+
+	EsRefuseBeforeRowTriggers(EsRelationOid("streams"), "streams");
+	args->version = advance_stream(args->stream_str, stream_datum, args->expected_null,
+								   args->expected, n, tx_id, &log_tx_id, &state);
+	refuse_stream_state(args->stream_str, state.archived, state.erased);
+	first_version = args->version - n + 1;
+	if (args->with_ids)
+		check_ids_absent(args->stream_str, stream_datum, given_ids, args->expected_null,
+						 args->expected);
+
+	/* personal fields become ciphertext before they are hashed and stored */
+	EsEncryptEvents(events, n);
+
+	/* taken under the stream lock: non-decreasing within a stream */
+	recorded_at = GetCurrentTimestamp();
+
+	hashes = palloc(sizeof(Datum) * n);
+	chain_batch(args->stream_str, stream_datum, events, n, first_version, recorded_at,
+				&state, hashes);
+
+	insert_events(stream_datum, events, n, first_version, TimestampTzGetDatum(recorded_at),
+				  log_tx_id, era, hashes, positions);
+	/* one era and tx_id for the batch, positions increasing */
+	token_max(&args->token, era, log_tx_id, positions[n - 1]);
+
+	/* 5. the outbox, in this transaction */
+	if (EsOutboxActive())
+		write_outbox(args->stream, events, n, first_version, positions,
+					 TimestampTzGetDatum(recorded_at));
+
+	/* 6. asynchronous projections: wake their worker at commit */
+	EsProjectionWakeAtCommit();
+}
+
+/*
+ * EsAppendSystemEvent
+ *		Append one event of es_ext's own (an erasure's tombstone) to the
+ *		stream, at its next version, as es_append would: the locks of its
+ *		type, the stream row, the chain, the outbox routes and the
+ *		projection triggers.  The stream's state (archived, erased) does not
+ *		refuse it.  The caller is inside SPI and has already locked the
+ *		stream row in this transaction.
+ */
+void
+EsAppendSystemEvent(text *stream, const char *type, Jsonb *data, Jsonb *metadata)
+{
+	AppendArgs	args;
+	EsEvent		ev;
+	int64		position;
+
+	memset(&args, 0, sizeof(args));
+	memset(&ev, 0, sizeof(ev));
+	EsGenerateEventId(&ev.id);
+	ev.type = cstring_to_text(type);
+	ev.schema_version = 1;
+	ev.data = data;
+	ev.metadata = metadata;
+	args.stream = stream;
+	args.stream_str = text_to_cstring(stream);
+	args.expected_null = true;
+	args.events = &ev;
+	args.n = 1;
+
+	system_append = true;
+	PG_TRY();
+	{
+		write_batch(&args, (Datum) 0, &position);
+	}
+	PG_FINALLY();
+	{
+		system_append = false;
+	}
+	PG_END_TRY();
+}
+
 PG_FUNCTION_INFO_V1(es_append);
 
 /*
@@ -1405,48 +1691,7 @@ es_append(PG_FUNCTION_ARGS)
 		}
 
 		if (!args.replay)
-		{
-			int32		era = EsAppendEra();
-			int32		current_era = 0;	/* read only for a condition's cursor */
-			Datum		tx_id = FullTransactionIdGetDatum(GetTopFullTransactionId());
-			Datum		recorded_at;
-			int64		first_version;
-			Datum		log_tx_id;
-
-			/*
-			 * The locks of the batch's tags and types and of its condition
-			 * (condition.c), before the stream row lock; then the condition.
-			 */
-			if (args.condition != NULL && args.have_after)
-				current_era = EsCheckConditionCursor(args.after_era, args.after_tx,
-													 args.after_pos);
-			EsLockWrite(events, n, args.condition);
-			if (args.condition != NULL)
-				EsCheckCondition(stream_str, args.condition, args.have_after,
-								 args.after_era, args.after_tx, args.after_pos, current_era);
-
-			EsRefuseBeforeRowTriggers(EsRelationOid("streams"), "streams");
-			args.version = advance_stream(stream_str, stream_datum, expected_null, expected, n,
-										  tx_id, &log_tx_id);
-			first_version = args.version - n + 1;
-			if (args.with_ids)
-				check_ids_absent(stream_str, stream_datum, given_ids, expected_null, expected);
-
-			/* taken under the stream lock: non-decreasing within a stream */
-			recorded_at = TimestampTzGetDatum(GetCurrentTimestamp());
-
-			insert_events(stream_datum, events, n, first_version,
-						  recorded_at, log_tx_id, era, positions);
-			/* one era and tx_id for the batch, positions increasing */
-			token_max(&args.token, era, log_tx_id, positions[n - 1]);
-
-			/* 5. the outbox, in this transaction */
-			if (EsOutboxActive())
-				write_outbox(stream, events, n, first_version, positions, recorded_at);
-
-			/* 6. asynchronous projections: wake their worker at commit */
-			EsProjectionWakeAtCommit();
-		}
+			write_batch(&args, given_ids, positions);
 
 		SPI_finish();
 	}

@@ -201,6 +201,7 @@ extern void EsCheckMetadataIds(Jsonb *metadata);
 /* append.c: checks every writer of es.events shares (es_append, es_import) */
 extern void EsRefuseBeforeRowTriggers(Oid relid, const char *relname);
 extern bool EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found);
+extern bool EsStoredEventHash(Datum stream, int64 version, uint8 *out);
 
 /* fingerprint.c: SHA-256 digests (snapshot keys, fingerprints) */
 typedef pg_cryptohash_ctx EsHash;
@@ -214,6 +215,36 @@ extern void EsHashBytes(EsHash *ctx, const char *p, int32 len);
 extern void EsHashString(EsHash *ctx, const char *s);
 extern void EsHashEnd(EsHash *ctx, uint8 *digest);
 extern Datum EsHashEndDatum(EsHash *ctx);
+
+/*
+ * chain.c: the hash chain of a stream (issue 15): es.events.hash of each
+ * event chains it to its predecessor in the stream.
+ */
+typedef struct EsHashInput
+{
+	text	   *stream;
+	int64		version;
+	const pg_uuid_t *id;
+	text	   *type;
+	int32		schema_version;
+	Jsonb	   *data;
+	Jsonb	   *metadata;		/* NULL when absent */
+	ArrayType  *tags;			/* NULL when absent */
+	TimestampTz recorded_at;
+} EsHashInput;
+
+extern void EsEventHash(const uint8 *prev, const EsHashInput *in, uint8 *out);
+extern Datum EsHashDatum(const uint8 *hash);
+extern bool EsHashFromDatum(Datum d, uint8 *out);
+
+/*
+ * append.c: the one event es_ext appends itself (an erasure's tombstone),
+ * to a stream whose row the caller already changed in this transaction.
+ */
+extern void EsAppendSystemEvent(text *stream, const char *type, Jsonb *data, Jsonb *metadata);
+
+/* crypto.c: encrypt the declared personal fields of a batch, before it is hashed and stored */
+extern void EsEncryptEvents(EsEvent *events, int n);
 
 /* cache.c: per-backend caches of es_ext tables, one invalidation mechanism */
 typedef struct EsTableCache

@@ -65,12 +65,20 @@ CREATE TABLE @extschema@.streams (
 	updated_at	timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	log_tx_id	xid8 NOT NULL,
 	metadata	jsonb,
+	first_version	bigint NOT NULL DEFAULT 1,
+	base_hash	bytea,
+	archived_at	timestamptz,
+	erased_at	timestamptz,
 	CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
 ) WITH (fillfactor = 50);
 CREATE INDEX streams_category_idx ON @extschema@.streams (category, stream_id);
 COMMENT ON TABLE @extschema@.streams IS
 	'es_ext streams: current version of every stream (written only by es_append)';
 COMMENT ON COLUMN @extschema@.streams.log_tx_id IS 'tx_id of the stream''s last append; the next append orders its events at or after it';
+COMMENT ON COLUMN @extschema@.streams.first_version IS 'lowest version of the stream still stored (raised by retention and erasure)';
+COMMENT ON COLUMN @extschema@.streams.base_hash IS 'chain hash of version first_version - 1 (NULL: the chain starts from 32 zero bytes)';
+COMMENT ON COLUMN @extschema@.streams.archived_at IS 'when the stream was archived (read-only, out of the default log reads); NULL when it is not';
+COMMENT ON COLUMN @extschema@.streams.erased_at IS 'when the stream was erased (only its tombstone is left; it cannot be recreated); NULL when it was not';
 CREATE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.streams
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
 CREATE TRIGGER es_guard_truncate BEFORE TRUNCATE ON @extschema@.streams
@@ -113,6 +121,7 @@ CREATE TABLE @extschema@.events (
 	era				integer NOT NULL,
 	tx_id			xid8 NOT NULL,
 	tags			text[],
+	hash			bytea,
 	CONSTRAINT events_pkey PRIMARY KEY (stream_id, version)
 );
 CREATE INDEX events_event_id_idx ON @extschema@.events (event_id);
@@ -137,6 +146,7 @@ COMMENT ON COLUMN @extschema@.events.recorded_at IS 'server time of the append, 
 COMMENT ON COLUMN @extschema@.events.category IS 'stream category: the stream id up to its first "-"';
 COMMENT ON COLUMN @extschema@.events.era IS 'leading part of the global log cursor; advanced after a restore into another cluster';
 COMMENT ON COLUMN @extschema@.events.tags IS 'tags of the event (es_read_query, conditional appends), in the order given; NULL when it has none';
+COMMENT ON COLUMN @extschema@.events.hash IS 'SHA-256 chaining the event to its predecessor in the stream (see es_verify)';
 COMMENT ON COLUMN @extschema@.events.tx_id IS 'orders the global log: the top-level transaction id of the append, raised to the stream''s previous tx_id when that is newer';
 CREATE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.events
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();
