@@ -745,12 +745,13 @@ EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
 /*
  * EsStoredEventHash
  *		The chain hash of version `version` of the stream, into out: true
- *		when that event is stored with a hash of the right length.  Reads
- *		the primary key index directly, with the snapshot EsStoredIdInStream
- *		uses (what committed before the stream row lock, and this
- *		transaction's own events), so that neither row level security nor
- *		the caller's privileges hide the predecessor of an append: the hash
- *		never reaches the caller.
+ *		when that event is stored with a hash of the right length.  Called
+ *		under the stream row lock, for the predecessor of an append: reads
+ *		the primary key index directly, so that neither row level security
+ *		nor the caller's privileges hide it (the hash never reaches the
+ *		caller), with SnapshotSelf: every committed event and this
+ *		transaction's own.  No other transaction can be writing that version
+ *		while the lock is held, and no snapshot need be taken.
  */
 bool
 EsStoredEventHash(Datum stream, int64 version, uint8 *out)
@@ -771,15 +772,12 @@ EsStoredEventHash(Datum stream, int64 version, uint8 *out)
 	index = index_open(indexoid, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
 
-	PushCopiedSnapshot(GetTransactionSnapshot());
-	UpdateActiveSnapshotCommandId();
-
 	/* the primary key is (stream_id, version) */
 	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber,
 						   InvalidOid, index->rd_indcollation[0], F_TEXTEQ, stream);
 	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber,
 						   InvalidOid, InvalidOid, F_INT8EQ, Int64GetDatum(version));
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 2, 0);
+	scan = index_beginscan(rel, index, SnapshotSelf, 2, 0);
 	index_rescan(scan, keys, 2, NULL, 0);
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
@@ -790,7 +788,6 @@ EsStoredEventHash(Datum stream, int64 version, uint8 *out)
 	}
 	index_endscan(scan);
 
-	PopActiveSnapshot();
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, AccessShareLock);
 	table_close(rel, AccessShareLock);
