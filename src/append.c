@@ -184,15 +184,25 @@ static EsPlan any_id_plan = {
 /*
  * What every statement on the stream row returns: its version and log_tx_id,
  * and its state (issue 15): the first version still stored and the chain
- * hash before it, archived, erased.
+ * hash before it, archived, erased.  A schema from before ALTER EXTENSION
+ * UPDATE to 0.2.0 (es_ext 0.1.0's, which this library keeps serving until
+ * the update) has no state and no chain: its statements (LEGACY) return
+ * version and log_tx_id only and store no hash.
  */
 #define STREAM_RETURNING \
 	" RETURNING s.version, s.log_tx_id, s.first_version, s.base_hash," \
 	"           s.archived_at IS NOT NULL, s.erased_at IS NOT NULL"
+#define LEGACY_STREAM_RETURNING \
+	" RETURNING s.version, s.log_tx_id"
+
+/* index of a statement in the pairs below */
+#define CURRENT		0
+#define LEGACY		1
 
 /* The state of the stream row locked by an append (STREAM_RETURNING). */
 typedef struct StreamState
 {
+	int			kind;			/* CURRENT or LEGACY (schema_kind) */
 	int64		first_version;
 	bool		has_base_hash;
 	bool		archived;
@@ -208,36 +218,40 @@ static bool system_append = false;
 
 static void refuse_stream_state(const char *stream, bool archived, bool erased);
 
-static EsPlan update_exact_plan = {
-	NULL,
-	"UPDATE es.streams AS s"
-	"   SET version = s.version OPERATOR(pg_catalog.+) $3,"
-	"       updated_at = pg_catalog.clock_timestamp(),"
-	"       log_tx_id = GREATEST(s.log_tx_id, $4)"
-	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
-	"   AND s.version OPERATOR(pg_catalog.=) $2"
-	STREAM_RETURNING,
-	4, {TEXTOID, INT8OID, INT8OID, XID8OID}
+#define UPDATE_EXACT(returning) \
+	"UPDATE es.streams AS s" \
+	"   SET version = s.version OPERATOR(pg_catalog.+) $3," \
+	"       updated_at = pg_catalog.clock_timestamp()," \
+	"       log_tx_id = GREATEST(s.log_tx_id, $4)" \
+	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1" \
+	"   AND s.version OPERATOR(pg_catalog.=) $2" \
+	returning
+#define UPDATE_ANY(returning) \
+	"UPDATE es.streams AS s" \
+	"   SET version = s.version OPERATOR(pg_catalog.+) $2," \
+	"       updated_at = pg_catalog.clock_timestamp()," \
+	"       log_tx_id = GREATEST(s.log_tx_id, $3)" \
+	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1" \
+	returning
+#define INSERT_STREAM(returning) \
+	"INSERT INTO es.streams AS s (stream_id, version, log_tx_id)" \
+	" VALUES ($1, $2, $3)" \
+	" ON CONFLICT (stream_id) DO NOTHING" \
+	returning
+
+static EsPlan update_exact_plan[2] = {
+	{NULL, UPDATE_EXACT(STREAM_RETURNING), 4, {TEXTOID, INT8OID, INT8OID, XID8OID}},
+	{NULL, UPDATE_EXACT(LEGACY_STREAM_RETURNING), 4, {TEXTOID, INT8OID, INT8OID, XID8OID}}
 };
 
-static EsPlan update_any_plan = {
-	NULL,
-	"UPDATE es.streams AS s"
-	"   SET version = s.version OPERATOR(pg_catalog.+) $2,"
-	"       updated_at = pg_catalog.clock_timestamp(),"
-	"       log_tx_id = GREATEST(s.log_tx_id, $3)"
-	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
-	STREAM_RETURNING,
-	3, {TEXTOID, INT8OID, XID8OID}
+static EsPlan update_any_plan[2] = {
+	{NULL, UPDATE_ANY(STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}},
+	{NULL, UPDATE_ANY(LEGACY_STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}}
 };
 
-static EsPlan insert_stream_plan = {
-	NULL,
-	"INSERT INTO es.streams AS s (stream_id, version, log_tx_id)"
-	" VALUES ($1, $2, $3)"
-	" ON CONFLICT (stream_id) DO NOTHING"
-	STREAM_RETURNING,
-	3, {TEXTOID, INT8OID, XID8OID}
+static EsPlan insert_stream_plan[2] = {
+	{NULL, INSERT_STREAM(STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}},
+	{NULL, INSERT_STREAM(LEGACY_STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}}
 };
 
 /* the stream row's log_tx_id came from another cluster: take ours (era.c) */
@@ -249,26 +263,32 @@ static EsPlan reset_log_tx_id_plan = {
 	2, {TEXTOID, XID8OID}
 };
 
-static EsPlan stream_version_plan = {
-	NULL,
-	"SELECT s.version, s.archived_at IS NOT NULL, s.erased_at IS NOT NULL FROM es.streams AS s"
-	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
-	1, {TEXTOID}
+static EsPlan stream_version_plan[2] = {
+	{NULL,
+		"SELECT s.version, s.archived_at IS NOT NULL, s.erased_at IS NOT NULL FROM es.streams AS s"
+		" WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}},
+	{NULL,
+		"SELECT s.version, false, false FROM es.streams AS s"
+		" WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}}
 };
 
 /*
  * The inserts of a batch: one event, or many through unnest(); with tags
- * ($11, a text[] for one event, the text form of each event's text[] for
+ * ($12, a text[] for one event, the text form of each event's text[] for
  * many), or without (the statement of an untagged batch names no tags).
+ * $11 is the chain hash of the event (bytea), or of each (bytea[]); a
+ * LEGACY statement stores none (its parameter is NULL).
  */
-#define INSERT_INTO(tags) \
+#define INSERT_INTO(hash, tags) \
 	"INSERT INTO es.events AS e" \
 	"  (stream_id, version, event_id, event_type, data, metadata, recorded_at, era, tx_id," \
-	"   schema_version, hash" tags ")"
-#define INSERT_ONE(tags) \
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10, $11" tags ")"
-#define INSERT_MANY(tags, unnest_tags, alias_tags) \
-	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, $9, $8, u.s, u.h" tags \
+	"   schema_version" hash tags ")"
+#define INSERT_ONE(hash, tags) \
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $10" hash tags ")"
+#define INSERT_MANY(hash, tags, unnest_tags, alias_tags) \
+	" SELECT $1, $2 OPERATOR(pg_catalog.+) u.o, u.i, u.t, u.d, u.m, $7, $9, $8, u.s" hash tags \
 	"   FROM ROWS FROM (pg_catalog.unnest($3), pg_catalog.unnest($4)," \
 	"                   pg_catalog.unnest($5), pg_catalog.unnest($6)," \
 	"                   pg_catalog.unnest($10), pg_catalog.unnest($11)" unnest_tags ")" \
@@ -282,27 +302,49 @@ static EsPlan stream_version_plan = {
 #define INSERT_MANY_ARGS \
 	TEXTOID, INT8OID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, \
 	TIMESTAMPTZOID, XID8OID, INT4OID, INT4ARRAYOID, BYTEAARRAYOID
+#define INSERT_ONE_TAGS(hash, hashval) \
+	INSERT_INTO(hash, ", tags") INSERT_ONE(hashval, ", $12") INSERT_RETURNING
+#define INSERT_MANY_TAGS(hash, hashval) \
+	INSERT_INTO(hash, ", tags") \
+	INSERT_MANY(hashval, ", u.g::pg_catalog.text[]", ", pg_catalog.unnest($12)", ", g") \
+	INSERT_RETURNING
 
-static EsPlan insert_one_plan = {
-	NULL, INSERT_INTO("") INSERT_ONE("") INSERT_RETURNING, 11, {INSERT_ONE_ARGS}
+static EsPlan insert_one_plan[2] = {
+	{NULL, INSERT_INTO(", hash", "") INSERT_ONE(", $11", "") INSERT_RETURNING, 11, {INSERT_ONE_ARGS}},
+	{NULL, INSERT_INTO("", "") INSERT_ONE("", "") INSERT_RETURNING, 11, {INSERT_ONE_ARGS}}
 };
 
-static EsPlan insert_one_tags_plan = {
-	NULL, INSERT_INTO(", tags") INSERT_ONE(", $12") INSERT_RETURNING,
-	12, {INSERT_ONE_ARGS, TEXTARRAYOID}
+static EsPlan insert_one_tags_plan[2] = {
+	{NULL, INSERT_ONE_TAGS(", hash", ", $11"), 12, {INSERT_ONE_ARGS, TEXTARRAYOID}},
+	{NULL, INSERT_ONE_TAGS("", ""), 12, {INSERT_ONE_ARGS, TEXTARRAYOID}}
 };
 
-static EsPlan insert_many_plan = {
-	NULL, INSERT_INTO("") INSERT_MANY("", "", "") INSERT_RETURNING, 11, {INSERT_MANY_ARGS}
+static EsPlan insert_many_plan[2] = {
+	{NULL, INSERT_INTO(", hash", "") INSERT_MANY(", u.h", "", "", "") INSERT_RETURNING,
+	11, {INSERT_MANY_ARGS}},
+	{NULL, INSERT_INTO("", "") INSERT_MANY("", "", "", "") INSERT_RETURNING,
+	11, {INSERT_MANY_ARGS}}
 };
 
-static EsPlan insert_many_tags_plan = {
-	NULL,
-	INSERT_INTO(", tags")
-	INSERT_MANY(", u.g::pg_catalog.text[]", ", pg_catalog.unnest($12)", ", g")
-	INSERT_RETURNING,
-	12, {INSERT_MANY_ARGS, TEXTARRAYOID}
+static EsPlan insert_many_tags_plan[2] = {
+	{NULL, INSERT_MANY_TAGS(", hash", ", u.h"), 12, {INSERT_MANY_ARGS, TEXTARRAYOID}},
+	{NULL, INSERT_MANY_TAGS("", ""), 12, {INSERT_MANY_ARGS, TEXTARRAYOID}}
 };
+
+/*
+ * schema_kind
+ *		CURRENT when the stream rows carry their state and the events their
+ *		chain hash (es_ext 0.2.0's schema), LEGACY for a schema before the
+ *		update.  Two syscache lookups.
+ */
+static int
+schema_kind(void)
+{
+	if (get_attnum(EsRelationOid("streams"), "erased_at") != InvalidAttrNumber &&
+		get_attnum(EsRelationOid("events"), "hash") != InvalidAttrNumber)
+		return CURRENT;
+	return LEGACY;
+}
 
 /*
  * conflict_error
@@ -349,14 +391,14 @@ conflict_error(const char *stream, bool expected_null, int64 expected, int64 act
 }
 
 static int64
-current_stream_version(Datum stream, const char *stream_str)
+current_stream_version(Datum stream, const char *stream_str, int kind)
 {
 	Datum		values[1];
 	bool		isnull;
 	int			rc;
 
 	values[0] = stream;
-	rc = SPI_execute_plan(EsGetPlan(&stream_version_plan), values, NULL, false, 1);
+	rc = SPI_execute_plan(EsGetPlan(&stream_version_plan[kind]), values, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read stream version: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -908,6 +950,15 @@ stream_row_result(Datum *log_tx_id, StreamState *state)
 	Datum		d;
 
 	*log_tx_id = SPI_getbinval(tup, desc, 2, &isnull);
+	if (state->kind == LEGACY)
+	{
+		/* before the update to 0.2.0: no state, no chain */
+		state->first_version = 1;
+		state->has_base_hash = false;
+		state->archived = false;
+		state->erased = false;
+		return DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	}
 	state->first_version = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 	d = SPI_getbinval(tup, desc, 4, &isnull);
 	state->has_base_hash = !isnull;
@@ -1024,14 +1075,14 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		values[2] = tx_id;
 		for (attempt = 0; attempt < ES_APPEND_STREAM_ATTEMPTS; attempt++)
 		{
-			if (run_stream_statement(&update_any_plan, TRIGGER_EVENT_UPDATE, values,
+			if (run_stream_statement(&update_any_plan[state->kind], TRIGGER_EVENT_UPDATE, values,
 									 &version, log_tx_id, state))
 				return version;
 			if (!expected_null)
 				conflict_error(stream_str, false, expected, 0, NULL);
 
 			/* "any": create the stream; if someone else just did, update it */
-			if (run_stream_statement(&insert_stream_plan, TRIGGER_EVENT_INSERT, values,
+			if (run_stream_statement(&insert_stream_plan[state->kind], TRIGGER_EVENT_INSERT, values,
 									 &version, log_tx_id, state))
 				return version;
 		}
@@ -1043,7 +1094,7 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 	{
 		values[1] = Int64GetDatum(n);
 		values[2] = tx_id;
-		if (run_stream_statement(&insert_stream_plan, TRIGGER_EVENT_INSERT, values,
+		if (run_stream_statement(&insert_stream_plan[state->kind], TRIGGER_EVENT_INSERT, values,
 								 &version, log_tx_id, state))
 			return version;
 	}
@@ -1052,12 +1103,12 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 		values[1] = Int64GetDatum(expected);
 		values[2] = Int64GetDatum(n);
 		values[3] = tx_id;
-		if (run_stream_statement(&update_exact_plan, TRIGGER_EVENT_UPDATE, values,
+		if (run_stream_statement(&update_exact_plan[state->kind], TRIGGER_EVENT_UPDATE, values,
 								 &version, log_tx_id, state))
 			return version;
 	}
 
-	conflict_error(stream_str, false, expected, current_stream_version(stream, stream_str), NULL);
+	conflict_error(stream_str, false, expected, current_stream_version(stream, stream_str, state->kind), NULL);
 	return 0;					/* keep compiler quiet */
 }
 
@@ -1231,7 +1282,7 @@ check_returned_rows(Datum stream, EsEvent *events, int n, int64 first_version,
  */
 static void
 insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
-			  Datum recorded_at, Datum tx_id, int32 era, const Datum *hashes,
+			  Datum recorded_at, Datum tx_id, int32 era, int kind, const Datum *hashes,
 			  int64 *positions)
 {
 	Oid			events_rel = EsRelationOid("events");
@@ -1253,10 +1304,13 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 
 	if (n == 1)
 	{
-		plan = EsGetPlan(tagged ? &insert_one_tags_plan : &insert_one_plan);
+		plan = EsGetPlan(tagged ? &insert_one_tags_plan[kind] : &insert_one_plan[kind]);
 		if (tagged)
 			values[11] = PointerGetDatum(events[0].tags);
-		values[10] = hashes[0];
+		if (hashes != NULL)
+			values[10] = hashes[0];
+		else
+			nulls[10] = 'n';
 		values[1] = Int64GetDatum(first_version);
 		values[2] = UUIDPGetDatum(&events[0].id);
 		values[3] = PointerGetDatum(events[0].type);
@@ -1291,7 +1345,7 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		dims[0] = n;
 		lbs[0] = 1;
 
-		plan = EsGetPlan(tagged ? &insert_many_tags_plan : &insert_many_plan);
+		plan = EsGetPlan(tagged ? &insert_many_tags_plan[kind] : &insert_many_plan[kind]);
 		if (tagged)
 		{
 			Datum	   *tags = palloc(sizeof(Datum) * n);
@@ -1308,8 +1362,11 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 			values[11] = PointerGetDatum(construct_md_array(tags, tagnulls, 1, dims, lbs,
 															TEXTOID, -1, false, TYPALIGN_INT));
 		}
-		values[10] = PointerGetDatum(construct_array((Datum *) hashes, n, BYTEAOID, -1, false,
-													 TYPALIGN_INT));
+		if (hashes != NULL)
+			values[10] = PointerGetDatum(construct_array((Datum *) hashes, n, BYTEAOID, -1, false,
+														 TYPALIGN_INT));
+		else
+			nulls[10] = 'n';
 		values[1] = Int64GetDatum(first_version - 1);
 		values[2] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 		values[3] = PointerGetDatum(construct_array(types, n, TEXTOID, -1, false, TYPALIGN_INT));
@@ -1528,7 +1585,7 @@ write_batch(AppendArgs *args, Datum given_ids, int64 *positions)
 	int64		first_version;
 	Datum		log_tx_id;
 	StreamState state;
-	Datum	   *hashes;
+	Datum	   *hashes = NULL;
 
 	/*
 	 * The locks of the batch's tags and types and of its condition
@@ -1543,6 +1600,7 @@ write_batch(AppendArgs *args, Datum given_ids, int64 *positions)
 						 args->after_era, args->after_tx, args->after_pos, current_era);
 
 	EsRefuseBeforeRowTriggers(EsRelationOid("streams"), "streams");
+	state.kind = schema_kind();
 	args->version = advance_stream(args->stream_str, stream_datum, args->expected_null,
 								   args->expected, n, tx_id, &log_tx_id, &state);
 	refuse_stream_state(args->stream_str, state.archived, state.erased);
@@ -1557,12 +1615,15 @@ write_batch(AppendArgs *args, Datum given_ids, int64 *positions)
 	/* taken under the stream lock: non-decreasing within a stream */
 	recorded_at = GetCurrentTimestamp();
 
-	hashes = palloc(sizeof(Datum) * n);
-	chain_batch(args->stream_str, stream_datum, events, n, first_version, recorded_at,
-				&state, hashes);
+	if (state.kind == CURRENT)
+	{
+		hashes = palloc(sizeof(Datum) * n);
+		chain_batch(args->stream_str, stream_datum, events, n, first_version, recorded_at,
+					&state, hashes);
+	}
 
 	insert_events(stream_datum, events, n, first_version, TimestampTzGetDatum(recorded_at),
-				  log_tx_id, era, hashes, positions);
+				  log_tx_id, era, state.kind, hashes, positions);
 	/* one era and tx_id for the batch, positions increasing */
 	token_max(&args->token, era, log_tx_id, positions[n - 1]);
 
