@@ -7,7 +7,7 @@ OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o s
                src/replica.o src/checkpoint.o src/async.o src/rebuild.o src/wait.o src/projection_worker.o src/stream_scan.o src/import.o \
                src/query.o src/condition.o src/chain.o src/crypto.o
 # tamper evidence: checking the hash chains (issue 15)
-OBJS        += src/verify.o
+OBJS        += src/verify.o src/rechain.o
 
 # sql/$(EXTENSION)--$(EXTVERSION).sql, the install script of the current version, is
 # generated from sql/install/ (below) and never committed: DATA names it even

@@ -998,6 +998,17 @@ refuse_stream_state(const char *stream, bool archived, bool erased)
 }
 
 /*
+ * EsRefuseStreamState
+ *		refuse_stream_state for es_import (import.c), which writes streams
+ *		the same way.
+ */
+void
+EsRefuseStreamState(const char *stream, bool archived, bool erased)
+{
+	refuse_stream_state(stream, archived, erased);
+}
+
+/*
  * run_stream_statement
  *		Run one of the statements on the stream row (an INSERT or UPDATE, as
  *		event says), letting it through the guard and marking it so that a

@@ -202,6 +202,7 @@ extern void EsCheckMetadataIds(Jsonb *metadata);
 extern void EsRefuseBeforeRowTriggers(Oid relid, const char *relname);
 extern bool EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found);
 extern bool EsStoredEventHash(Datum stream, int64 version, uint8 *out);
+extern void EsRefuseStreamState(const char *stream, bool archived, bool erased);
 
 /* fingerprint.c: SHA-256 digests (snapshot keys, fingerprints) */
 typedef pg_cryptohash_ctx EsHash;

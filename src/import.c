@@ -157,6 +157,7 @@ typedef struct ImportStream
 	TimestampTz first_ts;		/* recorded_at of its first and last rows */
 	TimestampTz last_ts;
 	bool		created;		/* the import created its stream row */
+	uint8		prev[ES_HASH_LENGTH];	/* chain hash of its last event so far */
 } ImportStream;
 
 /* The state of one import. */
@@ -199,13 +200,17 @@ static EsPlan create_streams_plan = {
 	4, {TEXTARRAYOID, INT8ARRAYOID, XID8OID, TIMESTAMPTZARRAYOID}
 };
 
-/* lock the existing streams, in stream order; with the recorded_at of their last event */
+/*
+ * lock the existing streams, in stream order; with the recorded_at of their
+ * last event and their state (where their chain starts, archived, erased)
+ */
 static EsPlan lock_streams_plan = {
 	NULL,
 	"SELECT s.stream_id, s.version, s.log_tx_id,"
 	"       (SELECT e.recorded_at FROM es.events AS e"
 	"         WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id"
-	"           AND e.version OPERATOR(pg_catalog.=) s.version)"
+	"           AND e.version OPERATOR(pg_catalog.=) s.version),"
+	"       s.first_version, s.base_hash, s.archived_at IS NOT NULL, s.erased_at IS NOT NULL"
 	"  FROM es.streams AS s"
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) ANY ($1)"
 	" ORDER BY s.stream_id"
@@ -236,17 +241,18 @@ static EsPlan retag_streams_plan = {
 #define IMPORT_INSERT_SQL \
 	"INSERT INTO es.events AS e" \
 	"  (stream_id, version, event_id, event_type, schema_version, data, metadata," \
-	"   recorded_at, tags, era, tx_id)" \
-	" SELECT u.s, u.v, u.i, u.t, u.sv, u.d, u.m, u.r, CAST(u.g AS pg_catalog.text[]), $10, $11" \
+	"   recorded_at, tags, era, tx_id, hash)" \
+	" SELECT u.s, u.v, u.i, u.t, u.sv, u.d, u.m, u.r, CAST(u.g AS pg_catalog.text[]), $10, $11, u.h" \
 	"   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)," \
 	"                   pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)," \
-	"                   pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9))" \
-	"        AS u(s, v, i, t, sv, d, m, r, g)"
+	"                   pg_catalog.unnest($7), pg_catalog.unnest($8), pg_catalog.unnest($9)," \
+	"                   pg_catalog.unnest($12))" \
+	"        AS u(s, v, i, t, sv, d, m, r, g, h)"
 
-/* $9: the tags of each event in their text form (NULL: none) */
+/* $9: the tags of each event in their text form (NULL: none); $12: the chain hashes */
 #define IMPORT_INSERT_TYPES \
 	{TEXTARRAYOID, INT8ARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT4ARRAYOID, JSONBARRAYOID, \
-	 JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID, XID8OID}
+	 JSONBARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, INT4OID, XID8OID, BYTEAARRAYOID}
 
 /* one chunk of events, in source order: (count, first position, last position) */
 static EsPlan insert_chunk_plan = {
@@ -255,7 +261,7 @@ static EsPlan insert_chunk_plan = {
 	" SELECT pg_catalog.count(*), pg_catalog.min(ins.global_position),"
 	"        pg_catalog.max(ins.global_position)"
 	"   FROM ins",
-	11, IMPORT_INSERT_TYPES
+	12, IMPORT_INSERT_TYPES
 };
 
 /* the same, returning every event for the outbox */
@@ -264,7 +270,7 @@ static EsPlan insert_chunk_routed_plan = {
 	IMPORT_INSERT_SQL
 	" RETURNING e.global_position, e.stream_id, e.version, e.event_id, e.event_type,"
 	"           e.schema_version, e.data, e.metadata, e.recorded_at",
-	11, IMPORT_INSERT_TYPES
+	12, IMPORT_INSERT_TYPES
 };
 
 /*
@@ -760,6 +766,37 @@ make_array(Datum *elems, bool *nulls, int n, Oid typid)
 }
 
 /*
+ * chain_start
+ *		Where the chain of an existing stream continues (es_append's rule,
+ *		append.c): the hash of its last event, current, or its base hash
+ *		(zeros when NULL) when no event is stored from first on.  A missing
+ *		or invalid predecessor hash is refused as es_append refuses it.
+ */
+static void
+chain_start(ImportStream *entry, text *stream, int64 current, int64 first, bytea *base)
+{
+	if (current < first)
+	{
+		if (base == NULL)
+			memset(entry->prev, 0, ES_HASH_LENGTH);
+		else if (!EsHashFromDatum(PointerGetDatum(base), entry->prev))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("stream \"%s\" has no valid base hash", text_to_cstring(stream)),
+					 errhint("Check the stream with es.es_verify(%s).",
+							 quote_literal_cstr(text_to_cstring(stream)))));
+	}
+	else if (!EsStoredEventHash(PointerGetDatum(stream), current, entry->prev))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("event " INT64_FORMAT " of stream \"%s\" has no valid chain hash",
+						current, text_to_cstring(stream)),
+				 errdetail("The event is missing or its hash was removed or changed outside es_append; importing would extend a broken chain."),
+				 errhint("Check the stream with es.es_verify(%s).",
+						 quote_literal_cstr(text_to_cstring(stream)))));
+}
+
+/*
  * write_streams
  *		Create the new streams and lock and advance the existing ones (step 3
  *		of the file header); sets st->tx_id.  Inside SPI.
@@ -815,6 +852,8 @@ write_streams(ImportState *st)
 			version_conflict(st, entry, 0);
 		entry->base = 0;
 		entry->created = true;
+		/* a new stream's chain starts from 32 zero bytes */
+		memset(entry->prev, 0, ES_HASH_LENGTH);
 	}
 	st->ncreated = SPI_processed;
 	SPI_freetuptable(SPI_tuptable);
@@ -851,6 +890,9 @@ write_streams(ImportState *st)
 				int64		current = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 				Datum		log_tx_id = SPI_getbinval(tup, desc, 3, &isnull);
 				Datum		last_ts = SPI_getbinval(tup, desc, 4, &ts_null);
+				int64		first = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+				bool		base_null;
+				Datum		base = SPI_getbinval(tup, desc, 6, &base_null);
 				ImportKey	key;
 
 				CHECK_FOR_INTERRUPTS();
@@ -859,9 +901,13 @@ write_streams(ImportState *st)
 				entry = (ImportStream *) hash_search(st->streams, &key, HASH_FIND, NULL);
 				if (entry == NULL || entry->created)
 					elog(ERROR, "es_import locked a stream it does not import");
+				EsRefuseStreamState(text_to_cstring(t),
+									DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)),
+									DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull)));
 				if (entry->base >= 0 && entry->base != current)
 					version_conflict(st, entry, current);
 				entry->base = current;
+				chain_start(entry, t, current, first, base_null ? NULL : DatumGetByteaPP(base));
 				if (!ts_null && DatumGetTimestampTz(last_ts) > entry->first_ts)
 				{
 					char	   *first_str = pstrdup(timestamptz_to_str(entry->first_ts));
@@ -927,6 +973,7 @@ typedef struct ImportChunk
 	int			n;
 	Datum		col[IC_NCOLUMNS][ES_IMPORT_CHUNK_ROWS];
 	bool		null[IC_NCOLUMNS][ES_IMPORT_CHUNK_ROWS];
+	Datum		hash[ES_IMPORT_CHUNK_ROWS];	/* chain hashes (bytea) */
 } ImportChunk;
 
 /*
@@ -974,7 +1021,7 @@ route_chunk(void)
 static void
 insert_chunk(ImportState *st, ImportChunk *c, bool routed)
 {
-	Datum		values[IC_NCOLUMNS + 2];
+	Datum		values[IC_NCOLUMNS + 3];
 	/* the chunk holds the tags in their text form (tags_text) */
 	static const Oid elemtypes[IC_NCOLUMNS] = {
 		TEXTOID, INT8OID, UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TIMESTAMPTZOID,
@@ -989,6 +1036,7 @@ insert_chunk(ImportState *st, ImportChunk *c, bool routed)
 		values[j] = make_array(c->col[j], c->null[j], c->n, elemtypes[j]);
 	values[IC_NCOLUMNS] = Int32GetDatum(st->era);
 	values[IC_NCOLUMNS + 1] = st->tx_id;
+	values[IC_NCOLUMNS + 2] = make_array(c->hash, NULL, c->n, BYTEAOID);
 
 	if (routed)
 	{
@@ -1040,6 +1088,33 @@ insert_chunk(ImportState *st, ImportChunk *c, bool routed)
 		st->first_position = first;
 	st->last_position = last;
 	c->n = 0;
+}
+
+/*
+ * chain_row
+ *		The chain hash of row i of the chunk, as es_append computes it
+ *		(chain.c): chained to its stream's previous event, which it becomes.
+ *		tags: the row's tags as stored (NULL: none).  The hash goes into the
+ *		chunk, allocated in the current (chunk) context.
+ */
+static void
+chain_row(ImportStream *entry, ImportChunk *c, int i, ArrayType *tags)
+{
+	EsHashInput in;
+	uint8		h[ES_HASH_LENGTH];
+
+	in.stream = DatumGetTextPP(c->col[IC_STREAM_ID][i]);
+	in.version = DatumGetInt64(c->col[IC_VERSION][i]);
+	in.id = DatumGetUUIDP(c->col[IC_EVENT_ID][i]);
+	in.type = DatumGetTextPP(c->col[IC_EVENT_TYPE][i]);
+	in.schema_version = DatumGetInt32(c->col[IC_SCHEMA_VERSION][i]);
+	in.data = DatumGetJsonbP(c->col[IC_DATA][i]);
+	in.metadata = c->null[IC_METADATA][i] ? NULL : DatumGetJsonbP(c->col[IC_METADATA][i]);
+	in.tags = tags;
+	in.recorded_at = DatumGetTimestampTz(c->col[IC_RECORDED_AT][i]);
+	EsEventHash(entry->prev, &in, h);
+	memcpy(entry->prev, h, ES_HASH_LENGTH);
+	c->hash[i] = EsHashDatum(h);
 }
 
 /*
@@ -1139,6 +1214,9 @@ insert_events(ImportState *st, MemoryContext chunkcxt, bool routed)
 			c->col[IC_RECORDED_AT][i] = TimestampTzGetDatum(st->now);
 			c->null[IC_RECORDED_AT][i] = false;
 		}
+		chain_row(entry, c, i,
+				  st->attnums[IC_TAGS] == InvalidAttrNumber || c->null[IC_TAGS][i] ?
+				  NULL : DatumGetArrayTypeP(values[st->attnums[IC_TAGS] - 1]));
 		c->n++;
 
 		if (c->n == ES_IMPORT_CHUNK_ROWS)

@@ -760,7 +760,7 @@ es_verify_all(PG_FUNCTION_ARGS)
 	"            THEN (SELECT e.hash FROM %s AS e" \
 	"                   WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
 	"                     AND e.version OPERATOR(pg_catalog.=) s.version LIMIT 1)" \
-	"            ELSE pg_catalog.coalesce(s.base_hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'))" \
+	"            ELSE COALESCE(s.base_hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'))" \
 	"       END" \
 	"  FROM es.streams AS s" \
 	" ORDER BY s.stream_id COLLATE \"C\""
