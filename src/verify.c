@@ -377,6 +377,9 @@ pending_row(VerifyRun *run, VerifyStream *vs, const EsHashInput *in, bytea *stor
 				{
 					report(run, vs->stream, vs->bad_version, false, "content changed",
 						   vs->computed, vs->stored,
+						   vs->bad_version == vs->first && vs->first > 1 ?
+						   psprintf("The stream's first stored event does not chain from its base_hash; version " INT64_FORMAT " chains from the stored hash: the event or the base hash was changed.",
+									v) :
 						   psprintf("The event differs from what its stored hash covers; version " INT64_FORMAT " chains from the stored hash.",
 									v));
 					vs->state = VS_DONE;
@@ -740,7 +743,7 @@ PG_FUNCTION_INFO_V1(es_verify_all);
 Datum
 es_verify_all(PG_FUNCTION_ARGS)
 {
-	verify_srf(fcinfo, NULL, "verify the event store");
+	verify_srf(fcinfo, NULL, "verify every stream");
 	return (Datum) 0;
 }
 
