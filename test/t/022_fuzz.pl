@@ -88,6 +88,13 @@ my %documented = (
 	es_import => [qw(22004 42809 42703 42804 42501 23502 22023 54000 22008 40001 42710 55000)],
 	es_read_stream => [qw(22004 22003 22023)],
 	es_stream_version => [],
+	# tamper evidence: a NULL argument, an export that is not an array of
+	# heads (or whose fields do not convert); 42501 under row level security
+	es_verify => [qw(22004 42501)],
+	es_verify_all => [qw(42501)],
+	es_heads => [qw(42501)],
+	es_digest => [qw(22023 22P02 22003 22004 42501)],
+	es_verify_heads => [qw(22004 22023 22P02 22003 42501)],
 	es_read_all => [qw(22004 22023 55000)],
 	es_log_horizon => [],
 	# statistics: an unknown kind; a reset without shared_preload_libraries
@@ -510,6 +517,19 @@ my $case_id = 0;
 sub pick { return $_[ int(rand(@_)) ]; }
 sub q_lit { my ($s) = @_; $s =~ s/'/''/g; return "'$s'"; }
 sub jlit { return q_lit($json->encode($_[0])) . '::jsonb'; }
+
+# an export of the stream heads for es_digest and es_verify_heads: the
+# current one, or one that is not an array of heads
+sub g_heads
+{
+	return pick(
+		'NULL', "'[]'", "'{}'", q{'"x"'}, "'[1]'", "'[null]'", "'[{}]'",
+		q{'[{"stream_id": "fz-1", "version": "x", "head_hash": "\\\\x00"}]'},
+		q{'[{"stream_id": "fz-1", "version": 1e30, "head_hash": "\\\\x00"}]'},
+		q{'[{"stream_id": "fz-1", "version": 1, "head_hash": "zz"}]'},
+		'(SELECT jsonb_agg(h) FROM es.es_heads() AS h)',
+		'(SELECT jsonb_agg(h) FROM es.es_heads() AS h)');
+}
 
 sub g_name
 {
@@ -1084,6 +1104,50 @@ my %gen = (
 							  THEN 'ok' ELSE 'wrong' END
 					FROM p},
 				q{SELECT $2 = 'ok'});
+		}
+	],
+	# the chains of everything the fuzzing wrote verify, whenever they are
+	# checked
+	es_verify => [
+		3,
+		sub {
+			add_case('es_verify', 'es_verify', ['text'], [ g_name() ],
+				'SELECT count(*)::text FROM es.es_verify($1[1]::text)', q{SELECT $2 = '0'});
+		}
+	],
+	es_verify_all => [
+		1,
+		sub {
+			add_case('es_verify_all', 'es_verify_all', [], [],
+				'SELECT count(*)::text FROM es.es_verify_all()', q{SELECT $2 = '0'});
+		}
+	],
+	es_heads => [
+		1,
+		sub {
+			add_case('es_heads', 'es_heads', [], [],
+				'SELECT count(*)::text FROM es.es_heads()',
+				q{SELECT $2 = (SELECT count(*) FROM es.streams)::text});
+		}
+	],
+	es_digest => [
+		2,
+		sub {
+			my $heads = g_heads();
+			add_case('es_digest', 'es_digest', ['jsonb'], [$heads],
+				'SELECT es.es_digest($1[1]::jsonb)::text',
+				$heads eq 'NULL'
+				? q{SELECT $2 = es.es_digest((SELECT jsonb_agg(h) FROM es.es_heads() AS h))::text}
+				: q{SELECT length(decode(substr($2, 3), 'hex')) = 32});
+		}
+	],
+	es_verify_heads => [
+		2,
+		sub {
+			my $heads = g_heads();
+			add_case('es_verify_heads', 'es_verify_heads', ['jsonb'], [$heads],
+				'SELECT count(*)::text FROM es.es_verify_heads($1[1]::jsonb)',
+				$heads =~ /es_heads/ ? q{SELECT $2 = '0'} : undef);
 		}
 	],
 	es_stream_version => [
@@ -1880,6 +1944,8 @@ is( $node->safe_psql(
 		 + (SELECT count(*) - count(DISTINCT global_position) FROM es.events)}),
 	'0',
 	'after the fuzzing: versions contiguous, es.streams agrees, positions unique');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM es.es_verify_all()}),
+	'0', 'after the fuzzing: the hash chain of every stream verifies');
 
 # fz_async after the fuzzing, resumed and run to the end: every event of
 # its categories applied exactly once

@@ -18,6 +18,7 @@
 #    constraints, triggers, policies, event triggers, types, the schema,
 #    the dumped tables with their conditions, the extension's members, and
 #    the es_* roles with their memberships;
+#  - the old events got their chain hashes (es_verify_all finds nothing);
 #  - the old data keeps working: the events are intact, an old stream and a
 #    new one take appends, es_read_all from the start returns every event in
 #    log order, es_fold folds an old stream (from the old snapshot), and an
@@ -283,6 +284,13 @@ for my $p (@paths)
 		"$from -> $default: the catalog equals a fresh install of $default"
 		  . ($lookup eq '2' ? ' with the optional correlation and causation indexes' : ''));
 	is($node->safe_psql($db, $events_q), $before, "$from -> $default: the events are intact");
+	# tamper evidence: the update computed the chain of every old event
+	is($node->safe_psql($db, q{SELECT count(*) || ':' || count(hash) || ':' || count(DISTINCT hash) FROM es.events}),
+		'50:50:50', "$from -> $default: every old event has a chain hash");
+	is($node->safe_psql($db, q{SELECT count(*) FROM es.es_verify_all()}),
+		'0', "$from -> $default: the chain of every old stream verifies");
+	is($node->safe_psql($db, q{SELECT count(*) FROM pg_proc WHERE proname = 'es_rechain_internal'}),
+		'0', "$from -> $default: the function that computed the chains is gone");
 
 	# the old data keeps working
 	is($node->safe_psql($db, q{SELECT (es.es_append('up-1', 10, '[{"type": "New", "data": {"i": 100}}]')).version}),
@@ -294,6 +302,8 @@ for my $p (@paths)
 		"$from -> $default: es_read_all from the start returns every event in log order");
 	is($log_after, "$log_before,up-1:11,up-new:1",
 		"$from -> $default: the old events come first, in their old order, then the new ones");
+	is($node->safe_psql($db, q{SELECT count(*) FROM es.es_verify_all()}),
+		'0', "$from -> $default: appends after the update continue the old chains");
 	is($node->safe_psql($db, q{SELECT count(*) FROM es.es_read_all(NULL, 10000)}), '52',
 		"$from -> $default: es_read_all returns all 52 events");
 	is($node->safe_psql($db, q{SELECT es.es_fold('up-1', 'public.sum_i(jsonb,jsonb)', '{"n": 0, "sum": 0}')}),

@@ -215,6 +215,13 @@ like($expected_query, qr/^seat-1\|1\|SeatSold\|\{show:s1,seat:1,.*seat-4\|1\|Sea
 my $expected_objects = $src->safe_psql('shop', 'SELECT count(*) FROM es.es_user_objects()');
 is($expected_objects, '8', 'the source has 8 user objects on es_ext\'s tables');
 my $max_xid = $src->safe_psql('shop', 'SELECT max(tx_id) FROM es.events');
+# tamper evidence: the hashes and the heads an auditor exported before the dump
+is($src->safe_psql('shop', 'SELECT count(*) FROM es.es_verify_all()'), '0',
+	'the chains of the source verify');
+my $expected_hashes = $src->safe_psql('shop',
+	q{SELECT count(hash) || '|' || md5(string_agg(encode(hash, 'hex'), ',' ORDER BY stream_id, version)) FROM es.events});
+my $expected_digest = $src->safe_psql('shop', 'SELECT es.es_digest()');
+my $export = $src->safe_psql('shop', 'SELECT jsonb_agg(h) FROM es.es_heads() AS h');
 
 my $dumpdir = PostgreSQL::Test::Utils::tempdir;
 $src->command_ok([ 'pg_dump', '-Fc', '-f', "$dumpdir/shop.dump", '-d', $src->connstr('shop') ],
@@ -255,6 +262,16 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			 WHERE i.indexrelid = 'es.events_tags_idx'::regclass AND i.indisvalid AND i.indisready}),
 			'1', "$label: the tags index is back and valid");
 
+		is($node->safe_psql($db,
+				q{SELECT count(hash) || '|' || md5(string_agg(encode(hash, 'hex'), ',' ORDER BY stream_id, version)) FROM es.events}),
+			$expected_hashes, "$label: every event's chain hash is back");
+		is($node->safe_psql($db, 'SELECT count(*) FROM es.es_verify_all()'), '0',
+			"$label: the chain of every stream verifies");
+		is($node->safe_psql($db, 'SELECT es.es_digest()'), $expected_digest,
+			"$label: the digest of the stream heads is the source's");
+		is($node->safe_psql($db, qq{SELECT count(*) FROM es.es_verify_heads('$export')}), '0',
+			"$label: the heads exported before the dump are on the restored chains");
+
 		my $max_outbox = $node->safe_psql($db, 'SELECT max(position) FROM es.outbox');
 
 		# new appends after the restore
@@ -262,6 +279,8 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			SELECT (es.es_append('order-1', 3, '[{"type": "Paid", "data": {"amount": 100}}]')).positions[1];
 			SELECT (es.es_append('order-99', 0, '[{"type": "Placed", "schema_version": 2, "data": {"amount": 7}}]')).positions[1];});
 		is($res, 0, "$label: appends work") or diag($err);
+		is($node->safe_psql($db, 'SELECT count(*) FROM es.es_verify_all()'), '0',
+			"$label: appends after the restore continue the chains");
 		my ($p1, $p2) = split /\n/, $out;
 		my $max_restored = $node->safe_psql($db, 'SELECT max(global_position) FROM es.events WHERE stream_id <> \'order-99\' AND NOT (stream_id = \'order-1\' AND version = 4)');
 		ok($p1 > $max_restored && $p2 > $p1, "$label: positions continue after the restored ones ($p1, $p2 > $max_restored)");

@@ -208,6 +208,11 @@ my %same = (
 	  q{SELECT version, data FROM es.es_read_stream('acct-1', 9, 3, 'backward')},
 	'es_stream_version' =>
 	  q{SELECT stream_id, es.es_stream_version(stream_id) FROM es.streams ORDER BY 1},
+	'es_verify_all, es_heads and es_digest (the chains verify on the standby)' => q{
+		SELECT 'problems', count(*)::text FROM es.es_verify_all()
+		UNION ALL SELECT 'heads', string_agg(h.stream_id || ':' || h.version || ':' || h.head_hash, ',')
+		  FROM es.es_heads() AS h
+		UNION ALL SELECT 'digest', es.es_digest()::text},
 	'es_fold_state of every account' => qq{
 		SELECT s.stream_id, f.*
 		  FROM es.streams AS s, es.es_fold_state(s.stream_id, $reducer, $initial) AS f
@@ -398,6 +403,13 @@ my %readers = (
 	'es.es_read_stream(text,bigint,bigint,text)' =>
 	  q{SELECT count(*) FROM es.es_read_stream('acct-1')},
 	'es.es_stream_version(text)' => q{SELECT es.es_stream_version('acct-1')},
+	# tamper evidence: an auditor checks a standby as well as the primary
+	'es.es_verify(text)' => q{SELECT count(*) FROM es.es_verify('acct-1')},
+	'es.es_verify_all()' => q{SELECT count(*) FROM es.es_verify_all()},
+	'es.es_heads()' => q{SELECT count(*) FROM es.es_heads()},
+	'es.es_digest(jsonb)' => q{SELECT es.es_digest()},
+	'es.es_verify_heads(jsonb)' =>
+	  q{SELECT count(*) FROM es.es_verify_heads((SELECT jsonb_agg(h) FROM es.es_heads() AS h))},
 	'es.es_read_all(es.log_cursor,integer,text,text[])' =>
 	  q{SELECT count(*) FROM es.es_read_all(NULL, 10, 'acct', ARRAY['Deposited'])},
 	'es.es_log_horizon()' => q{SELECT es.es_log_horizon()},
