@@ -42,6 +42,13 @@
  *	   Tags travel in the chunk in their text form (array_out), cast back
  *	   to text[] by the INSERT (SQL has no arrays of arrays); an event
  *	   without tags stores NULL, as es_append stores it.
+ *	   Each event gets its chain hash (chain.c) as es_append computes
+ *	   it, in source order: the chain of an existing stream continues from
+ *	   its head (the stored hash of its last event, or its base_hash when no
+ *	   event is stored from first_version on), read under the stream row
+ *	   lock, and a missing or invalid one is refused (XX001) as es_append
+ *	   refuses it; a new stream's chain starts from 32 zero bytes.  Archived
+ *	   and erased streams are refused with es_append's errors (55000).
  *	   Every event gets the same era and tx_id (one transaction): the
  *	   greater of this transaction's id and the log_tx_id of every
  *	   existing stream imported into, which keeps each stream's versions

@@ -874,8 +874,9 @@ sub g_event_row
 		pick(crashable("'A'"), "'A'", "'FzUp'", "''"), pick('NULL', '1', '0', '-3', '2', '2147483647'),
 		pick(crashable("'{}'"), "'{}'", "'null'", "'[1]'"), pick('NULL', "'{}'"),
 		pick('NULL', 'now()', "'infinity'"), pick('NULL', "'fz'"), pick('NULL', '0', '-1'),
-		pick('NULL', "'1'", "'0'"), pick('NULL', "'{fz:a}'", "'{}'", "'{NULL}'", "'{{a},{b}}'"));
-	my @t = qw(bigint text bigint uuid text integer jsonb jsonb timestamptz text integer xid8 text[]);
+		pick('NULL', "'1'", "'0'"), pick('NULL', "'{fz:a}'", "'{}'", "'{NULL}'", "'{{a},{b}}'"),
+		pick('NULL', "sha256('x')", "'\\x'"));
+	my @t = qw(bigint text bigint uuid text integer jsonb jsonb timestamptz text integer xid8 text[] bytea);
 	return 'ROW(' . join(', ', map { "$f[$_]::$t[$_]" } 0 .. $#f) . ')::es.events';
 }
 
@@ -904,9 +905,9 @@ SKIP:
 	my @probe = (
 		[ 'es_fold_agg with a NULL stream_id', \$null_crash,
 		  q{SELECT es.es_fold_agg('fuzz.count_fold(jsonb,jsonb)', '{}',
-				ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'fz', 0, '1', NULL)::es.events)} ],
+				ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'fz', 0, '1', NULL, NULL)::es.events)} ],
 		[ 'es_upcast with a NULL data (type with an upcaster)', \$null_crash,
-		  q{SELECT es.es_upcast(ROW(1, 'fzu-1', 1, gen_random_uuid(), 'FzUp', 1, NULL, NULL, now(), 'fzu', 0, '1', NULL)::es.events)} ],
+		  q{SELECT es.es_upcast(ROW(1, 'fzu-1', 1, gen_random_uuid(), 'FzUp', 1, NULL, NULL, now(), 'fzu', 0, '1', NULL, NULL)::es.events)} ],
 		[ 'es_fold_agg with the reducer OID 0', \$oid0_crash,
 		  q{SELECT es.es_fold_agg('-', '{}', e) FROM es.events AS e WHERE e.stream_id = 'fz-1'} ]);
 	for my $p (@probe)
