@@ -97,6 +97,45 @@ copy_state(Datum d, MemoryContext cxt)
 }
 
 /*
+ * missing_events_error
+ *		The stream's first stored event is version first, but the fold needs
+ *		version from + 1: its earlier events were removed by retention or by
+ *		an erasure (lifecycle.c, retention.c).  Raises 55000.
+ */
+static void
+missing_events_error(text *stream, int64 first, int64 from)
+{
+	char	   *name = text_to_cstring(stream);
+	Datum		arg = PointerGetDatum(stream);
+	Oid			argtype = TEXTOID;
+	bool		erased = false;
+
+	if (SPI_execute_with_args("SELECT s.erased_at IS NOT NULL FROM es.streams AS s"
+							  " WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+							  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+
+		erased = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+											&isnull));
+	}
+	if (erased)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("stream \"%s\" was erased", name),
+				 errdetail("Its events up to version %lld were removed; only its tombstone remains.",
+						   (long long) (first - 1))));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("stream \"%s\" starts at version %lld: its earlier events were removed by retention",
+					name, (long long) first),
+			 errdetail("The fold needs version %lld and no snapshot at or after version %lld exists for this reducer and initial state.",
+					   (long long) (from + 1), (long long) (first - 1)),
+			 errhint("Save snapshots (es.es_snapshot_save, or es.snapshot_every) of the streams under a retention policy before retention removes their events.")));
+}
+
+/*
  * EsFold
  *		Fold the stream of req (see the file header).  The resulting state is
  *		allocated in the caller's memory context; res also reports the
@@ -208,6 +247,8 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 		if (req->has_as_of && DatumGetTimestampTz(ev.recorded_at) > req->as_of)
 			break;
 		ectx.version = DatumGetInt64(ev.version);
+		if (res->applied == 0 && ectx.version != res->version + 1)
+			missing_events_error(req->stream, ectx.version, res->version);
 
 		/* 4. upcast, build the event argument, call the reducer */
 		upcast = EsUpcastEvent(upcaster, &ev);
