@@ -124,11 +124,8 @@ static EsPlan set_archived_plan = {
 	2, {TEXTOID, BOOLOID}
 };
 
-static EsPlan head_hash_plan = {
+static EsPlan archived_hash_plan = {
 	NULL,
-	"SELECT e.hash FROM es.events AS e"
-	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.version OPERATOR(pg_catalog.=) $2"
-	" UNION ALL "
 	"SELECT a.hash FROM es.archived_events AS a"
 	" WHERE a.stream_id OPERATOR(pg_catalog.=) $1 AND a.version OPERATOR(pg_catalog.=) $2",
 	2, {TEXTOID, INT8OID}
@@ -563,12 +560,25 @@ es_erase_stream(PG_FUNCTION_ARGS)
 	/* 1. the stream row, locked: appends wait for this transaction */
 	lock_existing(stream, &st);
 
-	/* 2. the chain hash of the head, where the tombstone's chain starts */
+	/*
+	 * 2. the chain hash of the head, where the tombstone's chain starts: in
+	 * es.events read past row level security (EsStoredEventHash), or in
+	 * es.archived_events
+	 */
 	args[0] = PointerGetDatum(stream);
-	if (st.version >= st.first_version)
+	if (st.version < st.first_version)
+		head = st.base_hash;
+	else if (!st.archived)
+	{
+		uint8		h[ES_HASH_LENGTH];
+
+		if (EsStoredEventHash(args[0], st.version, h))
+			head = DatumGetByteaPP(EsHashDatum(h));
+	}
+	else
 	{
 		args[1] = Int64GetDatum(st.version);
-		rc = SPI_execute_plan(EsGetPlan(&head_hash_plan), args, NULL, true, 1);
+		rc = SPI_execute_plan(EsGetPlan(&archived_hash_plan), args, NULL, true, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "could not read the head of stream \"%s\"", text_to_cstring(stream));
 		if (SPI_processed == 1)
@@ -579,8 +589,6 @@ es_erase_stream(PG_FUNCTION_ARGS)
 				head = DatumGetByteaPCopy(d);
 		}
 	}
-	else
-		head = st.base_hash;
 
 	/* 3. the events and every copy es_ext keeps */
 	events = guarded(&delete_events_plan, "events", TRIGGER_EVENT_DELETE, args, NULL,

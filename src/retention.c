@@ -103,13 +103,6 @@ static EsPlan age_cutoff_plan = {
 	4, {TEXTOID, INT8OID, INT8OID, INTERVALOID}
 };
 
-static EsPlan event_hash_plan = {
-	NULL,
-	"SELECT e.hash FROM es.events AS e"
-	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1 AND e.version OPERATOR(pg_catalog.=) $2",
-	2, {TEXTOID, INT8OID}
-};
-
 static EsPlan delete_range_plan = {
 	NULL,
 	"DELETE FROM es.events AS e"
@@ -301,20 +294,17 @@ retain_stream(text *stream, bool age_null, Datum max_age, bool count_null, int64
 
 	/* the hash of the last event removed: the new base of the chain */
 	args[0] = PointerGetDatum(stream);
-	args[1] = Int64GetDatum(cut);
-	rc = SPI_execute_plan(EsGetPlan(&event_hash_plan), args, NULL, true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "event %lld of stream \"%s\" is missing", (long long) cut,
-			 text_to_cstring(stream));
 	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		uint8		h[ES_HASH_LENGTH];
 
-		if (isnull)
-			nulls[2] = 'n';
-		else
-			args[2] = PointerGetDatum(DatumGetByteaPCopy(d));
+		if (!EsStoredEventHash(args[0], cut, h))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("event %lld of stream \"%s\" has no valid chain hash",
+							(long long) cut, text_to_cstring(stream)),
+					 errhint("Run es.es_verify() on the stream; retention keeps the chain verifiable and cannot start it from a damaged event.")));
+		args[2] = EsHashDatum(h);
 	}
-
 	{
 		Datum		del[3];
 
