@@ -20,7 +20,9 @@
  * An archived stream's events are in es.archived_events (lifecycle.c): when
  * es.events holds no row of the stream in the range, the scan reads that
  * table, through SPI, as rows of es.events' type.  Only a read that finds
- * nothing in es.events pays for the second look.
+ * nothing in es.events pays for the second look.  When row level security
+ * applies to es.events for the caller, the archive is read only if it has
+ * row level security too.
  *
  * Locks: AccessShareLock on es.events and its primary key index, held to
  * the end of the transaction as the executor would.  Memory: the scan's
@@ -253,6 +255,21 @@ switch_to_archived(EsStreamScan *ss)
 static bool next_row(EsStreamScan *ss);
 
 /*
+ * archive_readable
+ *		May this read look into es.archived_events?  Not when row level
+ *		security applies to es.events for the current user but not to
+ *		es.archived_events: the policies of the events must not be bypassed
+ *		by archiving them (README, "Archive": give es.archived_events the
+ *		same policies).
+ */
+static bool
+archive_readable(void)
+{
+	return check_enable_rls(EsRelationOid("events"), InvalidOid, true) != RLS_ENABLED ||
+		check_enable_rls(EsRelationOid("archived_events"), InvalidOid, true) == RLS_ENABLED;
+}
+
+/*
  * EsStreamScanNext
  *		Advance to the next event; false at the end.  The event stays the
  *		current one (EsStreamScanTuple, EsStreamScanValues, EsStreamScanRow)
@@ -264,7 +281,7 @@ EsStreamScanNext(EsStreamScan *ss)
 	if (!next_row(ss))
 	{
 		if (ss->found || ss->archived || ss->remaining == 0 ||
-			(ss->portal == NULL && !ss->direct))
+			(ss->portal == NULL && !ss->direct) || !archive_readable())
 			return false;
 		switch_to_archived(ss);
 		if (!next_row(ss))
