@@ -900,9 +900,9 @@ SKIP:
 	my @probe = (
 		[ 'es_fold_agg with a NULL stream_id', \$null_crash,
 		  q{SELECT es.es_fold_agg('fuzz.count_fold(jsonb,jsonb)', '{}',
-				ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'fz', 0, '1', NULL)::es.events)} ],
+				ROW(1, NULL, 1, gen_random_uuid(), 'A', 1, '{}', NULL, now(), 'fz', 0, '1', NULL, NULL)::es.events)} ],
 		[ 'es_upcast with a NULL data (type with an upcaster)', \$null_crash,
-		  q{SELECT es.es_upcast(ROW(1, 'fzu-1', 1, gen_random_uuid(), 'FzUp', 1, NULL, NULL, now(), 'fzu', 0, '1', NULL)::es.events)} ],
+		  q{SELECT es.es_upcast(ROW(1, 'fzu-1', 1, gen_random_uuid(), 'FzUp', 1, NULL, NULL, now(), 'fzu', 0, '1', NULL, NULL)::es.events)} ],
 		[ 'es_fold_agg with the reducer OID 0', \$oid0_crash,
 		  q{SELECT es.es_fold_agg('-', '{}', e) FROM es.events AS e WHERE e.stream_id = 'fz-1'} ]);
 	for my $p (@probe)
