@@ -6,7 +6,7 @@ OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o s
                src/outbox.o src/outbox_api.o src/notify.o src/era.o src/dump.o src/batch.o src/fingerprint.o src/cache.o src/stats.o \
                src/replica.o src/checkpoint.o src/async.o src/rebuild.o src/wait.o src/projection_worker.o src/stream_scan.o src/import.o \
                src/query.o src/condition.o src/chain.o src/crypto.o
-OBJS        += src/lifecycle.o src/retention.o
+OBJS        += src/lifecycle.o src/retention.o src/retention_worker.o
 
 # sql/$(EXTENSION)--$(EXTVERSION).sql, the install script of the current version, is
 # generated from sql/install/ (below) and never committed: DATA names it even

@@ -589,6 +589,16 @@ typedef struct EsStreamState
 	bool		erased;
 } EsStreamState;
 
+/* retention_worker.c: the periodic retention of one database (preloaded) */
+#define ES_RETENTION_WORKER_BATCH		10000	/* events per transaction */
+#define ES_RETENTION_WORKER_ROUNDS		100		/* transactions per interval, at most */
+#define ES_RETENTION_WORKER_RESTART_S	60		/* after an error */
+#define ES_MAX_RETENTION_INTERVAL		(7 * 86400)	/* seconds */
+extern int	es_retention_interval;
+extern char *es_retention_database;
+extern char *es_retention_role;
+extern void EsRetentionWorkerRegister(void);
+
 extern text *EsCheckStreamArg(FunctionCallInfo fcinfo, int argno);
 extern bool EsLockStream(text *stream, bool skip_locked, EsStreamState *st);
 

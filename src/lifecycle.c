@@ -325,6 +325,7 @@ es_archive_stream(PG_FUNCTION_ARGS)
  *		Insert the archived events of stream back into es.events, as they
  *		were, without firing its triggers (see the file header): the table
  *		access method inserts each row, the executor its index entries.
+ *		Columns are matched by name (es.events may have dropped columns).
  *		Returns the number of rows.  Inside SPI, under the stream row lock.
  */
 static uint64
@@ -339,6 +340,8 @@ restore_archived(text *stream)
 	CommandId	cid;
 	uint64		i;
 	uint64		n;
+	int		   *map;
+	int			a;
 	int			rc;
 
 	rc = SPI_execute_plan(EsGetPlan(&read_archived_plan), &arg, NULL, true, 0);
@@ -350,14 +353,28 @@ restore_archived(text *stream)
 
 	rel = table_open(EsRelationOid("events"), RowExclusiveLock);
 	desc = RelationGetDescr(rel);
-	if (desc->natts != SPI_tuptable->tupdesc->natts)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("es.events has %d columns, es.archived_events %d",
-						desc->natts, SPI_tuptable->tupdesc->natts),
-				 errhint("Both tables must have the same columns in the same order.")));
 	if (pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_INSERT) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_TABLE, "events");
+
+	/* each column of es.events, by name, in the rows read (dropped ones: none) */
+	map = palloc(sizeof(int) * desc->natts);
+	for (i = 0; i < (uint64) desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+		{
+			map[i] = 0;
+			continue;
+		}
+		map[i] = SPI_fnumber(SPI_tuptable->tupdesc, NameStr(att->attname));
+		if (map[i] <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column \"%s\" of es.events has no counterpart in es.archived_events",
+							NameStr(att->attname)),
+					 errhint("Both tables must have the same columns.")));
+	}
 
 	estate = CreateExecutorState();
 	rri = makeNode(ResultRelInfo);
@@ -370,8 +387,17 @@ restore_archived(text *stream)
 	{
 		CHECK_FOR_INTERRUPTS();
 		ExecClearTuple(slot);
-		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-						  slot->tts_values, slot->tts_isnull);
+		for (a = 0; a < desc->natts; a++)
+		{
+			if (map[a] == 0)
+			{
+				slot->tts_values[a] = (Datum) 0;
+				slot->tts_isnull[a] = true;
+			}
+			else
+				slot->tts_values[a] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+													map[a], &slot->tts_isnull[a]);
+		}
 		ExecStoreVirtualTuple(slot);
 		table_tuple_insert(rel, slot, cid, 0, NULL);
 		ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);

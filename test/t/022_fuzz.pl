@@ -870,8 +870,9 @@ sub g_event_row
 		pick(crashable("'A'"), "'A'", "'FzUp'", "''"), pick('NULL', '1', '0', '-3', '2', '2147483647'),
 		pick(crashable("'{}'"), "'{}'", "'null'", "'[1]'"), pick('NULL', "'{}'"),
 		pick('NULL', 'now()', "'infinity'"), pick('NULL', "'fz'"), pick('NULL', '0', '-1'),
-		pick('NULL', "'1'", "'0'"), pick('NULL', "'{fz:a}'", "'{}'", "'{NULL}'", "'{{a},{b}}'"));
-	my @t = qw(bigint text bigint uuid text integer jsonb jsonb timestamptz text integer xid8 text[]);
+		pick('NULL', "'1'", "'0'"), pick('NULL', "'{fz:a}'", "'{}'", "'{NULL}'", "'{{a},{b}}'"),
+		pick('NULL', "'\\x00'"));
+	my @t = qw(bigint text bigint uuid text integer jsonb jsonb timestamptz text integer xid8 text[] bytea);
 	return 'ROW(' . join(', ', map { "$f[$_]::$t[$_]" } 0 .. $#f) . ')::es.events';
 }
 
@@ -1758,7 +1759,7 @@ SELECT es.es_append('fzl-' || i, 0, '[{"type": "A", "data": {}}, {"type": "B", "
 			sub {
 				add_case('es_archive_stream', 'es_archive_stream', ['text'], [ $lc_stream->() ],
 					'SELECT es.es_archive_stream($1[1]::text)::text',
-					qq{SELECT $state_of = 'true,false'
+					qq{SELECT $state_of = 't,f'
 							  AND NOT EXISTS (SELECT FROM es.events WHERE stream_id = \$1[1])
 							  AND (SELECT count(*) FROM es.archived_events WHERE stream_id = \$1[1]) = \$2::bigint});
 			}
@@ -1768,7 +1769,7 @@ SELECT es.es_append('fzl-' || i, 0, '[{"type": "A", "data": {}}, {"type": "B", "
 			sub {
 				add_case('es_unarchive_stream', 'es_unarchive_stream', ['text'], [ $lc_stream->() ],
 					'SELECT es.es_unarchive_stream($1[1]::text)::text',
-					qq{SELECT $state_of = 'false,false'
+					qq{SELECT $state_of = 'f,f'
 							  AND NOT EXISTS (SELECT FROM es.archived_events WHERE stream_id = \$1[1])
 							  AND (SELECT count(*) FROM es.events WHERE stream_id = \$1[1]) = \$2::bigint});
 			}
@@ -1779,7 +1780,7 @@ SELECT es.es_append('fzl-' || i, 0, '[{"type": "A", "data": {}}, {"type": "B", "
 				add_case('es_erase_stream', 'es_erase_stream', [qw(text text)],
 					[ $lc_stream->(), pick('NULL', "''", "'fuzz'", "repeat('r', 10000)") ],
 					'SELECT es.es_erase_stream($1[1]::text, $1[2]::text)::text',
-					qq{SELECT $state_of = 'false,true'
+					qq{SELECT $state_of = 'f,t'
 							  AND (SELECT array_agg(event_type) FROM es.events WHERE stream_id = \$1[1]) = ARRAY['es.stream_erased']
 							  AND NOT EXISTS (SELECT FROM es.archived_events WHERE stream_id = \$1[1])
 							  AND EXISTS (SELECT FROM es.erasures WHERE stream_id = \$1[1])});
