@@ -131,6 +131,21 @@ static EsPlan find_as_of_plan = {
 	6, {SNAPSHOT_KEY_TYPES, INT8OID, TIMESTAMPTZOID}
 };
 
+/* a 0.1.0 schema (before ALTER EXTENSION UPDATE): no archive, no first_version */
+static EsPlan find_legacy_plan = {
+	NULL,
+	SNAPSHOT_FIND ")" SNAPSHOT_FIND_END,
+	5, {SNAPSHOT_KEY_TYPES, INT8OID}
+};
+
+static EsPlan find_as_of_legacy_plan = {
+	NULL,
+	SNAPSHOT_FIND
+	"                  AND e.recorded_at OPERATOR(pg_catalog.<=) $6"
+	")" SNAPSHOT_FIND_END,
+	6, {SNAPSHOT_KEY_TYPES, INT8OID, TIMESTAMPTZOID}
+};
+
 static EsPlan auto_cleanup_plan = {
 	NULL,
 	"DELETE FROM es.snapshots AS s"
@@ -317,6 +332,7 @@ EsSnapshotFind(const EsSnapshotKey *key, int64 up_to_version, bool has_as_of,
 			   TimestampTz as_of, MemoryContext cxt, int64 *version, Jsonb **state)
 {
 	Datum		values[6];
+	EsPlan	   *plan;
 	int			rc;
 	bool		isnull;
 	Datum		d;
@@ -331,8 +347,11 @@ EsSnapshotFind(const EsSnapshotKey *key, int64 up_to_version, bool has_as_of,
 	values[3] = key->fingerprint;
 	values[4] = Int64GetDatum(up_to_version);
 	values[5] = TimestampTzGetDatum(as_of);
-	rc = SPI_execute_plan(EsGetPlan(has_as_of ? &find_as_of_plan : &find_plan),
-						  values, NULL, true, 1);
+	if (OidIsValid(get_relname_relid("archived_events", EsSchemaOid())))
+		plan = has_as_of ? &find_as_of_plan : &find_plan;
+	else
+		plan = has_as_of ? &find_as_of_legacy_plan : &find_legacy_plan;
+	rc = SPI_execute_plan(EsGetPlan(plan), values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read es.snapshots: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)

@@ -20,7 +20,8 @@
  * An archived stream's events are in es.archived_events (lifecycle.c): when
  * es.events holds no row of the stream in the range, the scan reads that
  * table, through SPI, as rows of es.events' type.  Only a read that finds
- * nothing in es.events pays for the second look.  When row level security
+ * nothing in es.events pays for the second look, and only a lseek when the
+ * archive never held a row.  When row level security
  * applies to es.events for the caller, the archive is read only if it has
  * row level security too.
  *
@@ -49,8 +50,10 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
@@ -256,7 +259,8 @@ static bool next_row(EsStreamScan *ss);
 
 /*
  * archive_readable
- *		May this read look into es.archived_events?  Not when row level
+ *		May this read look into es.archived_events, and is there anything
+ *		to find?  Not when the table has no block at all, and not when row level
  *		security applies to es.events for the current user but not to
  *		es.archived_events: the policies of the events must not be bypassed
  *		by archiving them (README, "Archive": give es.archived_events the
@@ -265,8 +269,21 @@ static bool next_row(EsStreamScan *ss);
 static bool
 archive_readable(void)
 {
+	Oid			archived = get_relname_relid("archived_events", EsSchemaOid());
+	Relation	rel;
+	bool		empty;
+
+	/* a 0.1.0 schema (before ALTER EXTENSION UPDATE) has no archive */
+	if (!OidIsValid(archived))
+		return false;
+	/* a table that never held a row has no block: no query (the usual case) */
+	rel = table_open(archived, AccessShareLock);
+	empty = RelationGetNumberOfBlocks(rel) == 0;
+	table_close(rel, NoLock);
+	if (empty)
+		return false;
 	return check_enable_rls(EsRelationOid("events"), InvalidOid, true) != RLS_ENABLED ||
-		check_enable_rls(EsRelationOid("archived_events"), InvalidOid, true) == RLS_ENABLED;
+		check_enable_rls(archived, InvalidOid, true) == RLS_ENABLED;
 }
 
 /*
