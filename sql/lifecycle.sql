@@ -196,6 +196,8 @@ SELECT version FROM es.snapshots WHERE stream_id = 'lcret-1' ORDER BY 1;
 SELECT es.es_fold('lcret-1', 'public.lc_sum(jsonb,jsonb)', '{}');
 -- without a snapshot (another initial state) the fold cannot start
 SELECT try($$SELECT es.es_fold('lcret-1', 'public.lc_sum(jsonb,jsonb)', '{"n":0}')$$);
+-- time travel to a version whose events were removed cannot be answered
+SELECT try($$SELECT es.es_fold('lcret-1', 'public.lc_sum(jsonb,jsonb)', '{}', 2)$$);
 -- appends continue the chain and the versions
 SELECT (es.es_append('lcret-1', 5, '[{"type":"t","data":{"n":32}}]')).version;
 SELECT es.es_fold('lcret-1', 'public.lc_sum(jsonb,jsonb)', '{}');

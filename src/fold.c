@@ -59,6 +59,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
@@ -133,6 +134,31 @@ missing_events_error(text *stream, int64 first, int64 from)
 			 errdetail("The fold needs version %lld and no snapshot at or after version %lld exists for this reducer and initial state.",
 					   (long long) (from + 1), (long long) (first - 1)),
 			 errhint("Save snapshots (es.es_snapshot_save, or es.snapshot_every) of the streams under a retention policy before retention removes their events.")));
+}
+
+/*
+ * check_not_removed
+ *		Raise missing_events_error when stream's early events were removed
+ *		(first_version > 1).  Inside SPI.  Nothing on a 0.1.0 schema.
+ */
+static void
+check_not_removed(text *stream)
+{
+	Datum		arg = PointerGetDatum(stream);
+	Oid			argtype = TEXTOID;
+	bool		isnull;
+	int64		first;
+
+	if (get_attnum(EsRelationOid("streams"), "first_version") == InvalidAttrNumber)
+		return;
+	if (SPI_execute_with_args("SELECT s.first_version FROM es.streams AS s"
+							  " WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return;
+	first = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (!isnull && first > 1)
+		missing_events_error(stream, first, 0);
 }
 
 /*
@@ -288,6 +314,15 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(fold_cxt);
 	EsStreamScanEnd(&scan);
+
+	/*
+	 * A bounded fold (time travel) that applied nothing, from no snapshot:
+	 * the events it needs may have been removed (the check in the loop
+	 * sees no event to compare)
+	 */
+	if (res->applied == 0 && res->snapshot_version == 0 &&
+		(req->up_to_version < PG_INT64_MAX || req->has_as_of))
+		check_not_removed(req->stream);
 
 	/* 5. an automatic snapshot */
 	if (req->auto_snapshot && es_snapshot_every > 0 &&
