@@ -1108,7 +1108,14 @@ my %gen = (
 		sub {
 			add_case('es_stream_version', 'es_stream_version', ['text'], [ g_name() ],
 				'SELECT es.es_stream_version($1[1]::text)::text',
-				q{SELECT $2 IS NOT DISTINCT FROM
+				# the events stored, and those archived or removed (issue 15)
+				$has_lifecycle
+				? q{SELECT $2 IS NOT DISTINCT FROM
+						 CASE WHEN $1[1] IS NOT NULL
+							  THEN (COALESCE((SELECT s.first_version - 1 FROM es.streams AS s WHERE s.stream_id = $1[1]), 0)
+									+ (SELECT count(*) FROM es.events WHERE stream_id = $1[1])
+									+ (SELECT count(*) FROM es.archived_events WHERE stream_id = $1[1]))::text END}
+				: q{SELECT $2 IS NOT DISTINCT FROM
 						 CASE WHEN $1[1] IS NOT NULL THEN (SELECT count(*) FROM es.events WHERE stream_id = $1[1])::text END});
 		}
 	],
