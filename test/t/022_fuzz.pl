@@ -1985,7 +1985,7 @@ is( $node->safe_psql(
 			  FROM (SELECT stream_id, version, row_number() OVER (PARTITION BY stream_id ORDER BY version) AS rn
 					  FROM ev) AS t
 			  JOIN es.streams AS s USING (stream_id)
-			 WHERE version <> s.first_version + rn - 1)
+			 WHERE t.version <> s.first_version + t.rn - 1)
 		 + (SELECT count(*) - count(DISTINCT global_position) FROM ev)}),
 	'0',
 	'after the fuzzing: versions contiguous from first_version, es.streams agrees, positions unique');
