@@ -1,6 +1,6 @@
 -- privilege_audit: every object of schema es, taken from the catalog, x the
--- roles PUBLIC, an unrelated role, es_reader, es_writer, es_consumer and
--- es_admin; ownership; no SECURITY DEFINER; what the privileges actually
+-- roles PUBLIC, an unrelated role, es_reader, es_writer, es_consumer,
+-- es_admin and es_eraser; ownership; no SECURITY DEFINER; what the privileges actually
 -- let each role call; and row level security on es.events honoured by
 -- every read path.  A new object shows up in the matrix by itself, and
 -- anything granted to PUBLIC fails the first queries.
@@ -75,6 +75,7 @@ CREATE ROLE regress_pa_reader IN ROLE es_reader;
 CREATE ROLE regress_pa_writer IN ROLE es_writer;
 CREATE ROLE regress_pa_consumer IN ROLE es_consumer;
 CREATE ROLE regress_pa_admin IN ROLE es_admin;
+CREATE ROLE regress_pa_eraser IN ROLE es_eraser;
 
 -- the matrix, from the catalog: each object, each privilege some role
 -- holds, and which of the roles hold it (x).  PUBLIC holds what
@@ -112,13 +113,15 @@ SELECT o.kind, o.name, o.priv,
 	   CASE WHEN pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_reader') THEN 'x' ELSE '' END AS reader,
 	   CASE WHEN pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_writer') THEN 'x' ELSE '' END AS writer,
 	   CASE WHEN pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_consumer') THEN 'x' ELSE '' END AS consumer,
-	   CASE WHEN pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_admin') THEN 'x' ELSE '' END AS admin
+	   CASE WHEN pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_admin') THEN 'x' ELSE '' END AS admin,
+	   CASE WHEN pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_eraser') THEN 'x' ELSE '' END AS eraser
   FROM pa_objects AS o
  WHERE pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_nobody')
 	OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_reader')
 	OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_writer')
 	OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_consumer')
 	OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_admin')
+	OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_eraser')
  ORDER BY o.kind, o.name, o.priv;
 
 -- column privileges, granted where a role may read some columns only
@@ -135,7 +138,8 @@ SELECT o.kind, o.name
   FROM pa_objects AS o
  GROUP BY o.kind, o.oid, o.name
 HAVING NOT bool_or(pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_admin')
-				   OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_consumer'))
+				   OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_consumer')
+				   OR pa_privileges(o.kind, o.oid, o.priv, 'regress_pa_eraser'))
  ORDER BY 1, 2;
 
 -- What the privileges actually let each role do: every routine of schema
@@ -174,7 +178,7 @@ SELECT o.kind, o.name, r.role,
   FROM pa_objects AS o
   LEFT JOIN pg_proc AS p ON o.kind = 'routine' AND p.oid = o.oid
  CROSS JOIN unnest(ARRAY['regress_pa_nobody', 'regress_pa_reader', 'regress_pa_writer',
-						 'regress_pa_consumer', 'regress_pa_admin']::name[]) AS r(role)
+						 'regress_pa_consumer', 'regress_pa_admin', 'regress_pa_eraser']::name[]) AS r(role)
  WHERE (o.kind = 'routine' AND NOT 'internal'::regtype = ANY (p.proargtypes::oid[]))
 	OR (o.kind IN ('table', 'view', 'sequence') AND o.priv = 'SELECT');
 SELECT count(*) > 100 AS attempts_made,
@@ -286,4 +290,5 @@ DROP TABLE pa_calls;
 DROP FUNCTION pa_attempt(name, text);
 DROP VIEW pa_objects;
 DROP FUNCTION pa_privileges(text, oid, text, name);
-DROP ROLE regress_pa_nobody, regress_pa_reader, regress_pa_writer, regress_pa_consumer, regress_pa_admin;
+DROP ROLE regress_pa_nobody, regress_pa_reader, regress_pa_writer, regress_pa_consumer, regress_pa_admin,
+	regress_pa_eraser;

@@ -185,6 +185,17 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("es.retention_interval",
+							"Sets how often the retention worker applies the retention policies.",
+							"0 turns the worker off; it exists only when es_ext is preloaded and this is above 0 at server start.",
+							&es_retention_interval,
+							0,
+							0,
+							ES_MAX_RETENTION_INTERVAL,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	/*
 	 * Only when preloaded: the statistics (their size is fixed at startup,
 	 * and a PGC_POSTMASTER setting cannot be defined later) and the shared
@@ -202,7 +213,24 @@ _PG_init(void)
 								PGC_POSTMASTER,
 								0,
 								NULL, NULL, NULL);
+		DefineCustomStringVariable("es.retention_database",
+								   "Sets the database the retention worker applies the retention policies in.",
+								   NULL,
+								   &es_retention_database,
+								   "postgres",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
+		DefineCustomStringVariable("es.retention_role",
+								   "Sets the role the retention worker runs as.",
+								   "A role holding es_admin; the worker does not run without it.",
+								   &es_retention_role,
+								   "",
+								   PGC_POSTMASTER,
+								   0,
+								   NULL, NULL, NULL);
 		EsStatsRegister();
+		EsRetentionWorkerRegister();
 		EsProjectionWorkerRegister();
 		EsNotifyRegister();
 		EsWaitRegister();

@@ -314,6 +314,13 @@ typedef struct EsStreamScan
 	bool		exhausted;
 	HeapTupleHeader row;		/* current row as a composite datum */
 	HeapTupleData rowtuple;		/* the same, as a tuple */
+	/* archived streams (lifecycle.c): read es.archived_events when es.events has none */
+	text	   *stream;
+	int64		first;
+	int64		last;
+	int64		max_count;
+	bool		found;			/* returned a row */
+	bool		archived;		/* now reading es.archived_events */
 } EsStreamScan;
 extern void EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
 							  int64 first, int64 last, bool backward, int64 max_count);
@@ -562,5 +569,38 @@ extern Snapshot EsOutboxLockGroups(LOCKMODE mode);
 /* notify.c: wake-ups and the notify worker */
 extern void EsNotifyRegister(void);
 extern void EsNotifyRequest(void);
+
+/*
+ * lifecycle.c, retention.c: archive, erasure, retention (issue 15)
+ */
+
+/* event type of the tombstone es_erase_stream appends */
+#define ES_TOMBSTONE_TYPE		"es.stream_erased"
+
+/* es_apply_retention: largest batch_size */
+#define ES_RETENTION_MAX_BATCH	1000000
+
+/* the es.streams row of a stream, as the lifecycle functions lock it */
+typedef struct EsStreamState
+{
+	int64		version;
+	int64		first_version;
+	bytea	   *base_hash;		/* NULL: the chain starts at zeros */
+	bool		archived;
+	bool		erased;
+} EsStreamState;
+
+/* retention_worker.c: the periodic retention of one database (preloaded) */
+#define ES_RETENTION_WORKER_BATCH		10000	/* events per transaction */
+#define ES_RETENTION_WORKER_ROUNDS		100		/* transactions per interval, at most */
+#define ES_RETENTION_WORKER_RESTART_S	60		/* after an error */
+#define ES_MAX_RETENTION_INTERVAL		(7 * 86400)	/* seconds */
+extern int	es_retention_interval;
+extern char *es_retention_database;
+extern char *es_retention_role;
+extern void EsRetentionWorkerRegister(void);
+
+extern text *EsCheckStreamArg(FunctionCallInfo fcinfo, int argno);
+extern bool EsLockStream(text *stream, bool skip_locked, EsStreamState *st);
 
 #endif							/* ES_EXT_H */

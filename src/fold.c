@@ -59,6 +59,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
@@ -94,6 +95,70 @@ copy_state(Datum d, MemoryContext cxt)
 
 	memcpy(copy, j, VARSIZE(j));
 	return copy;
+}
+
+/*
+ * missing_events_error
+ *		The stream's first stored event is version first, but the fold needs
+ *		version from + 1: its earlier events were removed by retention or by
+ *		an erasure (lifecycle.c, retention.c).  Raises 55000.
+ */
+static void
+missing_events_error(text *stream, int64 first, int64 from)
+{
+	char	   *name = text_to_cstring(stream);
+	Datum		arg = PointerGetDatum(stream);
+	Oid			argtype = TEXTOID;
+	bool		erased = false;
+
+	if (SPI_execute_with_args("SELECT s.erased_at IS NOT NULL FROM es.streams AS s"
+							  " WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+							  1, &argtype, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+
+		erased = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+											&isnull));
+	}
+	if (erased)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("stream \"%s\" was erased", name),
+				 errdetail("Its events up to version %lld were removed; only its tombstone remains.",
+						   (long long) (first - 1))));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("stream \"%s\" starts at version %lld: its earlier events were removed by retention",
+					name, (long long) first),
+			 errdetail("The fold needs version %lld and no snapshot at or after version %lld exists for this reducer and initial state.",
+					   (long long) (from + 1), (long long) (first - 1)),
+			 errhint("Save snapshots (es.es_snapshot_save, or es.snapshot_every) of the streams under a retention policy before retention removes their events.")));
+}
+
+/*
+ * check_not_removed
+ *		Raise missing_events_error when stream's early events were removed
+ *		(first_version > 1).  Inside SPI.  Nothing on a 0.1.0 schema.
+ */
+static void
+check_not_removed(text *stream)
+{
+	Datum		arg = PointerGetDatum(stream);
+	Oid			argtype = TEXTOID;
+	bool		isnull;
+	int64		first;
+
+	if (get_attnum(EsRelationOid("streams"), "first_version") == InvalidAttrNumber)
+		return;
+	if (SPI_execute_with_args("SELECT s.first_version FROM es.streams AS s"
+							  " WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return;
+	first = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (!isnull && first > 1)
+		missing_events_error(stream, first, 0);
 }
 
 /*
@@ -208,6 +273,8 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 		if (req->has_as_of && DatumGetTimestampTz(ev.recorded_at) > req->as_of)
 			break;
 		ectx.version = DatumGetInt64(ev.version);
+		if (res->applied == 0 && ectx.version != res->version + 1)
+			missing_events_error(req->stream, ectx.version, res->version);
 
 		/* 4. upcast, build the event argument, call the reducer */
 		upcast = EsUpcastEvent(upcaster, &ev);
@@ -247,6 +314,15 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 	error_context_stack = errcb.previous;
 	MemoryContextSwitchTo(fold_cxt);
 	EsStreamScanEnd(&scan);
+
+	/*
+	 * A bounded fold (time travel) that applied nothing, from no snapshot:
+	 * the events it needs may have been removed (the check in the loop
+	 * sees no event to compare)
+	 */
+	if (res->applied == 0 && res->snapshot_version == 0 &&
+		(req->up_to_version < PG_INT64_MAX || req->has_as_of))
+		check_not_removed(req->stream);
 
 	/* 5. an automatic snapshot */
 	if (req->auto_snapshot && es_snapshot_every > 0 &&

@@ -9,9 +9,11 @@
  * stops them from writing directly.  Right before it executes one of its own
  * statements, es_append calls EsAllowNextWrite() with the target table and
  * command; the BEFORE STATEMENT trigger of that statement consumes the
- * permission.  Any other statement, including one issued by a user trigger
- * fired inside an append, finds no permission and is refused.  TRUNCATE and
- * DELETE are always refused.
+ * permission.  The lifecycle functions (lifecycle.c, retention.c) are the
+ * only callers that ask for a DELETE: of the events of a stream they erase,
+ * archive or retain, and of the copies es_ext keeps of them.  Any other statement, including one issued by a user trigger
+ * fired inside an append, finds no permission and is refused.  TRUNCATE is
+ * always refused.
  *
  * The permission is backend-local state that lives for one statement at
  * most; callers clear it in PG_FINALLY so an error cannot leave it behind.
@@ -247,6 +249,14 @@ es_guard(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by the restore of a dump.")));
+
+	if (strcmp(RelationGetRelationName(rel), "archived_events") == 0 ||
+		strcmp(RelationGetRelationName(rel), "erasures") == 0 ||
+		strcmp(RelationGetRelationName(rel), "retention_policies") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("cannot %s table %s directly", command_name(event), relname),
+				 errdetail("This table is written only by the lifecycle functions: es_archive_stream, es_unarchive_stream, es_erase_stream, es_set_retention and es_apply_retention.")));
 
 	ereport(ERROR,
 			(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),

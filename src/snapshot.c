@@ -15,7 +15,10 @@
  * A fold uses only a snapshot whose whole key matches, whose version is
  * within the fold's bounds (up_to_version, and as_of through the recorded_at
  * of the snapshot's last event), and whose last event is visible to the
- * fold's snapshot (so it is never ahead of what the caller can see).  Since
+ * fold's snapshot (so it is never ahead of what the caller can see; an
+ * archived event counts, and so does the event just before the stream's
+ * first_version, which retention or an erasure removed: the stream row that
+ * says so is visible).  Since
  * the events 1..version of a stream never change, a matching snapshot gives
  * exactly the state a full replay would; deleting snapshots changes no
  * result.
@@ -82,18 +85,40 @@
 	"   AND s.initial_hash OPERATOR(pg_catalog.=) $3" \
 	"   AND s.fingerprint OPERATOR(pg_catalog.=) $4" \
 	"   AND s.version OPERATOR(pg_catalog.<=) $5" \
-	"   AND EXISTS (SELECT FROM es.events AS e" \
+	"   AND (EXISTS (SELECT FROM es.events AS e" \
 	"                WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
 	"                  AND e.version OPERATOR(pg_catalog.=) s.version"
 #define SNAPSHOT_FIND_END \
 	")" \
 	" ORDER BY s.version DESC" \
 	" LIMIT 1"
+/*
+ * The snapshot's last event may have moved to es.archived_events, or been
+ * removed by retention: then the stream row says the stream now starts just
+ * after it (lifecycle.c, retention.c).  Not with as_of: its recorded_at is
+ * gone.
+ */
+#define SNAPSHOT_FIND_MOVED \
+	")" \
+	"        OR EXISTS (SELECT FROM es.archived_events AS a" \
+	"                    WHERE a.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
+	"                      AND a.version OPERATOR(pg_catalog.=) s.version" \
+	"                      AND a.recorded_at OPERATOR(pg_catalog.<=) $6)"
+#define SNAPSHOT_FIND_REMOVED \
+	"        OR EXISTS (SELECT FROM es.streams AS t" \
+	"                    WHERE t.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
+	"                      AND t.first_version OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.=) s.version)"
 #define SNAPSHOT_KEY_TYPES TEXTOID, TEXTOID, BYTEAOID, BYTEAOID
 
 static EsPlan find_plan = {
 	NULL,
-	SNAPSHOT_FIND SNAPSHOT_FIND_END,
+	SNAPSHOT_FIND
+	")"
+	"        OR EXISTS (SELECT FROM es.archived_events AS a"
+	"                    WHERE a.stream_id OPERATOR(pg_catalog.=) s.stream_id"
+	"                      AND a.version OPERATOR(pg_catalog.=) s.version)"
+	SNAPSHOT_FIND_REMOVED
+	SNAPSHOT_FIND_END,
 	5, {SNAPSHOT_KEY_TYPES, INT8OID}
 };
 
@@ -101,7 +126,23 @@ static EsPlan find_as_of_plan = {
 	NULL,
 	SNAPSHOT_FIND
 	"                  AND e.recorded_at OPERATOR(pg_catalog.<=) $6"
+	SNAPSHOT_FIND_MOVED
 	SNAPSHOT_FIND_END,
+	6, {SNAPSHOT_KEY_TYPES, INT8OID, TIMESTAMPTZOID}
+};
+
+/* a 0.1.0 schema (before ALTER EXTENSION UPDATE): no archive, no first_version */
+static EsPlan find_legacy_plan = {
+	NULL,
+	SNAPSHOT_FIND ")" SNAPSHOT_FIND_END,
+	5, {SNAPSHOT_KEY_TYPES, INT8OID}
+};
+
+static EsPlan find_as_of_legacy_plan = {
+	NULL,
+	SNAPSHOT_FIND
+	"                  AND e.recorded_at OPERATOR(pg_catalog.<=) $6"
+	")" SNAPSHOT_FIND_END,
 	6, {SNAPSHOT_KEY_TYPES, INT8OID, TIMESTAMPTZOID}
 };
 
@@ -291,6 +332,7 @@ EsSnapshotFind(const EsSnapshotKey *key, int64 up_to_version, bool has_as_of,
 			   TimestampTz as_of, MemoryContext cxt, int64 *version, Jsonb **state)
 {
 	Datum		values[6];
+	EsPlan	   *plan;
 	int			rc;
 	bool		isnull;
 	Datum		d;
@@ -305,8 +347,11 @@ EsSnapshotFind(const EsSnapshotKey *key, int64 up_to_version, bool has_as_of,
 	values[3] = key->fingerprint;
 	values[4] = Int64GetDatum(up_to_version);
 	values[5] = TimestampTzGetDatum(as_of);
-	rc = SPI_execute_plan(EsGetPlan(has_as_of ? &find_as_of_plan : &find_plan),
-						  values, NULL, true, 1);
+	if (OidIsValid(get_relname_relid("archived_events", EsSchemaOid())))
+		plan = has_as_of ? &find_as_of_plan : &find_plan;
+	else
+		plan = has_as_of ? &find_as_of_legacy_plan : &find_legacy_plan;
+	rc = SPI_execute_plan(EsGetPlan(plan), values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read es.snapshots: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)

@@ -17,6 +17,14 @@
  *	  which applies the caller's privileges (column privileges, an error
  *	  without SELECT) and policies and uses the same active snapshot.
  *
+ * An archived stream's events are in es.archived_events (lifecycle.c): when
+ * es.events holds no row of the stream in the range, the scan reads that
+ * table, through SPI, as rows of es.events' type.  Only a read that finds
+ * nothing in es.events pays for the second look, and only a lseek when the
+ * archive never held a row.  When row level security
+ * applies to es.events for the caller, the archive is read only if it has
+ * row level security too.
+ *
  * Locks: AccessShareLock on es.events and its primary key index, held to
  * the end of the transaction as the executor would.  Memory: the scan's
  * state is allocated in the memory context current at EsStreamScanBegin and
@@ -42,8 +50,10 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
@@ -72,6 +82,43 @@ static EsPlan backward_plan = {
 	" LIMIT $4",
 	4, {TEXTOID, INT8OID, INT8OID, INT8OID}
 };
+
+/* the same reads of es.archived_events, as es.events rows */
+#define ARCHIVED_SELECT \
+	"SELECT pg_catalog.jsonb_populate_record(NULL::es.events, pg_catalog.to_jsonb(a))" \
+	"  FROM es.archived_events AS a" \
+	" WHERE a.stream_id OPERATOR(pg_catalog.=) $1" \
+	"   AND a.version OPERATOR(pg_catalog.>=) $2" \
+	"   AND a.version OPERATOR(pg_catalog.<=) $3"
+
+static EsPlan archived_forward_plan = {
+	NULL, ARCHIVED_SELECT " ORDER BY a.version LIMIT $4",
+	4, {TEXTOID, INT8OID, INT8OID, INT8OID}
+};
+
+static EsPlan archived_backward_plan = {
+	NULL, ARCHIVED_SELECT " ORDER BY a.version DESC LIMIT $4",
+	4, {TEXTOID, INT8OID, INT8OID, INT8OID}
+};
+
+/*
+ * open_cursor
+ *		Open the SPI cursor of the scan over plan (read-only).
+ */
+static void
+open_cursor(EsStreamScan *ss, EsPlan *plan)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+
+	args[0] = PointerGetDatum(ss->stream);
+	args[1] = Int64GetDatum(ss->first);
+	args[2] = Int64GetDatum(ss->last);
+	args[3] = Int64GetDatum(ss->max_count);
+	if (ss->max_count < 0)
+		nulls[3] = 'n';			/* LIMIT NULL: all */
+	ss->portal = SPI_cursor_open(NULL, EsGetPlan(plan), args, nulls, true);
+}
 
 /*
  * direct_index
@@ -130,6 +177,10 @@ EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
 	ss->evdesc = evdesc;
 	ss->backward = backward;
 	ss->remaining = max_count;
+	ss->stream = stream;
+	ss->first = first;
+	ss->last = last;
+	ss->max_count = max_count;
 	if (max_count == 0 || first > last)
 	{
 		ss->done = true;
@@ -165,21 +216,74 @@ EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
 	}
 	else
 	{
-		Datum		args[4];
-		char		nulls[4] = {' ', ' ', ' ', ' '};
-
 		/* only SPI reads the table; it takes its own lock */
 		table_close(ss->heap, AccessShareLock);
 		ss->heap = NULL;
-		args[0] = PointerGetDatum(stream);
-		args[1] = Int64GetDatum(first);
-		args[2] = Int64GetDatum(last);
-		args[3] = Int64GetDatum(max_count);
-		if (max_count < 0)
-			nulls[3] = 'n';		/* LIMIT NULL: all */
-		ss->portal = SPI_cursor_open(NULL, EsGetPlan(backward ? &backward_plan : &forward_plan),
-									 args, nulls, true);
+		open_cursor(ss, backward ? &backward_plan : &forward_plan);
 	}
+}
+
+/*
+ * switch_to_archived
+ *		es.events had no row: close its scan and read es.archived_events.
+ */
+static void
+switch_to_archived(EsStreamScan *ss)
+{
+	if (ss->direct)
+	{
+		ExecDropSingleTupleTableSlot(ss->slot);
+		index_endscan(ss->scan);
+		UnregisterSnapshot(ss->snapshot);
+		index_close(ss->index, NoLock);
+		table_close(ss->heap, NoLock);
+		ss->direct = false;
+		ss->heap = NULL;
+	}
+	else
+	{
+		if (ss->tuptable != NULL)
+			SPI_freetuptable(ss->tuptable);
+		SPI_cursor_close(ss->portal);
+	}
+	ss->tuptable = NULL;
+	ss->ntuples = 0;
+	ss->next = 0;
+	ss->exhausted = false;
+	ss->done = false;
+	ss->archived = true;
+	open_cursor(ss, ss->backward ? &archived_backward_plan : &archived_forward_plan);
+}
+
+static bool next_row(EsStreamScan *ss);
+
+/*
+ * archive_readable
+ *		May this read look into es.archived_events, and is there anything
+ *		to find?  Not when the table has no block at all, and not when row level
+ *		security applies to es.events for the current user but not to
+ *		es.archived_events: the policies of the events must not be bypassed
+ *		by archiving them (README, "Archive": give es.archived_events the
+ *		same policies).
+ */
+static bool
+archive_readable(void)
+{
+	Oid			archived = get_relname_relid("archived_events", EsSchemaOid());
+	Relation	rel;
+	bool		empty;
+
+	/* a 0.1.0 schema (before ALTER EXTENSION UPDATE) has no archive */
+	if (!OidIsValid(archived))
+		return false;
+	/* a table that never held a row has no block: no query (the usual case) */
+	rel = table_open(archived, AccessShareLock);
+	empty = RelationGetNumberOfBlocks(rel) == 0;
+	table_close(rel, NoLock);
+	if (empty)
+		return false;
+	return check_enable_rls(EsRelationOid("events"), InvalidOid, true) != RLS_ENABLED ||
+		check_enable_rls(archived, InvalidOid, true) == RLS_ENABLED;
 }
 
 /*
@@ -190,6 +294,26 @@ EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
  */
 bool
 EsStreamScanNext(EsStreamScan *ss)
+{
+	if (!next_row(ss))
+	{
+		if (ss->found || ss->archived || ss->remaining == 0 ||
+			(ss->portal == NULL && !ss->direct) || !archive_readable())
+			return false;
+		switch_to_archived(ss);
+		if (!next_row(ss))
+			return false;
+	}
+	ss->found = true;
+	return true;
+}
+
+/*
+ * next_row
+ *		EsStreamScanNext within the table being read.
+ */
+static bool
+next_row(EsStreamScan *ss)
 {
 	if (ss->done || ss->remaining == 0)
 		return false;

@@ -12,7 +12,9 @@
  *   es_writer    es_reader + appends
  *   es_consumer  es_reader + consumes the outbox (claim, ack, nack, replay, cleanup)
  *   es_admin     es_writer + administration (horizon holders, projections,
- *                outbox routes and groups, upcasters)
+ *                outbox routes and groups, upcasters, archive, retention)
+ *   es_eraser    es_writer + es_erase_stream (the right to be forgotten): a
+ *                separate privilege, not held by es_admin
  */
 DO $roles$
 BEGIN
@@ -28,8 +30,13 @@ BEGIN
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'es_consumer') THEN
 		CREATE ROLE es_consumer NOLOGIN;
 	END IF;
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) 'es_eraser') THEN
+		CREATE ROLE es_eraser NOLOGIN;
+	END IF;
 END
 $roles$;
 GRANT es_reader TO es_writer;
 GRANT es_writer TO es_admin;
 GRANT es_reader TO es_consumer;
+-- the tombstone of an erasure is an append
+GRANT es_writer TO es_eraser;

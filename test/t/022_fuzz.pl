@@ -62,6 +62,8 @@ my $has_checkpoints = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_checkpoint_save(text,es.log_cursor)') IS NOT NULL") eq 't';
 my $has_async = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_projection_apply(name)') IS NOT NULL") eq 't';
+my $has_lifecycle = $node->safe_psql('postgres',
+	"SELECT to_regprocedure('es.es_erase_stream(text,text)') IS NOT NULL") eq 't';
 my $has_wait = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_wait_for(name,es.log_cursor,interval)') IS NOT NULL") eq 't';
 
@@ -135,6 +137,14 @@ my %documented = (
 	# logical replication: a projection that cannot run for replicated rows
 	# (fz_proj's function does not pin search_path: 55000)
 	es_replica_projections => [qw(22004 42501 55000 0A000 42883 42602 22023)],
+	# the data lifecycle (issue 15): a NULL, empty or too long argument, an
+	# unknown stream, a stream in the wrong state (archived, not archived,
+	# erased); retention: a bad target or limit, a bad batch size
+	es_archive_stream => [qw(22004 22023 42704 55000)],
+	es_unarchive_stream => [qw(22004 22023 42704 55000)],
+	es_erase_stream => [qw(22004 22023 42704 55000)],
+	es_set_retention => [qw(22023)],
+	es_apply_retention => [qw(22004 22023)],
 	# trigger functions called directly
 	trigger => [qw(39P01 0A000)],
 	# the outbox (sql/es_ext--0.1.0.sql, the RAISEs of each function)
@@ -189,6 +199,7 @@ my @counted = ('es.events', 'es.streams', 'es.projection_status', 'fuzz.proj');
 push @counted, 'es.snapshots', 'es.upcasters' if $has_fold;
 push @counted, 'es.outbox', 'es.outbox_deliveries', 'es.outbox_groups', 'es.outbox_routes', 'es.outbox_dead'
   if $has_outbox;
+push @counted, 'es.archived_events', 'es.erasures' if $has_lifecycle;
 # a checkpoint can change without changing the number of rows: its cursors
 my @summed = map { "(SELECT count(*) FROM $_)" } @counted;
 push @summed, q{(SELECT md5(string_agg(c.name || '=' || COALESCE(c.cursor::text, '-'), ',' ORDER BY c.name)) FROM es.checkpoints AS c)}
@@ -196,6 +207,11 @@ push @summed, q{(SELECT md5(string_agg(c.name || '=' || COALESCE(c.cursor::text,
 # asynchronous projections: their settings, state and checkpoints, their
 # dead letters, their read models and the state of every projection
 # trigger (create, make_inline and drop change it), whole rows
+# lifecycle: the state of every stream, the retention policies
+push @summed,
+  q{(SELECT md5(COALESCE(string_agg(concat_ws(',', s.stream_id, s.first_version, s.archived_at, s.erased_at), ';' ORDER BY s.stream_id), '')) FROM es.streams AS s)},
+  q{(SELECT md5(COALESCE(string_agg(r::text, ',' ORDER BY r.category, r.stream_id), '')) FROM es.retention_policies AS r)}
+  if $has_lifecycle;
 if ($has_async)
 {
 	push @summed, map { "(SELECT count(*) FROM $_)" } qw(fuzz.aproj fuzz.apark fuzz.spare);
@@ -1156,7 +1172,14 @@ my %gen = (
 		sub {
 			add_case('es_stream_version', 'es_stream_version', ['text'], [ g_name() ],
 				'SELECT es.es_stream_version($1[1]::text)::text',
-				q{SELECT $2 IS NOT DISTINCT FROM
+				# the events stored, and those archived or removed (issue 15)
+				$has_lifecycle
+				? q{SELECT $2 IS NOT DISTINCT FROM
+						 CASE WHEN $1[1] IS NOT NULL
+							  THEN (COALESCE((SELECT s.first_version - 1 FROM es.streams AS s WHERE s.stream_id = $1[1]), 0)
+									+ (SELECT count(*) FROM es.events WHERE stream_id = $1[1])
+									+ (SELECT count(*) FROM es.archived_events WHERE stream_id = $1[1]))::text END}
+				: q{SELECT $2 IS NOT DISTINCT FROM
 						 CASE WHEN $1[1] IS NOT NULL THEN (SELECT count(*) FROM es.events WHERE stream_id = $1[1])::text END});
 		}
 	],
@@ -1785,6 +1808,86 @@ if ($has_async)
 		]);
 }
 
+# the data lifecycle (issue 15): on streams of the category fzl only (and
+# odd names), so that the other generators' streams keep all their events
+if ($has_lifecycle)
+{
+	$node->safe_psql('postgres', q{
+SELECT es.es_append('fzl-' || i, 0, '[{"type": "A", "data": {}}, {"type": "B", "data": {}}, {"type": "C", "data": {}}]')
+  FROM generate_series(1, 40) AS i;
+});
+	my $lc_stream = sub {
+		return rand() < 0.3
+		  ? pick('NULL', "''", "'nope-1'", "repeat('x', 1025)", "repeat('x', 100000)", "'-'",
+			"U&'\\+01F642-emoji'", "';DROP TABLE es.events;--'")
+		  : "'fzl-" . (1 + int(rand(40))) . "'";
+	};
+	my $state_of = q{(SELECT concat_ws(',', s.archived_at IS NOT NULL, s.erased_at IS NOT NULL) FROM es.streams AS s WHERE s.stream_id = $1[1])};
+	%gen = (
+		%gen,
+		es_archive_stream => [
+			2,
+			sub {
+				add_case('es_archive_stream', 'es_archive_stream', ['text'], [ $lc_stream->() ],
+					'SELECT es.es_archive_stream($1[1]::text)::text',
+					qq{SELECT $state_of = 't,f'
+							  AND NOT EXISTS (SELECT FROM es.events WHERE stream_id = \$1[1])
+							  AND (SELECT count(*) FROM es.archived_events WHERE stream_id = \$1[1]) = \$2::bigint});
+			}
+		],
+		es_unarchive_stream => [
+			2,
+			sub {
+				add_case('es_unarchive_stream', 'es_unarchive_stream', ['text'], [ $lc_stream->() ],
+					'SELECT es.es_unarchive_stream($1[1]::text)::text',
+					qq{SELECT $state_of = 'f,f'
+							  AND NOT EXISTS (SELECT FROM es.archived_events WHERE stream_id = \$1[1])
+							  AND (SELECT count(*) FROM es.events WHERE stream_id = \$1[1]) = \$2::bigint});
+			}
+		],
+		es_erase_stream => [
+			1,
+			sub {
+				add_case('es_erase_stream', 'es_erase_stream', [qw(text text)],
+					[ $lc_stream->(), pick('NULL', "''", "'fuzz'", "repeat('r', 10000)") ],
+					'SELECT es.es_erase_stream($1[1]::text, $1[2]::text)::text',
+					qq{SELECT $state_of = 'f,t'
+							  AND (SELECT array_agg(event_type) FROM es.events WHERE stream_id = \$1[1]) = ARRAY['es.stream_erased']
+							  AND NOT EXISTS (SELECT FROM es.archived_events WHERE stream_id = \$1[1])
+							  AND EXISTS (SELECT FROM es.erasures WHERE stream_id = \$1[1])});
+			}
+		],
+		es_set_retention => [
+			1,
+			sub {
+				my ($cat, $stream) = rand() < 0.5
+				  ? (pick('NULL', "''", "'fzl'", "'fzl-x'", "repeat('x', 1025)"), 'NULL')
+				  : ('NULL', $lc_stream->());
+				($cat, $stream) = ("'fzl'", $lc_stream->()) if rand() < 0.1;
+				add_case('es_set_retention', 'es_set_retention', [qw(text text interval bigint)],
+					[ $cat, $stream, g_interval(), pick('NULL', '0', '-1', '1', '2', '100', '9223372036854775807') ],
+					'SELECT es.es_set_retention($1[1]::text, $1[2]::text, $1[3]::interval, $1[4]::bigint)::text',
+					q{SELECT CASE WHEN $1[3] IS NULL AND $1[4] IS NULL
+								  THEN NOT EXISTS (SELECT FROM es.retention_policies AS r
+													WHERE r.category IS NOT DISTINCT FROM $1[1]
+													  AND r.stream_id IS NOT DISTINCT FROM $1[2])
+								  ELSE EXISTS (SELECT FROM es.retention_policies AS r
+												WHERE r.category IS NOT DISTINCT FROM $1[1]
+												  AND r.stream_id IS NOT DISTINCT FROM $1[2]
+												  AND r.max_age IS NOT DISTINCT FROM $1[3]::interval
+												  AND r.max_count IS NOT DISTINCT FROM $1[4]::bigint) END});
+			}
+		],
+		es_apply_retention => [
+			1,
+			sub {
+				add_case('es_apply_retention', 'es_apply_retention', ['integer'], [ g_int() ],
+					'SELECT es.es_apply_retention($1[1]::integer)::text',
+					q{SELECT $2 IS NOT NULL});
+			}
+		]);
+}
+
 # every public function of schema es must have a generator: a new function
 # without one fails here
 my @public = split /\n/, $node->safe_psql(
@@ -1934,17 +2037,22 @@ is(join("\n", @undocumented), '', 'every error has a SQLSTATE documented for its
 # the store's invariants after thousands of calls
 is( $node->safe_psql(
 		'postgres', q{
+	WITH ev AS (SELECT stream_id, version, global_position FROM es.events
+				UNION ALL
+				SELECT stream_id, version, global_position FROM es.archived_events)
 	SELECT (SELECT count(*)
 			  FROM es.streams AS s
-			  FULL JOIN (SELECT stream_id, count(*) AS n, max(version) AS m FROM es.events GROUP BY 1) AS e USING (stream_id)
-			 WHERE s.version IS DISTINCT FROM e.n OR s.version IS DISTINCT FROM e.m)
+			  FULL JOIN (SELECT stream_id, count(*) AS n, min(version) AS lo, max(version) AS m FROM ev GROUP BY 1) AS e USING (stream_id)
+			 WHERE s.version IS DISTINCT FROM e.m OR s.first_version IS DISTINCT FROM e.lo
+				OR s.version - s.first_version + 1 IS DISTINCT FROM e.n)
 		 + (SELECT count(*)
-			  FROM (SELECT version, row_number() OVER (PARTITION BY stream_id ORDER BY version) AS rn
-					  FROM es.events) AS t
-			 WHERE version <> rn)
-		 + (SELECT count(*) - count(DISTINCT global_position) FROM es.events)}),
+			  FROM (SELECT stream_id, version, row_number() OVER (PARTITION BY stream_id ORDER BY version) AS rn
+					  FROM ev) AS t
+			  JOIN es.streams AS s USING (stream_id)
+			 WHERE t.version <> s.first_version + t.rn - 1)
+		 + (SELECT count(*) - count(DISTINCT global_position) FROM ev)}),
 	'0',
-	'after the fuzzing: versions contiguous, es.streams agrees, positions unique');
+	'after the fuzzing: versions contiguous from first_version, es.streams agrees, positions unique');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM es.es_verify_all()}),
 	'0', 'after the fuzzing: the hash chain of every stream verifies');
 

@@ -162,9 +162,32 @@ SELECT es.es_checkpoint_save('shop-sub',
 SELECT es.es_checkpoint_save('shop-new', NULL);
 });
 
+# the data lifecycle (issue 15): an archived stream, an erased one (its
+# tombstone and audit row), a retained one (first_version and base_hash
+# raised) and a retention policy
+$src->safe_psql('shop', q{
+SELECT es.es_append('life-' || s, 0, '[{"type": "LifeNoted", "data": {"n": 1}}, {"type": "LifeNoted", "data": {"n": 2}}, {"type": "LifeNoted", "data": {"n": 3}}]')
+  FROM unnest(ARRAY['arch-1', 'erase-1', 'ret-1']) AS s;
+SELECT es.es_archive_stream('life-arch-1');
+SELECT es.es_erase_stream('life-erase-1', 'dump test');
+SELECT es.es_set_retention(NULL, 'life-ret-1', NULL, 1);
+SELECT es.es_apply_retention();
+});
+is($src->safe_psql('shop', q{
+	SELECT string_agg(concat_ws('|', stream_id, version, first_version, archived_at IS NOT NULL, erased_at IS NOT NULL), ',' ORDER BY stream_id)
+	  FROM es.streams WHERE category = 'life'}),
+	'life-arch-1|3|1|t|f,life-erase-1|4|4|f|t,life-ret-1|3|3|f|f',
+	'the source has an archived, an erased and a retained stream');
+
 # everything a restore must give back, as one comparable text
 my $contents = q{
 SELECT concat_ws(E'\n',
+	(SELECT string_agg(concat_ws('|', stream_id, first_version, base_hash, archived_at, erased_at), E'\n' ORDER BY stream_id)
+	   FROM es.streams),
+	(SELECT string_agg(a::text, E'\n' ORDER BY a.stream_id, a.version) FROM es.archived_events AS a),
+	(SELECT string_agg(r::text, E'\n' ORDER BY r.stream_id) FROM es.erasures AS r),
+	(SELECT string_agg(p::text, E'\n' ORDER BY p::text) FROM es.retention_policies AS p),
+	(SELECT string_agg(concat_ws('|', stream_id, version, hash), E'\n' ORDER BY stream_id, version) FROM es.events),
 	(SELECT string_agg(concat_ws('|', global_position, stream_id, version, event_id, event_type, schema_version,
 								 data, metadata, recorded_at, category, era, tx_id, coalesce(tags::text, '-')),
 					   E'\n' ORDER BY global_position)
@@ -271,6 +294,14 @@ for my $target ([ 'same cluster', $src ], [ 'second cluster', $other ])
 			"$label: the digest of the stream heads is the source's");
 		is($node->safe_psql($db, qq{SELECT count(*) FROM es.es_verify_heads('$export')}), '0',
 			"$label: the heads exported before the dump are on the restored chains");
+		# the lifecycle states work after the restore
+		is($node->safe_psql($db, q{SELECT string_agg(version::text, ',' ORDER BY version) FROM es.es_read_stream('life-arch-1')}),
+			'1,2,3', "$label: the archived stream reads from the restored archive");
+		my ($lres, $lout, $lerr) = $node->psql($db,
+			q{SELECT es.es_append('life-erase-1', 0, '[{"type": "LifeNoted", "data": {}}]')});
+		like($lerr, qr/stream "life-erase-1" was erased/, "$label: the erased stream still cannot be recreated");
+		is($node->safe_psql($db, q{SELECT string_agg(version::text, ',' ORDER BY version) FROM es.es_read_stream('life-ret-1')}),
+			'3', "$label: the retained stream starts at its first_version");
 
 		my $max_outbox = $node->safe_psql($db, 'SELECT max(position) FROM es.outbox');
 

@@ -393,6 +393,14 @@ my (undef, @primary_all) = read_pages($primary, undef, 7);
 is_deeply(\@standby_all, \@primary_all,
 	'after the gaps, the whole log read on the standby equals the primary\'s');
 
+# an archived stream (issue 15), for es_unarchive_stream's valid call, and
+# its events read on the standby from es.archived_events
+$primary->safe_psql('postgres',
+	q{SELECT es.es_append('hsarch-1', 0, '[{"type": "Noted", "data": {}}]'); SELECT es.es_archive_stream('hsarch-1')});
+$primary->wait_for_catchup($standby);
+is($standby->safe_psql('postgres', q{SELECT count(*) FROM es.es_read_stream('hsarch-1')}),
+	'1', 'the standby reads an archived stream');
+
 # ---------------------------------------------------------------------
 # Every function of the extension: readers work, the rest fail with 25006
 # ---------------------------------------------------------------------
@@ -507,6 +515,13 @@ my %writers = (
 	  q{SELECT es.es_projection_discard_dead('hs_async')},
 	'es.es_projection_make_inline(name)' => q{SELECT es.es_projection_make_inline('hs_async')},
 	'es.es_drop_projection(name)' => q{SELECT es.es_drop_projection('hs_async')},
+	# data lifecycle (issue 15)
+	'es.es_archive_stream(text)' => q{SELECT es.es_archive_stream('acct-1')},
+	'es.es_unarchive_stream(text)' => q{SELECT es.es_unarchive_stream('hsarch-1')},
+	'es.es_erase_stream(text,text)' => q{SELECT es.es_erase_stream('acct-2', 'hot standby test')},
+	'es.es_set_retention(text,text,interval,bigint)' =>
+	  q{SELECT es.es_set_retention('acct', NULL, NULL, 100)},
+	'es.es_apply_retention(integer)' => q{SELECT es.es_apply_retention()},
 	# on the standby: es_projection_apply fails, and so does the
 	# es_projection_failed that records it
 	'es.es_run_projections(name,integer,bigint,integer)' =>
@@ -640,9 +655,14 @@ is($standby->safe_psql('postgres', $digest_sql),
 is( $standby->safe_psql(
 		'postgres',
 		q{SELECT p.state || ' ' || p.events_behind || ' ' || p.applied
-					 || ' ' || ((SELECT count(*) FROM hs.async_model) = (SELECT count(*) FROM es.events))
+					 || ' ' || ((SELECT count(*) FROM hs.async_model)
+								= (SELECT count(*) FROM es.events) + (SELECT count(*) FROM es.archived_events))
 			FROM es.projections AS p WHERE p.projection = 'hs_async'}),
-	'running 0 ' . $primary->safe_psql('postgres', 'SELECT count(*) FROM es.events') . ' true',
+	# the archived stream's event was applied before it was archived
+	'running 0 '
+	  . $primary->safe_psql('postgres',
+		'SELECT (SELECT count(*) FROM es.events) + (SELECT count(*) FROM es.archived_events)')
+	  . ' true',
 	'es.projections on the standby: the asynchronous projection caught up with the primary\'s new event');
 is( $standby->safe_psql(
 		'postgres', "SELECT stream_id, version FROM es.es_read_all('$end_cursor', 1000)"),
