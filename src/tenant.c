@@ -2,7 +2,9 @@
  *
  * tenant.c
  *	  Tenant isolation (issue 15): es_append's check that the caller's
- *	  tenants own the stream it appends to.
+ *	  tenants own the stream it appends to, the same for stream reads, and
+ *	  es_current_tenants(), the tenants of the current role, which the
+ *	  policies ask for.
  *
  * es_enable_tenancy() (sql/install/85_tenancy.sql) puts the restrictive
  * policy es_tenant on every es_ext table that holds stream data: the tenant
@@ -30,15 +32,40 @@
 #include "postgres.h"
 
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "rewrite/rowsecurity.h"
 #include "storage/lockdefs.h"
+#include "storage/proc.h"
+#include "utils/array.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
+#include "utils/timestamp.h"
 
 #include "es_ext.h"
+
+/* the tenants of the current role (es_current_tenants) */
+static EsPlan current_tenants_plan = {
+	NULL,
+	"SELECT COALESCE(pg_catalog.array_agg(DISTINCT t.tenant), '{}'::pg_catalog.text[])"
+	"  FROM es.tenant_roles AS t"
+	" WHERE pg_catalog.pg_has_role(t.role::pg_catalog.oid, 'MEMBER')",
+	0, {InvalidOid}
+};
+
+/*
+ * The last answer of es_current_tenants, for the role, transaction and
+ * top-level statement it was computed in (TopTransactionContext: it goes
+ * with the transaction, whose local id the key holds).
+ */
+static Oid	cached_user = InvalidOid;
+static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+static TimestampTz cached_statement = 0;
+static ArrayType *cached_tenants = NULL;
 
 /* does one of the caller's tenants own stream $1? (85_tenancy.sql's rule) */
 static EsPlan tenant_owns_plan = {
@@ -159,4 +186,53 @@ bool
 EsTenantOwnsStream(Datum stream)
 {
 	return tenant_owns(stream, true);
+}
+
+PG_FUNCTION_INFO_V1(es_current_tenants);
+
+/*
+ * es_current_tenants() RETURNS text[]
+ *		The tenants the current role acts for: the tenant of every row of
+ *		es.tenant_roles whose role it is a member of (pg_has_role MEMBER; a
+ *		dropped role is no one's), '{}' for none.  The tenancy policies call
+ *		it once per statement and table, es_append once more: the answer is
+ *		kept for the rest of the top-level statement (same role, same
+ *		transaction, same statement start), so an append asks es.tenant_roles
+ *		once.  A change of es.tenant_roles or of role memberships is seen
+ *		from the next statement on.
+ */
+Datum
+es_current_tenants(PG_FUNCTION_ARGS)
+{
+	Oid			user = GetUserId();
+	TimestampTz statement = GetCurrentStatementStartTimestamp();
+
+	if (cached_tenants == NULL || cached_user != user || cached_lxid != MyProc->lxid ||
+		cached_statement != statement)
+	{
+		Datum		d;
+		bool		isnull;
+		int			rc;
+
+		cached_tenants = NULL;
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		rc = SPI_execute_plan(EsGetPlan(&current_tenants_plan), NULL, NULL, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read es.tenant_roles: %s", SPI_result_code_string(rc));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (isnull)
+			elog(ERROR, "es.tenant_roles gave no tenant array");
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+			cached_tenants = DatumGetArrayTypePCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+		SPI_finish();
+		cached_user = user;
+		cached_lxid = MyProc->lxid;
+		cached_statement = statement;
+	}
+	PG_RETURN_ARRAYTYPE_P(DatumGetArrayTypePCopy(PointerGetDatum(cached_tenants)));
 }

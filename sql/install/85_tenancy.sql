@@ -26,8 +26,8 @@
  *
  * The tenant rule is written twice, once as the policy expression
  * (tenant_expr below, inlined for speed: the scalar subquery over
- * es_current_tenants() is an init plan, evaluated once per statement) and
- * once in src/tenant.c; the two must agree.
+ * es_current_tenants() is an init plan, evaluated once per statement and
+ * table) and once in src/tenant.c; the two must agree.
  */
 CREATE TABLE IF NOT EXISTS @extschema@.tenant_roles (
 	tenant		text NOT NULL CHECK (pg_catalog.octet_length(tenant) OPERATOR(pg_catalog.>=) 1
@@ -44,21 +44,14 @@ GRANT SELECT ON @extschema@.tenant_roles TO es_reader;
 GRANT INSERT, DELETE ON @extschema@.tenant_roles TO es_admin;
 
 /*
- * PL/pgSQL, not SQL: its plan is cached for the session (a SQL function's
- * body is planned again at every statement that calls it).  pg_has_role of a
- * dropped role is false (true for a superuser, who bypasses the policies).
+ * In C (src/tenant.c): the answer is kept for the rest of the top-level
+ * statement, so the policies of the several statements of an append ask
+ * es.tenant_roles once.  PARALLEL RESTRICTED: it runs SPI, in the leader.
  */
 CREATE OR REPLACE FUNCTION @extschema@.es_current_tenants()
 RETURNS text[]
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-	RETURN (SELECT COALESCE(pg_catalog.array_agg(DISTINCT t.tenant), '{}'::text[])
-			  FROM @extschema@.tenant_roles AS t
-			 WHERE pg_catalog.pg_has_role(t.role::oid, 'MEMBER'));
-END
-$fn$;
+AS 'MODULE_PATHNAME', 'es_current_tenants'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.es_current_tenants() IS
 	'the tenants the current role acts for (es.tenant_roles rows of roles it is a member of; "*": every tenant)';
 REVOKE ALL ON FUNCTION @extschema@.es_current_tenants() FROM PUBLIC;
