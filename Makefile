@@ -5,7 +5,7 @@ MODULE_big   = es_ext
 OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o src/projection.o src/event.o src/routine.o src/upcast.o src/snapshot.o src/fold.o src/fold_agg.o \
                src/outbox.o src/outbox_api.o src/notify.o src/era.o src/dump.o src/batch.o src/fingerprint.o src/cache.o src/stats.o \
                src/replica.o src/checkpoint.o src/async.o src/rebuild.o src/wait.o src/projection_worker.o src/stream_scan.o src/import.o \
-               src/query.o src/condition.o src/chain.o src/crypto.o
+               src/query.o src/condition.o src/chain.o src/crypto.o src/tenant.o
 # tamper evidence: checking the hash chains (issue 15)
 OBJS        += src/verify.o src/rechain.o
 OBJS        += src/lifecycle.o src/retention.o src/retention_worker.o
@@ -18,12 +18,12 @@ DATA         = $(filter-out $(EXT_INSTALL_SQL),$(wildcard sql/$(EXTENSION)--*.sq
 
 # pg_regress: one file per topic (sql/<topic>.sql, expected/<topic>.out)
 REGRESS      = setup append append_triggers read_stream read_all immutability privileges search_path limits projection replication fold snapshot upcast trust outbox_routes outbox_groups outbox_claim outbox_dead outbox_cleanup outbox_replay outbox_notify outbox_privileges outbox_tables outbox_errors example_orders privilege_audit search_path_audit restore stats read_only checkpoint async async_attack rebuild_shadow rebuild_mode wait append_ids append_ids_hidden import dcb_attack dcb verify verify_tamper
-REGRESS     += lifecycle lifecycle_errors
+REGRESS     += lifecycle lifecycle_errors tenancy
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected
 ISOLATION      = append_conflict append_any append_ids append_ids_more read_all_gap read_all_abort read_all_stream_order projection fold_consistent outbox_claim outbox_order outbox_notify outbox_cleanup outbox_group checkpoint_horizon async async_attack rebuild_shadow wait import_append dcb_attack dcb_import dcb_same_tag dcb_one_snapshot dcb_empty dcb_self verify_concurrent
-ISOLATION   += lifecycle_erase lifecycle_archive lifecycle_retention lifecycle_rebuild
+ISOLATION   += lifecycle_erase lifecycle_archive lifecycle_retention lifecycle_rebuild tenancy
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 TAP_TESTS    = 1

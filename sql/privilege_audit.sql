@@ -191,7 +191,7 @@ SELECT kind, name, role, allowed, outcome FROM pa_calls
 -- routines that take "internal" cannot be called from SQL at all
 SELECT p.oid::regprocedure AS not_callable_from_sql FROM pg_proc AS p
  WHERE p.pronamespace = 'es'::regnamespace AND 'internal'::regtype = ANY (p.proargtypes::oid[])
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text;
 
 --
 -- Row level security on es.events (a tenant in the metadata) is honoured

@@ -8,11 +8,13 @@
  *
  *	1. Validate the arguments and parse the JSON batch entirely in C
  *	   (batch.c), before any statement runs, so bad input writes nothing.
- *	2. If the batch carries event ids, look them up in the stream: a batch
- *	   that was already appended returns its original result and writes
- *	   nothing; a batch that only partly overlaps, or whose ids match but
- *	   whose events differ from the stored ones, is refused.  Once the
- *	   stream row is locked (3), they are looked up again: one committed
+ *	2. Under tenant isolation (tenant.c), refuse a stream of another tenant
+ *	   before anything is looked up.  If the batch carries event ids, look
+ *	   them up in the stream: a batch that was already appended returns its
+ *	   original result and writes nothing; a batch that only partly
+ *	   overlaps, or whose ids match but whose events differ from the stored
+ *	   ones, is refused.  Once the stream row is locked (3), they are
+ *	   looked up again: one committed
  *	   since by a concurrent append is a conflict (the event id index is not
  *	   unique; see check_ids_absent); one that row level security hides
  *	   from the caller is refused (that lookup reads the index directly, as
@@ -1751,6 +1753,9 @@ es_append(PG_FUNCTION_ARGS)
 
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+
+		/* tenancy: another tenant's stream is refused before any lookup */
+		EsTenantCheckStream(stream_datum);
 
 		if (args.with_ids)
 		{

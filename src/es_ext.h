@@ -383,6 +383,13 @@ extern bool EsRestoreCopy(Relation rel);
 extern bool EsOwnTrigger(const Trigger *trig);
 extern void EsRestoreCopyBegin(Relation rel);
 
+/* tenant.c: tenant isolation (issue 15; the policies: 85_tenancy.sql) */
+#define ES_TENANT_POLICY "es_tenant"
+#define ES_TENANT_BASE_POLICY "es_tenant_base"
+extern void EsTenantCheckStream(Datum stream);
+extern bool EsTenantPoliciesOnly(Relation rel);
+extern bool EsTenantOwnsStream(Datum stream);
+
 /* era.c: the leading part of the log cursor (all need SPI) */
 extern int32 EsCurrentEra(void);
 extern int32 EsAppendEra(void);

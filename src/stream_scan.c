@@ -9,7 +9,8 @@
  * Two ways to read, the same rows either way:
  *	- a direct scan of the primary key index (stream_id, version) when the
  *	  caller holds SELECT on es.events, no row level security applies to
- *	  it, the table is a plain table without children, and Citus is not
+ *	  it (or only the tenancy policies, which let all of a stream's rows
+ *	  through or none: tenant.c decides once for the stream), the table is a plain table without children, and Citus is not
  *	  installed (under Citus the local table is an empty shell; only the
  *	  executor sees the shards).  No executor, no plan, no copy of a row
  *	  before the caller sees it: the cheap path of a stream read.
@@ -126,7 +127,7 @@ open_cursor(EsStreamScan *ss, EsPlan *plan)
  *		direct scan may read the stream (see the file header); otherwise NULL.
  */
 static Relation
-direct_index(Relation heap)
+direct_index(Relation heap, bool *tenancy)
 {
 	Oid			relid = RelationGetRelid(heap);
 	Oid			indexoid;
@@ -137,8 +138,14 @@ direct_index(Relation heap)
 		return NULL;
 	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		return NULL;
+	/* tenancy alone: every row of the stream or none (tenant.c) */
+	*tenancy = false;
 	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
-		return NULL;
+	{
+		if (!EsTenantPoliciesOnly(heap))
+			return NULL;
+		*tenancy = true;
+	}
 	/* Citus runs only preloaded: look up the extension only then */
 	if (shared_preload_libraries_string != NULL &&
 		strstr(shared_preload_libraries_string, "citus") != NULL &&
@@ -173,6 +180,8 @@ void
 EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
 				  int64 first, int64 last, bool backward, int64 max_count)
 {
+	bool		tenancy;
+
 	memset(ss, 0, sizeof(EsStreamScan));
 	ss->evdesc = evdesc;
 	ss->backward = backward;
@@ -188,7 +197,17 @@ EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
 	}
 
 	ss->heap = table_open(EsRelationOid("events"), AccessShareLock);
-	ss->index = direct_index(ss->heap);
+	ss->index = direct_index(ss->heap, &tenancy);
+	if (ss->index != NULL && tenancy && !EsTenantOwnsStream(PointerGetDatum(stream)))
+	{
+		/* another tenant's stream: the policy would let no row through */
+		index_close(ss->index, NoLock);
+		table_close(ss->heap, NoLock);
+		ss->index = NULL;
+		ss->heap = NULL;
+		ss->done = true;
+		return;
+	}
 	if (ss->index != NULL)
 	{
 		int			nkeys = 0;

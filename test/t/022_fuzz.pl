@@ -184,6 +184,11 @@ my %documented = (
 	es_drop_projection => [qw(22004 42704 42809 55000 42501)],
 	# a procedure that commits: 2D000 in the driver's subtransaction
 	es_run_projections => [qw(2D000 22023 42704)],
+	# tenancy: 42501 not the owner of the tables, 25006 read-only (neither
+	# can occur here: the fuzzer is a superuser on a primary)
+	es_current_tenants => [],
+	es_enable_tenancy => [qw(42501 25006)],
+	es_disable_tenancy => [qw(42501 25006)],
 );
 # errors our hostile reducers and upcasters raise on purpose ("any error
 # raised by the reducer or an upcaster" is documented for the folds)
@@ -1887,6 +1892,40 @@ SELECT es.es_append('fzl-' || i, 0, '[{"type": "A", "data": {}}, {"type": "B", "
 			}
 		]);
 }
+# tenancy: the superuser driver bypasses row level security, so the other
+# cases run as before whether the policies are on or off
+%gen = (
+	%gen,
+	es_current_tenants => [
+		1,
+		sub {
+			add_case('es_current_tenants', 'es_current_tenants', [], [],
+				'SELECT es.es_current_tenants()::text',
+				q{SELECT $2::text[] IS NOT NULL});
+		}
+	],
+	es_enable_tenancy => [
+		1,
+		sub {
+			# on success (STRICT: nothing for NULL): the policies and row
+			# level security on es.events and es.streams, forced as asked
+			add_case('es_enable_tenancy', 'es_enable_tenancy', ['boolean'], [ g_bool() ],
+				q{SELECT coalesce(string_agg(r::text, ',' ORDER BY r::text), '') FROM es.es_enable_tenancy($1[1]::boolean) AS r},
+				q{SELECT $1[1] IS NULL
+						 OR (SELECT count(*) = 2 FROM pg_class AS c
+							  WHERE c.oid IN ('es.events'::regclass, 'es.streams'::regclass)
+								AND c.relrowsecurity AND c.relforcerowsecurity = $1[1]::boolean
+								AND EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = c.oid AND p.polname = 'es_tenant'))});
+		}
+	],
+	es_disable_tenancy => [
+		1,
+		sub {
+			add_case('es_disable_tenancy', 'es_disable_tenancy', [], [],
+				q{SELECT coalesce(string_agg(r::text, ',' ORDER BY r::text), '') FROM es.es_disable_tenancy() AS r},
+				q{SELECT NOT EXISTS (SELECT FROM pg_policy AS p WHERE p.polname IN ('es_tenant', 'es_tenant_base', 'es_tenant_admin'))});
+		}
+	]);
 
 # every public function of schema es must have a generator: a new function
 # without one fails here

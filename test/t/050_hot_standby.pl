@@ -440,6 +440,7 @@ my %readers = (
 	  qq{SELECT es.es_fold_agg($reducer, $initial, e ORDER BY e.version) FROM es.events AS e WHERE e.stream_id = 'acct-2'},
 	'es.es_outbox_notify_status()' => q{SELECT * FROM es.es_outbox_notify_status()},
 	'es.es_user_objects()' => q{SELECT count(*) FROM es.es_user_objects()},
+	'es.es_current_tenants()' => q{SELECT es.es_current_tenants()},
 	# statistics live in the standby's own shared memory: reset works there
 	'es.es_stats_counters(text)' =>
 	  q{SELECT count(*) FROM es.es_stats_counters('database')},
@@ -500,6 +501,9 @@ my %writers = (
 	'es.es_checkpoint_save(text,es.log_cursor)' =>
 	  q{SELECT es.es_checkpoint_save('hs-sub', es.es_checkpoint('hs-sub'))},
 	'es.es_checkpoint_drop(text)' => q{SELECT es.es_checkpoint_drop('hs-sub')},
+	# tenancy: policies are DDL
+	'es.es_enable_tenancy(boolean)' => q{SELECT * FROM es.es_enable_tenancy()},
+	'es.es_disable_tenancy()' => q{SELECT * FROM es.es_disable_tenancy()},
 	# asynchronous projections
 	'es.es_create_async_projection(name,integer,text[],text[],text,integer,boolean)' =>
 	  q{SELECT es.es_create_async_projection('balances')},
