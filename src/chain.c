@@ -11,7 +11,8 @@
  * where h(first_version - 1) is es.streams.base_hash (32 zero bytes when
  * NULL, i.e. for a stream that still starts at version 1).  The canonical
  * form is every covered field as a 4-byte big-endian length followed by its
- * bytes (length 0xFFFFFFFF for NULL), in this order: stream_id, version
+ * bytes (length 0xFFFFFFFF for NULL; strings in UTF-8, whatever the
+ * database's encoding), in this order: stream_id, version
  * (int8, big-endian), event_id (16 bytes), event_type, schema_version (int4,
  * big-endian), data and metadata (jsonb's text output: the same value always
  * prints the same way, whatever its binary form or TOAST state), tags (a
@@ -35,6 +36,7 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "mb/pg_wchar.h"
 #include "utils/jsonb.h"
 
 #include "es_ext.h"
@@ -73,13 +75,31 @@ hash_field(EsHash *ctx, const void *p, uint32 len)
 	EsHashRaw(ctx, p, len);
 }
 
+/*
+ * A string as UTF-8 (a no-op in a UTF8 database): the chain of an event does
+ * not change when a dump is restored into a database of another encoding.
+ */
+static void
+hash_string(EsHash *ctx, const char *s, int len)
+{
+	char	   *u = pg_server_to_any(s, len, PG_UTF8);
+
+	if (u == s)
+		hash_field(ctx, s, (uint32) len);
+	else
+	{
+		hash_field(ctx, u, (uint32) strlen(u));
+		pfree(u);
+	}
+}
+
 static void
 hash_text(EsHash *ctx, const text *t)
 {
 	if (t == NULL)
 		hash_field(ctx, NULL, 0);
 	else
-		hash_field(ctx, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+		hash_string(ctx, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 }
 
 static void
@@ -93,7 +113,7 @@ hash_jsonb(EsHash *ctx, Jsonb *j)
 		return;
 	}
 	s = JsonbToCString(NULL, &j->root, VARSIZE(j));
-	hash_field(ctx, s, strlen(s));
+	hash_string(ctx, s, strlen(s));
 	pfree(s);
 }
 
