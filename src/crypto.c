@@ -1152,12 +1152,16 @@ PG_FUNCTION_INFO_V1(es_decrypt);
 Datum
 es_decrypt(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *data = PG_GETARG_JSONB_P(0);
+	Jsonb	   *data;
 	EsDecryptor *d;
 	HASHCTL		ctl;
 	Jsonb	   *res;
 
+	/* not STRICT: the privilege is checked for a NULL too */
 	check_may_decrypt();
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	data = PG_GETARG_JSONB_P(0);
 	d = palloc0(sizeof(EsDecryptor));
 	d->allowed = true;
 	d->cxt = CurrentMemoryContext;

@@ -63,7 +63,7 @@ GRANT SELECT ON @extschema@.subject_keys TO es_pii_reader;
 CREATE OR REPLACE FUNCTION @extschema@.es_decrypt(data jsonb)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'es_decrypt'
-LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.es_decrypt(jsonb) IS
 	'data (of an event, an outbox row, a trigger''s NEW) with its encrypted personal fields in clear, or redacted when their subject was forgotten; for es_pii_reader';
 REVOKE ALL ON FUNCTION @extschema@.es_decrypt(jsonb) FROM PUBLIC;
