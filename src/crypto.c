@@ -223,17 +223,18 @@ static EsPlan key_read_plan = {
 	1, {TEXTOID}
 };
 
-static EsPlan key_forget_lock_plan = {
-	NULL,
-	"SELECT key IS NOT NULL FROM es.subject_keys WHERE subject OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-	1, {TEXTOID}
-};
-
+/*
+ * Forget: insert the subject as forgotten, or destroy its key.  Returns a
+ * row that says whether a key was destroyed (an updated row has a non-zero
+ * xmax, an inserted one zero), or no row when it was forgotten already.  A
+ * concurrent first append's key is waited for by the conflict check.
+ */
 static EsPlan key_forget_plan = {
 	NULL,
 	"INSERT INTO es.subject_keys AS k (subject, key, forgotten_at) VALUES ($1, NULL, pg_catalog.now())"
-	" ON CONFLICT (subject) DO UPDATE SET key = NULL,"
-	" forgotten_at = COALESCE(k.forgotten_at, pg_catalog.now())",
+	" ON CONFLICT (subject) DO UPDATE SET key = NULL, forgotten_at = pg_catalog.now()"
+	" WHERE k.key IS NOT NULL"
+	" RETURNING k.xmax::text OPERATOR(pg_catalog.<>) '0'",
 	1, {TEXTOID}
 };
 
@@ -1214,10 +1215,12 @@ es_forget_subject(PG_FUNCTION_ARGS)
 	key_access_begin(&ka);
 	PG_TRY();
 	{
-		int			rc = SPI_execute_plan(EsGetPlan(&key_forget_lock_plan), &arg, NULL, false, 0);
+		int			rc;
 
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "could not read \"es.subject_keys\": %s", SPI_result_code_string(rc));
+		EsAllowNextUpsert(EsRelationOid("subject_keys"));
+		rc = SPI_execute_plan(EsGetPlan(&key_forget_plan), &arg, NULL, false, 0);
+		if (rc != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "could not write \"es.subject_keys\": %s", SPI_result_code_string(rc));
 		if (SPI_processed == 1)
 		{
 			destroyed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
@@ -1225,10 +1228,6 @@ es_forget_subject(PG_FUNCTION_ARGS)
 			if (isnull)
 				destroyed = false;
 		}
-		EsAllowNextUpsert(EsRelationOid("subject_keys"));
-		rc = SPI_execute_plan(EsGetPlan(&key_forget_plan), &arg, NULL, false, 0);
-		if (rc != SPI_OK_INSERT)
-			elog(ERROR, "could not write \"es.subject_keys\": %s", SPI_result_code_string(rc));
 	}
 	PG_FINALLY();
 	{

@@ -25,6 +25,7 @@ BEGIN
 	END IF;
 END
 $roles$;
+GRANT USAGE ON SCHEMA @extschema@ TO es_pii_reader, es_pii_admin;
 
 CREATE TABLE IF NOT EXISTS @extschema@.subject_keys (
 	subject			text NOT NULL CHECK (pg_catalog.octet_length(subject) OPERATOR(pg_catalog.>=) 1
