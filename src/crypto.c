@@ -304,8 +304,15 @@ key_for_append(const char *subject, SubjectKeys *sk)
 			elog(ERROR, "could not read \"es.subject_keys\": %s", SPI_result_code_string(rc));
 		if (SPI_processed == 0)
 		{
-			EsGuardedWrite(&key_insert_plan, EsRelationOid("subject_keys"),
-						   TRIGGER_EVENT_INSERT, args, NULL, InvalidSnapshot, SPI_OK_INSERT);
+			/*
+			 * A generic plan: a custom one would hold the key as a constant,
+			 * which EXPLAIN VERBOSE output (auto_explain) would log.
+			 */
+			EsAllowNextWrite(EsRelationOid("subject_keys"), TRIGGER_EVENT_INSERT);
+			rc = SPI_execute_plan(EsGetGenericPlan(&key_insert_plan), args, NULL, false, 0);
+			EsClearAllowedWrite();
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "could not write \"es.subject_keys\": %s", SPI_result_code_string(rc));
 			rc = SPI_execute_plan(EsGetPlan(&key_lock_plan), args, NULL, false, 0);
 			if (rc != SPI_OK_SELECT || SPI_processed != 1)
 				elog(ERROR, "could not read \"es.subject_keys\": %s", SPI_result_code_string(rc));
@@ -313,6 +320,7 @@ key_for_append(const char *subject, SubjectKeys *sk)
 	}
 	PG_FINALLY();
 	{
+		EsClearAllowedWrite();
 		key_access_end(&ka);
 	}
 	PG_END_TRY();
@@ -1193,6 +1201,7 @@ es_forget_subject(PG_FUNCTION_ARGS)
 	bool		isnull;
 	text	   *subject;
 
+	EsCheckWritable("es_forget_subject()");
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -1207,7 +1216,6 @@ es_forget_subject(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("subject is too long"),
 				 errdetail("Subject ids are limited to %d bytes.", ES_MAX_NAME_BYTES)));
-	EsCheckWritable("es_forget_subject");
 	arg = PointerGetDatum(subject);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
