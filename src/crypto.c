@@ -99,6 +99,8 @@
  */
 static Oid	encrypt_iv_oid = InvalidOid;
 static Oid	decrypt_iv_oid = InvalidOid;
+static FmgrInfo encrypt_iv_finfo;
+static FmgrInfo decrypt_iv_finfo;
 
 static Oid
 lookup_pgcrypto_fn(Oid nsp, const char *name)
@@ -162,7 +164,8 @@ pgcrypto_functions(void)
 				 errmsg("personal data needs the extension \"pgcrypto\""),
 				 errdetail("Fields declared \"personal\" are encrypted and decrypted with pgcrypto's encrypt_iv and decrypt_iv."),
 				 errhint("Run CREATE EXTENSION pgcrypto in this database.")));
-	}
+	}	fmgr_info_cxt(encrypt_iv_oid, &encrypt_iv_finfo, TopMemoryContext);
+	fmgr_info_cxt(decrypt_iv_oid, &decrypt_iv_finfo, TopMemoryContext);
 }
 
 /* ----------------------------------------------------------------
@@ -628,7 +631,7 @@ encrypt_value(const SubjectKeys *sk, JsonbValue *v, JsonbValue *out)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random values")));
 	keyb = make_bytea(sk->enc, ES_CRYPTO_KEY_LEN);
-	ct = DatumGetByteaPP(OidFunctionCall4(encrypt_iv_oid,
+	ct = DatumGetByteaPP(FunctionCall4(&encrypt_iv_finfo,
 										  PointerGetDatum(make_bytea(plain.data, plain.len)),
 										  PointerGetDatum(keyb),
 										  PointerGetDatum(make_bytea(iv, sizeof(iv))),
@@ -741,7 +744,7 @@ decrypt_value(const SubjectKeys *sk, const char *b64, int b64len, JsonbValue *ou
 	if (timingsafe_bcmp(mac, blob + bloblen - ES_CRYPTO_MAC_LEN, ES_CRYPTO_MAC_LEN) != 0)
 		corrupt_marker();
 	keyb = make_bytea(sk->enc, ES_CRYPTO_KEY_LEN);
-	plain = DatumGetByteaPP(OidFunctionCall4(decrypt_iv_oid,
+	plain = DatumGetByteaPP(FunctionCall4(&decrypt_iv_finfo,
 											 PointerGetDatum(make_bytea(blob + 1 + ES_CRYPTO_IV_LEN, ctlen)),
 											 PointerGetDatum(keyb),
 											 PointerGetDatum(make_bytea(blob + 1, ES_CRYPTO_IV_LEN)),
@@ -779,6 +782,7 @@ struct EsDecryptor
 typedef struct RewriteState
 {
 	bool		encrypt;
+	bool		mask;			/* with encrypt: declared paths become null */
 	const SubjectKeys *sk;		/* encrypt */
 	const EsPersonal *personal; /* encrypt */
 	EsDecryptor *dec;			/* decrypt */
@@ -858,6 +862,13 @@ rewrite_push(RewriteState *st, JsonbParseState **ps, JsonbIteratorToken tok, Jso
 
 	if (st->encrypt && st->path.len > 0 && path_declared(st))
 	{
+		if (st->mask)
+		{
+			repl.type = jbvNull;
+			st->changed = true;
+			pushJsonbValue(ps, tok, &repl);
+			return;
+		}
 		encrypt_value(st->sk, v, &repl);
 		st->changed = true;
 		pushJsonbValue(ps, tok, &repl);
@@ -1038,6 +1049,43 @@ EsEncryptEvents(EsEvent *events, int n)
 		explicit_bzero(sk, sizeof(SubjectKeys));
 }
 
+/*
+ * EsPersonalStoredDiffers
+ *		For the idempotent retry of an event with a "personal" declaration
+ *		(append.c compares a retried batch with the stored events): the key
+ *		("data", "metadata") in which the stored event, as EsEncryptEvents
+ *		stored it, differs from ev, or NULL.  The declared fields are not
+ *		compared: their stored values are ciphertext under a random IV, and
+ *		comparing clear values would let a writer test guesses of stored
+ *		personal data.  The rest of data, the metadata and the declaration
+ *		itself (subject and fields, from the stored flag) must be equal.
+ */
+const char *
+EsPersonalStoredDiffers(const EsEvent *ev, Jsonb *stored_data, Jsonb *stored_metadata)
+{
+	RewriteState st;
+	Jsonb	   *a;
+	Jsonb	   *b;
+	Jsonb	   *flagged;
+
+	Assert(ev->personal != NULL);
+	memset(&st, 0, sizeof(st));
+	st.encrypt = true;
+	st.mask = true;
+	st.personal = ev->personal;
+	a = rewrite(&st, ev->data);
+	b = rewrite(&st, stored_data);
+	if (a == NULL || b == NULL ||
+		!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(a), JsonbPGetDatum(b))))
+		return "data";
+	flagged = flag_metadata(ev->metadata, ev->personal);
+	if (stored_metadata == NULL ||
+		!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(flagged),
+										  JsonbPGetDatum(stored_metadata))))
+		return "metadata";
+	return NULL;
+}
+
 /* ----------------------------------------------------------------
  * Read
  * ----------------------------------------------------------------
@@ -1056,7 +1104,9 @@ EsDecryptorBegin(Oid role)
 	EsDecryptor *d;
 	HASHCTL		ctl;
 
-	if (!*(bool *) EsTableCacheGet(&any_key_cache))
+	/* (an extension still at 0.1.0 has no key table) */
+	if (!OidIsValid(get_relname_relid("subject_keys", EsSchemaOid())) ||
+		!*(bool *) EsTableCacheGet(&any_key_cache))
 		return NULL;
 	d = palloc0(sizeof(EsDecryptor));
 	d->allowed = (pg_class_aclcheck(EsRelationOid("subject_keys"), role, ACL_SELECT) == ACLCHECK_OK);

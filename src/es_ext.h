@@ -164,6 +164,8 @@ extern void EsParsePersonal(JsonbValue *v, EsEvent *ev);
 extern void EsCheckPersonal(EsEvent *ev);
 extern void EsCheckReservedMetadata(Jsonb *metadata);
 extern void EsEncryptEvents(EsEvent *events, int n);
+extern const char *EsPersonalStoredDiffers(const EsEvent *ev, Jsonb *stored_data,
+										   Jsonb *stored_metadata);
 extern EsDecryptor *EsDecryptorBegin(Oid role);
 extern bool EsHasPersonal(Datum metadata, bool isnull);
 extern Jsonb *EsDecryptData(EsDecryptor *d, Jsonb *data);
