@@ -2,7 +2,7 @@
 EXTENSION    = es_ext
 EXTVERSION   = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
 MODULE_big   = es_ext
-OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o src/projection.o src/event.o src/routine.o src/upcast.o src/crypto.o src/snapshot.o src/fold.o src/fold_agg.o \
+OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o src/projection.o src/event.o src/routine.o src/upcast.o src/snapshot.o src/fold.o src/fold_agg.o \
                src/outbox.o src/outbox_api.o src/notify.o src/era.o src/dump.o src/batch.o src/fingerprint.o src/cache.o src/stats.o \
                src/replica.o src/checkpoint.o src/async.o src/rebuild.o src/wait.o src/projection_worker.o src/stream_scan.o src/import.o \
                src/query.o src/condition.o src/chain.o src/crypto.o

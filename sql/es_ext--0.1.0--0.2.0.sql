@@ -1946,10 +1946,83 @@ ALTER TABLE @extschema@.events ADD COLUMN IF NOT EXISTS tags text[];
 COMMENT ON COLUMN @extschema@.events.tags IS 'tags of the event (es_read_query, conditional appends), in the order given; NULL when it has none';
 CREATE INDEX IF NOT EXISTS events_tags_idx ON @extschema@.events USING gin (tags) WITH (fastupdate = off)
 	WHERE tags IS NOT NULL;
+CREATE OR REPLACE FUNCTION @extschema@.es_append(stream text, expected_version bigint, events jsonb,
+												 fail_if_events_match jsonb,
+												 after @extschema@.log_cursor DEFAULT NULL)
+RETURNS @extschema@.append_result
+AS 'MODULE_PATHNAME', 'es_append_v2'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) IS
+	'conditional append: es_append, failing with SQLSTATE 40001 (constraint es_append_condition) when another transaction committed an event matching the query fail_if_events_match after the cursor (NULL: at all)';
+REVOKE ALL ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) TO es_writer;
+
+CREATE OR REPLACE FUNCTION @extschema@.es_read_query(query jsonb,
+													 after @extschema@.log_cursor DEFAULT NULL,
+													 max_count integer DEFAULT NULL)
+RETURNS TABLE (global_position bigint,
+			   stream_id text,
+			   version bigint,
+			   event_id uuid,
+			   event_type text,
+			   tags text[],
+			   data jsonb,
+			   metadata jsonb,
+			   recorded_at timestamptz,
+			   log_cursor @extschema@.log_cursor,
+			   horizon xid8)
+AS 'MODULE_PATHNAME', 'es_read_query'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) IS
+	'the events matching a query of event types and tags, after a cursor, in log order, gap-safe like es_read_all; the last row''s log_cursor is the position of a conditional append';
+REVOKE ALL ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) TO es_reader;
+
+/*
+ * The greatest of log cursors, for the position of a conditional append:
+ * SELECT es.max(log_cursor) FROM es.es_read_query(...).  Cursors compare as
+ * rows (era, tx_id, global_position).
+ */
+CREATE OR REPLACE FUNCTION @extschema@.log_cursor_larger(a @extschema@.log_cursor, b @extschema@.log_cursor)
+RETURNS @extschema@.log_cursor
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$SELECT CASE WHEN a OPERATOR(pg_catalog.>=) b THEN a ELSE b END$$;
+COMMENT ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) IS
+	'the greater of two log cursors (the state function of es.max(es.log_cursor))';
+CREATE OR REPLACE AGGREGATE @extschema@.max(@extschema@.log_cursor) (
+	SFUNC = @extschema@.log_cursor_larger,
+	STYPE = @extschema@.log_cursor,
+	COMBINEFUNC = @extschema@.log_cursor_larger,
+	PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE @extschema@.max(@extschema@.log_cursor) IS
+	'the greatest log cursor: the position a conditional append refers to after an es_read_query';
+REVOKE ALL ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.max(@extschema@.log_cursor) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) TO es_reader;
+GRANT EXECUTE ON FUNCTION @extschema@.max(@extschema@.log_cursor) TO es_reader;
+
+/*
+ * Data lifecycle, privacy and integrity (issue 15): the state of a stream
+ * (retention and erasure raise its first version; archived; erased) and the
+ * hash chain of its events.
+ */
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS first_version bigint NOT NULL DEFAULT 1;
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS base_hash bytea;
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS archived_at timestamptz;
+ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS erased_at timestamptz;
+COMMENT ON COLUMN @extschema@.streams.first_version IS 'lowest version of the stream still stored (raised by retention and erasure)';
+COMMENT ON COLUMN @extschema@.streams.base_hash IS 'chain hash of version first_version - 1 (NULL: the chain starts from 32 zero bytes)';
+COMMENT ON COLUMN @extschema@.streams.archived_at IS 'when the stream was archived (read-only, out of the default log reads); NULL when it is not';
+COMMENT ON COLUMN @extschema@.streams.erased_at IS 'when the stream was erased (only its tombstone is left; it cannot be recreated); NULL when it was not';
+ALTER TABLE @extschema@.events ADD COLUMN IF NOT EXISTS hash bytea;
+COMMENT ON COLUMN @extschema@.events.hash IS 'SHA-256 chaining the event to its predecessor in the stream (see es_verify)';
+
 
 /*
  * ========================================================================
- * crypto-shredding (as sql/install/65_crypto.sql) — crypto-shredding: a key per data subject
+ * crypto-shredding: a key per data subject (as sql/install/65_crypto.sql)
  * (src/crypto.c)
  * ========================================================================
  *
@@ -2026,105 +2099,6 @@ COMMENT ON FUNCTION @extschema@.es_forget_subject(text) IS
 	'destroys a data subject''s key: its personal fields read as redacted everywhere, no event is rewritten, later appends for it are refused; true when a key was destroyed';
 REVOKE ALL ON FUNCTION @extschema@.es_forget_subject(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_forget_subject(text) TO es_pii_admin;
-
-/*
- * The SQL-standard bodies that return es.events rows were expanded with the
- * columns of 0.1.0: parse them again, now with tags (a function of the
- * user's own written the same way needs the same; see README, Upgrading).
- */
-CREATE OR REPLACE FUNCTION @extschema@.es_events_by_correlation(correlation_id text)
-RETURNS SETOF @extschema@.events
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-	SELECT e.* FROM @extschema@.events AS e
-	 WHERE e.metadata OPERATOR(pg_catalog.?) 'correlation_id'
-	   AND (e.metadata OPERATOR(pg_catalog.->>) 'correlation_id') OPERATOR(pg_catalog.=) es_events_by_correlation.correlation_id
-	 ORDER BY e.era, e.tx_id, e.global_position;
-END;
-CREATE OR REPLACE FUNCTION @extschema@.es_events_by_causation(causation_id text)
-RETURNS SETOF @extschema@.events
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-	SELECT e.* FROM @extschema@.events AS e
-	 WHERE e.metadata OPERATOR(pg_catalog.?) 'causation_id'
-	   AND (e.metadata OPERATOR(pg_catalog.->>) 'causation_id') OPERATOR(pg_catalog.=) es_events_by_causation.causation_id
-	 ORDER BY e.era, e.tx_id, e.global_position;
-END;
-
-CREATE OR REPLACE FUNCTION @extschema@.es_append(stream text, expected_version bigint, events jsonb,
-												 fail_if_events_match jsonb,
-												 after @extschema@.log_cursor DEFAULT NULL)
-RETURNS @extschema@.append_result
-AS 'MODULE_PATHNAME', 'es_append_v2'
-LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
-COMMENT ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) IS
-	'conditional append: es_append, failing with SQLSTATE 40001 (constraint es_append_condition) when another transaction committed an event matching the query fail_if_events_match after the cursor (NULL: at all)';
-REVOKE ALL ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.es_append(text, bigint, jsonb, jsonb, @extschema@.log_cursor) TO es_writer;
-
-CREATE OR REPLACE FUNCTION @extschema@.es_read_query(query jsonb,
-													 after @extschema@.log_cursor DEFAULT NULL,
-													 max_count integer DEFAULT NULL)
-RETURNS TABLE (global_position bigint,
-			   stream_id text,
-			   version bigint,
-			   event_id uuid,
-			   event_type text,
-			   tags text[],
-			   data jsonb,
-			   metadata jsonb,
-			   recorded_at timestamptz,
-			   log_cursor @extschema@.log_cursor,
-			   horizon xid8)
-AS 'MODULE_PATHNAME', 'es_read_query'
-LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;
-COMMENT ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) IS
-	'the events matching a query of event types and tags, after a cursor, in log order, gap-safe like es_read_all; the last row''s log_cursor is the position of a conditional append';
-REVOKE ALL ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.es_read_query(jsonb, @extschema@.log_cursor, integer) TO es_reader;
-
-/*
- * The greatest of log cursors, for the position of a conditional append:
- * SELECT es.max(log_cursor) FROM es.es_read_query(...).  Cursors compare as
- * rows (era, tx_id, global_position).
- */
-CREATE OR REPLACE FUNCTION @extschema@.log_cursor_larger(a @extschema@.log_cursor, b @extschema@.log_cursor)
-RETURNS @extschema@.log_cursor
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$SELECT CASE WHEN a OPERATOR(pg_catalog.>=) b THEN a ELSE b END$$;
-COMMENT ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) IS
-	'the greater of two log cursors (the state function of es.max(es.log_cursor))';
-CREATE OR REPLACE AGGREGATE @extschema@.max(@extschema@.log_cursor) (
-	SFUNC = @extschema@.log_cursor_larger,
-	STYPE = @extschema@.log_cursor,
-	COMBINEFUNC = @extschema@.log_cursor_larger,
-	PARALLEL = SAFE
-);
-COMMENT ON AGGREGATE @extschema@.max(@extschema@.log_cursor) IS
-	'the greatest log cursor: the position a conditional append refers to after an es_read_query';
-REVOKE ALL ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.max(@extschema@.log_cursor) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.log_cursor_larger(@extschema@.log_cursor, @extschema@.log_cursor) TO es_reader;
-GRANT EXECUTE ON FUNCTION @extschema@.max(@extschema@.log_cursor) TO es_reader;
-
-/*
- * Data lifecycle, privacy and integrity (issue 15): the state of a stream
- * (retention and erasure raise its first version; archived; erased) and the
- * hash chain of its events.
- */
-ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS first_version bigint NOT NULL DEFAULT 1;
-ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS base_hash bytea;
-ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS archived_at timestamptz;
-ALTER TABLE @extschema@.streams ADD COLUMN IF NOT EXISTS erased_at timestamptz;
-COMMENT ON COLUMN @extschema@.streams.first_version IS 'lowest version of the stream still stored (raised by retention and erasure)';
-COMMENT ON COLUMN @extschema@.streams.base_hash IS 'chain hash of version first_version - 1 (NULL: the chain starts from 32 zero bytes)';
-COMMENT ON COLUMN @extschema@.streams.archived_at IS 'when the stream was archived (read-only, out of the default log reads); NULL when it is not';
-COMMENT ON COLUMN @extschema@.streams.erased_at IS 'when the stream was erased (only its tombstone is left; it cannot be recreated); NULL when it was not';
-ALTER TABLE @extschema@.events ADD COLUMN IF NOT EXISTS hash bytea;
-COMMENT ON COLUMN @extschema@.events.hash IS 'SHA-256 chaining the event to its predecessor in the stream (see es_verify)';
 
 /*
  * The SQL-standard bodies that return es.events rows were expanded with the
