@@ -112,7 +112,7 @@ RESET ROLE;
 SELECT version, cry_masked(data) AS data, metadata FROM es.events WHERE stream_id = 'cry-1' ORDER BY version;
 SELECT count(*) AS clear_text_stored FROM es.events
  WHERE stream_id IN ('cry-1', 'cry-2') AND (data::text LIKE '%Ann%' OR data::text LIKE '%ann@%' OR data::text LIKE '%Main 1%');
-SELECT subject, octet_length(key) AS key_bytes, forgotten_at IS NULL AS live FROM es.subject_keys ORDER BY subject;
+SELECT subject, octet_length(key) AS key_bytes, forgotten_at IS NULL AS live FROM es.subject_keys WHERE subject LIKE 's-%' ORDER BY subject;
 
 -- 4. every read path, as a role allowed to decrypt
 CREATE FUNCTION cry_reduce(state jsonb, event jsonb) RETURNS jsonb LANGUAGE sql
@@ -126,7 +126,7 @@ GRANT EXECUTE ON FUNCTION cry_reduce(jsonb, jsonb), cry_reduce_row(jsonb, es.eve
 SET ROLE regress_cry_pii;
 SELECT version, schema_version, data FROM es.es_read_stream('cry-1');
 SELECT version, data FROM es.es_read_stream('cry-1', NULL, NULL, 'backward');
-SELECT stream_id, version, data FROM es.es_read_all() WHERE stream_id IN ('cry-1', 'cry-2');
+SELECT stream_id, version, data FROM es.es_read_all(max_count => 100000) WHERE stream_id IN ('cry-1', 'cry-2');
 SELECT stream_id, version, data FROM es.es_read_all(category => 'cry', event_types => '{Registered}');
 SELECT version, data FROM es.es_read_query('[{"tags": ["cust:s-1"]}]');
 SELECT es.es_fold('cry-1', 'cry_reduce(jsonb, jsonb)', '{}');
@@ -192,7 +192,7 @@ SELECT try(format('SELECT es.es_forget_subject(%L)', repeat('s', 1025)));
 RESET ROLE;
 -- the key is destroyed; the row stays, so the subject cannot come back
 SELECT subject, key IS NULL AS key_destroyed, forgotten_at IS NOT NULL AS forgotten
-  FROM es.subject_keys ORDER BY subject;
+  FROM es.subject_keys WHERE subject LIKE 's-%' ORDER BY subject;
 SELECT store_mark();
 SELECT try($$SELECT es.es_append('cry-1', NULL, '[{"type": "CryEmailChanged", "data": {"email": "x"},
 	"personal": {"subject": "s-1", "fields": ["email"]}}]')$$);
