@@ -774,8 +774,8 @@ decrypt_value(const SubjectKeys *sk, const char *b64, int b64len, JsonbValue *ou
 
 struct EsDecryptor
 {
-	MemoryContext cxt;			/* keys: freed with the caller's context */
-	HTAB	   *keys;
+	MemoryContext cxt;			/* the caller's: holds the keys' table */
+	HTAB	   *keys;			/* subject -> SubjectKeys; NULL until needed */
 	bool		allowed;		/* may the role decrypt? */
 };
 
@@ -801,6 +801,16 @@ decryptor_keys(EsDecryptor *d, const char *subject, int len)
 		corrupt_marker();
 	memcpy(name, subject, len);
 	name[len] = '\0';
+	if (d->keys == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = ES_MAX_NAME_BYTES + 1;
+		ctl.entrysize = sizeof(SubjectKeys);
+		ctl.hcxt = d->cxt;
+		d->keys = hash_create("es_ext subject keys", 16, &ctl,
+							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
 	sk = hash_search(d->keys, name, HASH_ENTER, &found);
 	if (!found)
 	{
@@ -1102,7 +1112,6 @@ EsDecryptor *
 EsDecryptorBegin(Oid role)
 {
 	EsDecryptor *d;
-	HASHCTL		ctl;
 
 	/* (an extension still at 0.1.0 has no key table) */
 	if (!OidIsValid(get_relname_relid("subject_keys", EsSchemaOid())) ||
@@ -1112,12 +1121,7 @@ EsDecryptorBegin(Oid role)
 	d->allowed = (pg_class_aclcheck(EsRelationOid("subject_keys"), role, ACL_SELECT) == ACLCHECK_OK);
 	if (!d->allowed)
 		return d;
-	d->cxt = AllocSetContextCreate(CurrentMemoryContext, "es_ext subject keys",
-								   ALLOCSET_SMALL_SIZES);
-	ctl.keysize = ES_MAX_NAME_BYTES + 1;
-	ctl.entrysize = sizeof(SubjectKeys);
-	ctl.hcxt = d->cxt;
-	d->keys = hash_create("es_ext subject keys", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	d->cxt = CurrentMemoryContext;	/* the keys' table is made on first use */
 	return d;
 }
 
@@ -1213,7 +1217,6 @@ es_decrypt(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *data;
 	EsDecryptor *d;
-	HASHCTL		ctl;
 	Jsonb	   *res;
 
 	/* not STRICT: the privilege is checked for a NULL too */
@@ -1224,10 +1227,6 @@ es_decrypt(PG_FUNCTION_ARGS)
 	d = palloc0(sizeof(EsDecryptor));
 	d->allowed = true;
 	d->cxt = CurrentMemoryContext;
-	ctl.keysize = ES_MAX_NAME_BYTES + 1;
-	ctl.entrysize = sizeof(SubjectKeys);
-	ctl.hcxt = d->cxt;
-	d->keys = hash_create("es_ext subject keys", 4, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	res = EsDecryptData(d, data);
 	PG_RETURN_JSONB_P(res != NULL ? res : data);
 }
