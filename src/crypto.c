@@ -1126,6 +1126,17 @@ EsDecryptorBegin(Oid role)
 }
 
 /*
+ * EsDecryptorAllowed
+ *		May the decryptor's role decrypt?  (Otherwise EsDecryptData changes
+ *		nothing, and readers can keep stored rows as they are.)
+ */
+bool
+EsDecryptorAllowed(const EsDecryptor *d)
+{
+	return d != NULL && d->allowed;
+}
+
+/*
  * EsHasPersonal
  *		Does an event with this metadata hold encrypted fields?  The one
  *		check readers make for every event.

@@ -167,6 +167,7 @@ extern void EsEncryptEvents(EsEvent *events, int n);
 extern const char *EsPersonalStoredDiffers(const EsEvent *ev, Jsonb *stored_data,
 										   Jsonb *stored_metadata);
 extern EsDecryptor *EsDecryptorBegin(Oid role);
+extern bool EsDecryptorAllowed(const EsDecryptor *d);
 extern bool EsHasPersonal(Datum metadata, bool isnull);
 extern Jsonb *EsDecryptData(EsDecryptor *d, Jsonb *data);
 struct EsEventAttrs;

@@ -539,7 +539,10 @@ EsUpcastEvent(EsUpcaster *u, EsEventView *ev)
 
 	if (u == NULL)
 		return false;
-	if (u->dec != NULL && EsHasPersonal(ev->metadata, ev->metadata_isnull))
+	if (u->dec != NULL && EsHasPersonal(ev->metadata, ev->metadata_isnull) &&
+		!EsDecryptorAllowed(u->dec))
+		u->saw_personal = true;
+	else if (u->dec != NULL && EsHasPersonal(ev->metadata, ev->metadata_isnull))
 	{
 		Jsonb	   *clear;
 
@@ -610,6 +613,11 @@ EsUpcastEventTuple(EsUpcaster *u, HeapTuple tuple, TupleDesc desc,
 		Datum		m = heap_getattr(tuple, attrs->metadata, desc, &isnull);
 
 		personal = EsHasPersonal(m, isnull);
+		if (personal)
+			u->saw_personal = true;
+		/* a reader that may not decrypt gets the stored row */
+		if (!EsDecryptorAllowed(u->dec))
+			personal = false;
 	}
 	entry = NULL;
 	if (u->reg->nslots > 0)
