@@ -97,3 +97,15 @@ SELECT * FROM es.es_append('order-1005', 1,
 SELECT orders.cancel_order('1004', 'changed my mind') AS version;
 SELECT orders.apply_coupon('1005', 'WELCOME10') AS version;
 SELECT holder FROM orders.coupon_holder('WELCOME10');
+
+\echo
+\echo '== 11. The right to be forgotten: customer c-ann''s name and email are stored'
+\echo '==     encrypted with her key; forgetting her destroys the key'
+SELECT orders.register_customer('c-ann', 'Ann Example', 'ann@example.org', 'NO') AS version;
+\echo 'as stored (markers):'
+SELECT data FROM es.events WHERE stream_id = 'customer-c-ann';
+\echo 'as read by a role allowed to decrypt:'
+SELECT data FROM es.es_read_stream('customer-c-ann');
+SELECT orders.forget_customer('c-ann') AS key_destroyed;
+\echo 'after es_forget_subject, every read shows the redaction marker:'
+SELECT data FROM es.es_read_stream('customer-c-ann');

@@ -27,6 +27,16 @@
 -- es_append_condition) instead of redeeming the code twice.  Cancelling an
 -- order gives its coupon back.
 --
+-- Personal data (crypto-shredding): a customer's name and email are
+-- declared personal when orders.register_customer appends CustomerRegistered
+-- to the stream "customer-<customer id>", with the customer id as the data
+-- subject (an opaque id: it says nothing about the person).  They are stored
+-- encrypted with the customer's key (pgcrypto), read in clear by roles
+-- allowed to (es_pii_reader; the superuser here), and
+-- orders.forget_customer (es_forget_subject) destroys the key: every read
+-- then shows {"$es_redacted": "subject forgotten", ...} in their place,
+-- while the orders, which hold no personal data, stay as they were.
+--
 -- Streams are named "order-<order id>" (category "order").  Events:
 --   OrderCreated   {"order_id", "customer_id"}
 --   ItemAdded      {"sku", "qty", "price"}
@@ -45,6 +55,7 @@
 --                                           (constraint es_append_condition) the
 --                                           coupon was redeemed meanwhile (retry)
 
+CREATE EXTENSION IF NOT EXISTS pgcrypto;	-- the cipher of personal data
 CREATE SCHEMA orders;
 COMMENT ON SCHEMA orders IS 'es_ext worked example: order management';
 
@@ -434,6 +445,35 @@ SELECT es.es_create_async_projection('customer_stats', batch_size => 500,
 									 categories => '{order}',
 									 event_types => '{OrderCreated,OrderConfirmed,OrderCancelled}');
 COMMIT;
+
+/*
+ * Customers: CustomerRegistered {"customer_id", "name", "email", "country"}
+ * in stream "customer-<customer id>"; name and email are personal, with the
+ * customer id as the data subject.
+ */
+CREATE FUNCTION orders.register_customer(customer_id text, name text, email text,
+										 country text) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF customer_id IS NULL OR customer_id = '' THEN
+		RAISE EXCEPTION 'customer id is required' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	RETURN (es.es_append('customer-' || customer_id, 0, jsonb_build_array(jsonb_build_object(
+		'type', 'CustomerRegistered',
+		'data', jsonb_build_object('customer_id', customer_id, 'name', name,
+								   'email', email, 'country', country),
+		'personal', jsonb_build_object('subject', customer_id,
+									   'fields', jsonb_build_array('name', 'email')))))).version;
+END
+$$;
+
+/* The right to be forgotten: the customer's key is destroyed. */
+CREATE FUNCTION orders.forget_customer(customer_id text) RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+RETURN es.es_forget_subject(customer_id);
 
 /* The consistency token of this session's last command (NULL before the first). */
 CREATE FUNCTION orders.last_token() RETURNS es.log_cursor

@@ -126,6 +126,25 @@ SELECT orders.apply_coupon('o-6', 'SPRING', expected_version => 1) AS v;
 SELECT stream_id, version, event_type FROM es.events
  WHERE stream_id IN ('order-o-5', 'order-o-6', 'order-o-7') ORDER BY global_position;
 
+-- personal data: a customer's name and email are stored encrypted with the
+-- customer's key (the stored row holds markers), read in clear by a role
+-- allowed to decrypt (here the superuser)
+SELECT orders.register_customer('c-1', 'Ada Lovelace', 'ada@example.org', 'GB') AS v;
+SELECT data -> 'name' ? '$es_encrypted' AS name_encrypted, data ->> 'country' AS country,
+       metadata -> '$es_personal' AS declared
+  FROM es.events WHERE stream_id = 'customer-c-1';
+SELECT data FROM es.es_read_stream('customer-c-1');
+-- the customer asks to be forgotten: the key is destroyed, no event is
+-- rewritten, every read shows the redaction marker; the orders are intact
+SELECT orders.forget_customer('c-1') AS key_destroyed;
+SELECT data FROM es.es_read_stream('customer-c-1');
+SELECT key IS NULL AS key_gone, forgotten_at IS NOT NULL AS forgotten FROM es.subject_keys WHERE subject = 'c-1';
+SELECT count(*) AS orders_of_c1 FROM orders.order_summary WHERE customer_id = 'c-1';
+-- no personal data of the forgotten subject can be stored again (55000)
+SELECT try($$SELECT es.es_append('customer-c-1', 1, jsonb_build_array(jsonb_build_object(
+	'type', 'EmailChanged', 'data', jsonb_build_object('email', 'ada@example.net'),
+	'personal', jsonb_build_object('subject', 'c-1', 'fields', jsonb_build_array('email')))))$$);
+
 SELECT es.es_drop_projection('customer_stats');
 DROP TRIGGER order_summary ON es.events;
 DROP SCHEMA orders CASCADE;

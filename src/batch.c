@@ -9,7 +9,8 @@
  * string "type" (at most ES_MAX_NAME_BYTES), a "data" member, an optional
  * object "metadata" (whose correlation and causation ids, when present, are
  * strings), an optional array "tags" of distinct non-empty strings (at most
- * ES_MAX_EVENT_TAGS, see EsJsonStringArray), an optional uuid string "id"
+ * ES_MAX_EVENT_TAGS, see EsJsonStringArray), an optional "personal"
+ * declaration (crypto.c: EsParsePersonal), an optional uuid string "id"
  * and an optional positive integer "schema_version", within
  * es.max_event_size.  Ids must be unique in the
  * batch; missing ids are generated (time-ordered, version 7: see
@@ -366,6 +367,7 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 				ev->metadata = JsonbValueToJsonb(&v);
 				check_metadata_id(ev->metadata, "correlation_id");
 				check_metadata_id(ev->metadata, "causation_id");
+				EsCheckReservedMetadata(ev->metadata);
 			}
 			else
 				ereport(ERROR,
@@ -373,6 +375,8 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 						 errmsg("event \"metadata\" must be a JSON object"),
 						 errdetail("Got a JSON %s.", EsJsonbTypeName(&v))));
 		}
+		else if (keylen == 8 && memcmp(key, "personal", 8) == 0)
+			EsParsePersonal(&v, ev);	/* crypto.c */
 		else if (keylen == 4 && memcmp(key, "tags", 4) == 0)
 			ev->tags = EsJsonStringArray(&v, "event \"tags\"", ES_MAX_EVENT_TAGS);
 		else if (keylen == 2 && memcmp(key, "id", 2) == 0)
@@ -399,19 +403,21 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown key \"%.*s\" in event", keylen, key),
-					 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"tags\", \"id\" and \"schema_version\".")));
+					 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"tags\", \"personal\", \"id\" and \"schema_version\".")));
 	}
 
 	if (!have_type)
 		ereport(ERROR,
 				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
 				 errmsg("event has no \"type\""),
-				 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"tags\", \"id\" and \"schema_version\".")));
+				 errhint("An event is an object with the keys \"type\", \"data\", and optionally \"metadata\", \"tags\", \"personal\", \"id\" and \"schema_version\".")));
 	if (!have_data)
 		ereport(ERROR,
 				(errcode(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND),
 				 errmsg("event has no \"data\""),
 				 errhint("Use \"data\": {} for an event without a payload.")));
+	if (ev->personal != NULL)
+		EsCheckPersonal(ev);
 }
 
 static int

@@ -130,6 +130,16 @@ extern int	es_max_batch_events;
 extern int	es_max_batch_size;
 extern int	es_max_event_size;
 
+/* crypto.c: an event's "personal" declaration (crypto-shredding) */
+#define ES_MAX_PERSONAL_FIELDS	64	/* fields per declaration */
+
+typedef struct EsPersonal
+{
+	char	   *subject;		/* the data subject's opaque id */
+	int			nfields;
+	char	  **fields;			/* keys of data, or dotted paths into it */
+} EsPersonal;
+
 /* batch.c: the JSON batch of es_append, parsed and validated */
 typedef struct EsEvent
 {
@@ -140,11 +150,29 @@ typedef struct EsEvent
 	Jsonb	   *data;
 	Jsonb	   *metadata;		/* NULL when absent or JSON null */
 	ArrayType  *tags;			/* text[], NULL when absent, null or [] */
+	EsPersonal *personal;		/* NULL unless declared */
 } EsEvent;
 
 extern EsEvent *EsParseBatch(Jsonb *batch, int *count, bool *with_ids);
 extern const char *EsJsonbTypeName(JsonbValue *v);
 extern ArrayType *EsJsonStringArray(JsonbValue *v, const char *what, int max_items);
+
+/* crypto.c: personal fields encrypted at append, decrypted on read */
+typedef struct EsDecryptor EsDecryptor;
+
+extern void EsParsePersonal(JsonbValue *v, EsEvent *ev);
+extern void EsCheckPersonal(EsEvent *ev);
+extern void EsCheckReservedMetadata(Jsonb *metadata);
+extern void EsEncryptEvents(EsEvent *events, int n);
+extern const char *EsPersonalStoredDiffers(const EsEvent *ev, Jsonb *stored_data,
+										   Jsonb *stored_metadata);
+extern EsDecryptor *EsDecryptorBegin(Oid role);
+extern bool EsDecryptorAllowed(const EsDecryptor *d);
+extern bool EsHasPersonal(Datum metadata, bool isnull);
+extern Jsonb *EsDecryptData(EsDecryptor *d, Jsonb *data);
+struct EsEventAttrs;
+extern HeapTuple EsDecryptTuple(HeapTuple tuple, TupleDesc desc,
+								const struct EsEventAttrs *attrs, Oid role);
 
 /*
  * Consistency across streams (issue 17): tags, queries (query.c) and
@@ -491,6 +519,7 @@ extern bool EsUpcastEvent(EsUpcaster *u, EsEventView *ev);
 extern HeapTuple EsUpcastEventTuple(EsUpcaster *u, HeapTuple tuple, TupleDesc desc,
 									const EsEventAttrs *attrs);
 extern HeapTuple EsUpcastRow(EsUpcaster *u, HeapTuple tuple, TupleDesc desc);
+extern bool EsUpcasterSawPersonal(EsUpcaster *u);
 extern void EsUpcastRegistryHash(EsHash *hash);
 
 /* fold.c: the fold itself */
@@ -511,6 +540,7 @@ typedef struct EsFoldResult
 	int64		version;		/* version the state is at (0: no event) */
 	int64		snapshot_version;	/* snapshot started from, 0 if none */
 	int64		applied;		/* events passed to the reducer */
+	bool		personal;		/* decrypted personal fields (crypto.c) */
 } EsFoldResult;
 
 extern void EsFold(const EsFoldRequest *req, EsFoldResult *res);

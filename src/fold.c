@@ -325,7 +325,9 @@ EsFold(const EsFoldRequest *req, EsFoldResult *res)
 		check_not_removed(req->stream);
 
 	/* 5. an automatic snapshot */
-	if (req->auto_snapshot && es_snapshot_every > 0 &&
+	/* (not of a state folded from personal data: see crypto.c) */
+	res->personal = EsUpcasterSawPersonal(upcaster);
+	if (req->auto_snapshot && es_snapshot_every > 0 && !res->personal &&
 		res->applied >= es_snapshot_every && EsSnapshotAutoSaveAllowed(&key))
 		EsSnapshotWrite(&key, res->version, state, true);
 
@@ -500,6 +502,13 @@ es_snapshot_save(PG_FUNCTION_ARGS)
 				 errmsg("stream \"%s\" has no version " INT64_FORMAT,
 						text_to_cstring(req.stream), req.up_to_version),
 				 errdetail("Its last version is " INT64_FORMAT ".", res.version)));
+
+	if (res.personal)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot save a snapshot of stream \"%s\": its events hold personal data",
+						text_to_cstring(req.stream)),
+				 errdetail("A stored state would keep personal fields after es_forget_subject destroys their key.")));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

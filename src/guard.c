@@ -244,6 +244,13 @@ es_guard(PG_FUNCTION_ARGS)
 				 errdetail("This table is written only by the functions of asynchronous projections: a checkpoint is moved only with the read model it describes."),
 				 errhint("Call es.es_create_async_projection(), es.es_projection_pause(), es.es_projection_reset() or es.es_drop_projection().")));
 
+	if (strcmp(RelationGetRelationName(rel), "subject_keys") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
+				 errmsg("cannot %s table %s directly", command_name(event), relname),
+				 errdetail("This table is written only by es_append, which makes a data subject's key, and es_forget_subject, which destroys it."),
+				 errhint("Call es.es_forget_subject(subject).")));
+
 	if (strcmp(RelationGetRelationName(rel), "user_objects") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),

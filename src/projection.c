@@ -272,6 +272,14 @@ es_project(PG_FUNCTION_ARGS)
 		/* handlers usually return void (a null Datum): ignore the result */
 		InitFunctionCallInfoData(*hcinfo, &d->handlers[i], 1, InvalidOid, NULL, NULL);
 		hcinfo->args[0].value = row;
+		{
+			/* personal fields in clear when the handler's owner may decrypt */
+			HeapTuple	clear = EsDecryptTuple(trigdata->tg_trigtuple, desc, &attrs,
+											   d->owners[i]);
+
+			if (clear != trigdata->tg_trigtuple)
+				hcinfo->args[0].value = heap_copy_tuple_as_datum(clear, desc);
+		}
 		hcinfo->args[0].isnull = false;
 		EsRunAsBegin(&runas, d->owners[i]);
 		(void) FunctionCallInvoke(hcinfo);

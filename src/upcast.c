@@ -118,6 +118,8 @@ struct EsUpcaster
 	int		   *nargs;			/* by step slot */
 	TupleDesc	row_desc;		/* EsUpcastRow: descriptor row_attrs is for */
 	EsEventAttrs row_attrs;
+	EsDecryptor *dec;			/* NULL: nothing to decrypt (crypto.c) */
+	bool		saw_personal;	/* an event with encrypted fields was read */
 	/* memo of the last event type looked up */
 	int			memo_len;		/* -1: empty */
 	char		memo_type[ES_MAX_NAME_BYTES];
@@ -336,19 +338,24 @@ EsUpcastRegistryHash(EsHash *hash)
 /*
  * EsUpcasterBegin
  *		Per-call upcasting state, allocated in the current memory context, or
- *		NULL when no upcaster is registered (then nothing needs upcasting).
+ *		NULL when no upcaster is registered and the reader has nothing to
+ *		decrypt (then nothing needs upcasting).  Encrypted personal fields
+ *		(crypto.c) are decrypted before upcasting, so upcasters and readers
+ *		see clear data when the current user may decrypt.
  */
 EsUpcaster *
 EsUpcasterBegin(void)
 {
 	Registry   *reg = current_registry();
+	EsDecryptor *dec = EsDecryptorBegin(GetUserId());
 	EsUpcaster *u;
 
-	if (reg->nslots == 0)
+	if (reg->nslots == 0 && dec == NULL)
 		return NULL;
 
 	u = palloc0(sizeof(EsUpcaster));
 	u->reg = reg;
+	u->dec = dec;
 	u->cxt = AllocSetContextCreate(CurrentMemoryContext, "es_ext upcaster",
 								   ALLOCSET_SMALL_SIZES);
 	u->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "es_ext upcast row",
@@ -528,17 +535,51 @@ EsUpcastEvent(EsUpcaster *u, EsEventView *ev)
 	int			idx;
 	MemoryContext oldcxt;
 
+	bool		decrypted = false;
+
 	if (u == NULL)
 		return false;
+	if (u->dec != NULL && EsHasPersonal(ev->metadata, ev->metadata_isnull) &&
+		!EsDecryptorAllowed(u->dec))
+		u->saw_personal = true;
+	else if (u->dec != NULL && EsHasPersonal(ev->metadata, ev->metadata_isnull))
+	{
+		Jsonb	   *clear;
+
+		MemoryContextReset(u->row_cxt);
+		oldcxt = MemoryContextSwitchTo(u->row_cxt);
+		clear = EsDecryptData(u->dec, DatumGetJsonbP(ev->data));
+		MemoryContextSwitchTo(oldcxt);
+		u->saw_personal = true;
+		if (clear != NULL)
+		{
+			ev->data = JsonbPGetDatum(clear);
+			decrypted = true;
+		}
+	}
+	if (u->reg->nslots == 0)
+		return decrypted;
 	entry = find_steps(u, ev->event_type, ev->schema_version, &idx);
 	if (entry == NULL)
-		return false;
+		return decrypted;
 
-	MemoryContextReset(u->row_cxt);
+	if (!decrypted)
+		MemoryContextReset(u->row_cxt);
 	oldcxt = MemoryContextSwitchTo(u->row_cxt);
 	upcast_apply(u, ev, entry, idx);
 	MemoryContextSwitchTo(oldcxt);
 	return true;
+}
+
+/*
+ * EsUpcasterSawPersonal
+ *		Did u decrypt an event with personal fields?  (A fold that did writes
+ *		no snapshot: its state may hold them in clear.)
+ */
+bool
+EsUpcasterSawPersonal(EsUpcaster *u)
+{
+	return u != NULL && u->saw_personal;
 }
 
 /*
@@ -563,16 +604,33 @@ EsUpcastEventTuple(EsUpcaster *u, HeapTuple tuple, TupleDesc desc,
 	EsEventView ev;
 	HeapTuple	result;
 
+	bool		personal = false;
+
 	if (u == NULL)
 		return tuple;
-	type = heap_getattr(tuple, attrs->event_type, desc, &isnull);
-	if (isnull)
-		return tuple;
-	sv = DatumGetInt32(heap_getattr(tuple, attrs->schema_version, desc, &isnull));
-	if (isnull)
-		return tuple;
-	entry = find_steps(u, type, sv, &idx);
-	if (entry == NULL)
+	if (u->dec != NULL)
+	{
+		Datum		m = heap_getattr(tuple, attrs->metadata, desc, &isnull);
+
+		personal = EsHasPersonal(m, isnull);
+		if (personal)
+			u->saw_personal = true;
+		/* a reader that may not decrypt gets the stored row */
+		if (!EsDecryptorAllowed(u->dec))
+			personal = false;
+	}
+	entry = NULL;
+	if (u->reg->nslots > 0)
+	{
+		type = heap_getattr(tuple, attrs->event_type, desc, &isnull);
+		if (isnull)
+			return tuple;
+		sv = DatumGetInt32(heap_getattr(tuple, attrs->schema_version, desc, &isnull));
+		if (isnull)
+			return tuple;
+		entry = find_steps(u, type, sv, &idx);
+	}
+	if (entry == NULL && !personal)
 		return tuple;
 
 	MemoryContextReset(u->row_cxt);
@@ -581,7 +639,16 @@ EsUpcastEventTuple(EsUpcaster *u, HeapTuple tuple, TupleDesc desc,
 	nulls = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(tuple, desc, values, nulls);
 	EsEventViewFromValues(&ev, attrs, values, nulls);
-	upcast_apply(u, &ev, entry, idx);
+	if (personal)
+	{
+		Jsonb	   *clear = EsDecryptData(u->dec, DatumGetJsonbP(ev.data));
+
+		u->saw_personal = true;
+		if (clear != NULL)
+			ev.data = JsonbPGetDatum(clear);
+	}
+	if (entry != NULL)
+		upcast_apply(u, &ev, entry, idx);
 	values[attrs->data - 1] = ev.data;
 	nulls[attrs->data - 1] = false;
 	values[attrs->schema_version - 1] = Int32GetDatum(ev.schema_version);

@@ -54,6 +54,8 @@ restart_after_crash = on
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION es_ext');
+# personal fields (crypto-shredding) need pgcrypto
+$node->safe_psql('postgres', 'CREATE EXTENSION pgcrypto');
 my $has_fold = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_fold(text,regprocedure,jsonb,bigint,timestamptz)') IS NOT NULL") eq 't';
 my $has_outbox = $node->safe_psql('postgres',
@@ -149,6 +151,10 @@ my %documented = (
 	trigger => [qw(39P01 0A000)],
 	# the outbox (sql/es_ext--0.1.0.sql, the RAISEs of each function)
 	es_outbox_route => [qw(22023 54000)],
+	# crypto-shredding: a NULL, empty or too long subject; 25006 on a
+	# standby; es_decrypt: a marker that does not authenticate (XX001)
+	es_forget_subject => [qw(22004 22023 54000 25006)],
+	es_decrypt => [qw(XX001)],
 	es_outbox_unroute => [],
 	es_outbox_create_group => [qw(22004 22023 54000 42710)],
 	es_outbox_drop_group => [qw(22004 42704)],
@@ -687,9 +693,16 @@ sub j_event
 		$e{schema_version} = pick(1, 2, 3, 2147483647, 1.0) if rand() < 0.2;
 		$e{data} = j_value() if rand() < 0.3;
 		$e{tags} = j_tags() if rand() < 0.4;
+		if (rand() < 0.15)
+		{
+			# personal fields of a subject from a small pool (some forgotten)
+			$e{data} = { k => int(rand(100)), email => j_value(), a => { b => 'x' } };
+			$e{personal} = { subject => pick('fzs-1', 'fzs-2', 'fzs-3', "s\x{e9}"),
+							 fields => pick([ 'email' ], [ 'email', 'a.b' ], [ 'a' ], [ 'k', 'a.b' ]) };
+		}
 		return \%e;
 	}
-	my $m = int(rand(22));
+	my $m = int(rand(24));
 	if ($m == 0) { delete $e{type}; }
 	elsif ($m == 1) { delete $e{data}; }
 	elsif ($m == 2) { $e{type} = pick(1, undef, [], {}, JSON::PP::true, '', 'x' x 1025, "\x{e9}" x 513); }
@@ -720,6 +733,15 @@ sub j_event
 	elsif ($m == 18) { $e{tags} = [ pick(1, undef, [], {}, JSON::PP::false, '', 'fz:a') , pick(1, undef, '', [ 'fz:a' ]) ]; }
 	elsif ($m == 19) { $e{tags} = pick([ 'fz:a', 'fz:a' ], [ 't' x 1025 ], [ "\x{e9}" x 513 ], [ 't' x 1024 ], [ "\x{e9}" x 512 ]); }
 	elsif ($m == 20) { $e{tags} = [ map { "fz:$_" } 1 .. pick(32, 33, 100) ]; }
+	elsif ($m == 21)
+	{
+		# bad personal declarations: shape, subject, fields, a missing field
+		$e{personal} = pick(1, 'x', [], {}, { subject => 's' }, { subject => 's', fields => [ 'k' ], x => 1 },
+			{ subject => pick(1, undef, '', 's' x 1025, []), fields => [ 'k' ] },
+			{ subject => 's', fields => pick(undef, [], 'k', [1], [''], [ 'k', 'k' ], [ 'nope' ], [ 'k.x' ],
+											 [ 'a..b' ], [ '.k' ], [ map { "f$_" } 1 .. 65 ]) });
+	}
+	elsif ($m == 22) { $e{metadata} = { '$es_personal' => pick(1, {}, 'x') }; }
 	else { $e{type} = 'A' x 1024; }
 	return \%e;
 }
@@ -980,8 +1002,13 @@ my $append_check = q{
 			-- events, whatever the retry carries; otherwise they are the batch
 			OR (NOT t.retry
 				AND (e.event_type IS DISTINCT FROM x.ev->>'type'
-					 OR e.data IS DISTINCT FROM x.ev->'data'
-					 OR e.metadata IS DISTINCT FROM NULLIF(x.ev->'metadata', 'null')
+					 -- personal fields are stored encrypted, the metadata flagged
+					 OR (jsonb_typeof(x.ev->'personal') IS DISTINCT FROM 'object'
+						 AND (e.data IS DISTINCT FROM x.ev->'data'
+							  OR e.metadata IS DISTINCT FROM NULLIF(x.ev->'metadata', 'null')))
+					 OR (jsonb_typeof(x.ev->'personal') = 'object'
+						 AND (e.metadata->'$es_personal'->>'subject' IS DISTINCT FROM x.ev->'personal'->>'subject'
+							  OR e.data::text LIKE '%"$es_encrypted"%' IS NOT TRUE))
 					 OR e.schema_version <> COALESCE((x.ev->>'schema_version')::numeric, 1)
 					 OR e.tags IS DISTINCT FROM
 						CASE WHEN jsonb_typeof(x.ev->'tags') = 'array' AND jsonb_array_length(x.ev->'tags') > 0
@@ -1456,6 +1483,33 @@ if ($has_fold)
 		}
 	];
 }
+
+# crypto-shredding: forget subjects of the pool es_append uses; decrypt
+# stored, altered and made-up data
+$gen{es_forget_subject} = [
+	2,
+	sub {
+		add_case('es_forget_subject', 'es_forget_subject', [qw(text)],
+			[ pick(g_name(), "'fzs-1'", "'fzs-2'", "'fzs-9'") ],
+			'SELECT es.es_forget_subject($1[1]::text)::text',
+			q{SELECT EXISTS (SELECT FROM es.subject_keys WHERE subject = $1[1] AND key IS NULL)});
+	}
+];
+$gen{es_decrypt} = [
+	3,
+	sub {
+		my $stored = q{(SELECT data FROM es.events WHERE metadata ? '$es_personal' ORDER BY random() LIMIT 1)};
+		add_case('es_decrypt', 'es_decrypt', [qw(jsonb)],
+			[ pick('NULL', jlit(j_value()), $stored,
+				"jsonb_set($stored, '{email,subject}', '\"fzs-3\"', false)",
+				"jsonb_set($stored, '{email,\$es_encrypted}', '\"AAAA\"', false)",
+				"jsonb_set($stored, '{email,\$es_encrypted}', to_jsonb(repeat('A', 200)), false)",
+				q{'{"x": {"$es_encrypted": "not base64!", "subject": "fzs-1"}}'},
+				q{'{"x": {"$es_encrypted": "AQ==", "subject": "nobody"}}'},
+				q{'[{"$es_encrypted": 1, "subject": 2}]'}) ],
+			'SELECT es.es_decrypt($1[1]::jsonb)::text', undef);
+	}
+];
 
 if ($has_checkpoints)
 {

@@ -446,6 +446,8 @@ my %readers = (
 	  q{SELECT count(*) FROM es.es_stats_counters('database')},
 	'es.es_stats_reset()' => q{SELECT es.es_stats_reset()},
 	'es.es_checkpoint(text)' => q{SELECT es.es_checkpoint('hs-sub')},
+	# decrypts with the keys replicated from the primary (SELECT only)
+	'es.es_decrypt(jsonb)' => q{SELECT es.es_decrypt('{"a": 1}')},
 	'es.es_cursor_lag(es.log_cursor)' => q{SELECT * FROM es.es_cursor_lag(NULL)},
 	'es.es_read_model_check(name)' => q{SELECT * FROM es.es_read_model_check('hs_read')},
 	# read-your-writes waits poll on a standby; a timeout of 0 checks once
@@ -504,6 +506,8 @@ my %writers = (
 	# tenancy: policies are DDL
 	'es.es_enable_tenancy(boolean)' => q{SELECT * FROM es.es_enable_tenancy()},
 	'es.es_disable_tenancy()' => q{SELECT * FROM es.es_disable_tenancy()},
+	# crypto-shredding: destroys a key
+	'es.es_forget_subject(text)' => q{SELECT es.es_forget_subject('hs-subject')},
 	# asynchronous projections
 	'es.es_create_async_projection(name,integer,text[],text[],text,integer,boolean)' =>
 	  q{SELECT es.es_create_async_projection('balances')},
@@ -536,6 +540,7 @@ my %writers = (
 my %internal = map { $_ => 1 } (
 	'es.es_guard()', 'es.es_project()',
 	'es.es_outbox_routes_changed()', 'es.es_upcasters_changed()',
+	'es.es_subject_keys_changed()',
 	'es.es_upcasters_stamp()', 'es.es_restored()',
 	'es.es_user_objects_pending()',
 	'es.es_fold_agg_step(internal,regprocedure,jsonb,es.events)',
@@ -682,6 +687,25 @@ is( $standby->safe_psql(
 		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('es_ext projection worker', 'es_ext notify launcher')}),
 	'0',
 	'no es_ext launcher or projection worker runs on the standby, which has an asynchronous projection');
+
+# crypto-shredding: personal fields appended on the primary read in clear on
+# the standby (the keys replicate with es.subject_keys); after a forget on
+# the primary, the standby reads the redaction marker
+$primary->safe_psql(
+	'postgres', q{
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+SELECT es.es_append('hscust-1', NULL, '[{"type": "Registered", "data": {"email": "ann@example.org"},
+	"personal": {"subject": "hs-ann", "fields": ["email"]}}]');
+});
+$primary->wait_for_catchup($standby);
+is( $standby->safe_psql(
+		'postgres', q{SELECT data ->> 'email' FROM es.es_read_stream('hscust-1')}),
+	'ann@example.org', 'the standby decrypts personal fields');
+$primary->safe_psql('postgres', q{SELECT es.es_forget_subject('hs-ann')});
+$primary->wait_for_catchup($standby);
+is( $standby->safe_psql(
+		'postgres', q{SELECT data -> 'email' ->> '$es_redacted' FROM es.es_read_stream('hscust-1')}),
+	'subject forgotten', 'after a forget on the primary, the standby reads the redaction marker');
 
 $standby->stop;
 $primary->stop;
