@@ -211,10 +211,15 @@ DELETE FROM es.events WHERE stream_id = 'ca-ret' AND version = 6;
 RESET session_replication_role;
 SELECT try($$SELECT es.es_append('ca-ret', 6, '[{"type": "D", "data": 7}]')$$);
 SELECT stream_id, version, regexp_replace(problem, '[0-9a-f]{64}', 'H', 'g') AS problem FROM chain_ref.problems('ca-ret');
+-- remove the damaged stream: the store must verify for the tests after this one
+SET session_replication_role = replica;
+DELETE FROM es.events WHERE stream_id = 'ca-ret';
+DELETE FROM es.streams WHERE stream_id = 'ca-ret';
+RESET session_replication_role;
 
--- every chain of this file verifies (but ca-ret's); then the reference verifier catches
+-- every chain of this file verifies; then the reference verifier catches
 -- an edit, a deletion, an insertion, a reordering and a removed hash
-SELECT * FROM chain_ref.problems('ca-%') WHERE stream_id <> 'ca-ret';
+SELECT * FROM chain_ref.problems('ca-%');
 BEGIN;
 SET LOCAL session_replication_role = replica;
 UPDATE es.events SET data = '{"x": 1.00}' WHERE stream_id = 'ca-1' AND version = 2;
@@ -225,6 +230,6 @@ UPDATE es.events SET version = -version WHERE stream_id = 'ca-sp' AND version IN
 UPDATE es.events SET version = 5 + version WHERE stream_id = 'ca-sp' AND version IN (-2, -3);
 INSERT INTO es.events (stream_id, version, event_id, event_type, data, recorded_at, era, tx_id, hash)
   SELECT 'ca-ab', 2, gen_random_uuid(), 'Forged', '{}', now(), 0, '1', hash FROM es.events WHERE stream_id = 'ca-ab' AND version = 1;
-SELECT stream_id, version, regexp_replace(problem, '[0-9a-f]{64}', 'H', 'g') AS problem FROM chain_ref.problems('ca-%') WHERE stream_id <> 'ca-ret';
+SELECT stream_id, version, regexp_replace(problem, '[0-9a-f]{64}', 'H', 'g') AS problem FROM chain_ref.problems('ca-%');
 ROLLBACK;
 DROP SCHEMA chain_ref CASCADE;
