@@ -52,6 +52,11 @@ RETURN pg_catalog.sha256(
 	                            FROM pg_catalog.unnest(e.tags) WITH ORDINALITY AS t(tag, n)), ''::bytea) END
 	|| chain_ref.field(pg_catalog.timestamptz_send(e.recorded_at)));
 
+-- every stored event: the log and the archive of archived streams
+CREATE OR REPLACE FUNCTION chain_ref.all_events() RETURNS SETOF es.events
+LANGUAGE sql STABLE
+AS $$SELECT * FROM es.events UNION ALL SELECT * FROM es.archived_events$$;
+
 CREATE OR REPLACE FUNCTION chain_ref.problems(streams text DEFAULT '%')
 RETURNS TABLE (stream_id text, version bigint, problem text)
 LANGUAGE sql STABLE
@@ -61,7 +66,7 @@ BEGIN ATOMIC
 		       pg_catalog.lag(e.hash) OVER w AS prev_hash,
 		       pg_catalog.lag(e.version) OVER w AS prev_version
 		  FROM es.streams AS s
-		  JOIN es.events AS e ON e.stream_id = s.stream_id AND e.version >= s.first_version
+		  JOIN chain_ref.all_events() AS e ON e.stream_id = s.stream_id AND e.version >= s.first_version
 		 WHERE s.stream_id LIKE streams
 		WINDOW w AS (PARTITION BY s.stream_id ORDER BY e.version)
 	)
@@ -81,14 +86,14 @@ BEGIN ATOMIC
 	SELECT s.stream_id, s.version, 'stream row says version ' || s.version || ', stored events '
 	       || COALESCE(pg_catalog.min(e.version)::text, 'none') || '..' || COALESCE(pg_catalog.max(e.version)::text, 'none')
 	  FROM es.streams AS s
-	  LEFT JOIN es.events AS e ON e.stream_id = s.stream_id AND e.version >= s.first_version
+	  LEFT JOIN chain_ref.all_events() AS e ON e.stream_id = s.stream_id AND e.version >= s.first_version
 	 WHERE s.stream_id LIKE streams
 	 GROUP BY s.stream_id, s.version, s.first_version
 	HAVING (s.version >= s.first_version AND pg_catalog.min(e.version) IS DISTINCT FROM s.first_version)
 	    OR pg_catalog.max(e.version) IS DISTINCT FROM CASE WHEN s.version >= s.first_version THEN s.version END
 	UNION ALL
 	SELECT e.stream_id, e.version, 'event of no stream row'
-	  FROM es.events AS e
+	  FROM chain_ref.all_events() AS e
 	 WHERE e.stream_id LIKE streams
 	   AND NOT EXISTS (SELECT 1 FROM es.streams AS s WHERE s.stream_id = e.stream_id)
 	ORDER BY 1, 2;
