@@ -5,8 +5,8 @@
 -- hash, a retained stream's events) is caught.  Runs last: it restores what
 -- it tampers with, and the whole store verifies at the end.
 --
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
 
 SELECT (es.es_append('lv-erase-1', 0, '[{"type": "A", "data": {"i": 1}}, {"type": "B", "data": {"i": 2}}]')).version;
 SELECT (es.es_append('lv-ret-1', 0, (SELECT jsonb_agg(jsonb_build_object('type', 'T', 'data', jsonb_build_object('i', i)) ORDER BY i)
