@@ -227,3 +227,23 @@ DROP TABLE cry_model, cry_model_plain, cry_async;
 DROP FUNCTION cry_on_event_plain(es.events);
 DROP OWNED BY regress_cry_writer, regress_cry_reader, regress_cry_pii, regress_cry_dpo, regress_cry_consumer;
 DROP ROLE regress_cry_writer, regress_cry_reader, regress_cry_pii, regress_cry_dpo, regress_cry_consumer;
+
+-- 7. an idempotent retry of an append with personal fields returns the
+-- original result; a retry whose declaration or other fields differ is 42710
+-- (the personal values themselves are not compared: that would let a writer
+-- test guesses of stored personal data)
+SELECT version FROM es.es_append('cry-r', NULL, '[{"id": "0190b7a4-0000-7000-8000-000000000001", "type": "Registered",
+	"data": {"email": "r@example.org", "city": "Oslo"}, "metadata": {"correlation_id": "r"},
+	"personal": {"subject": "s-r", "fields": ["email"]}}]');
+SELECT version FROM es.es_append('cry-r', NULL, '[{"id": "0190b7a4-0000-7000-8000-000000000001", "type": "Registered",
+	"data": {"email": "r@example.org", "city": "Oslo"}, "metadata": {"correlation_id": "r"},
+	"personal": {"subject": "s-r", "fields": ["email"]}}]') AS retried;
+SELECT count(*) AS events FROM es.events WHERE stream_id = 'cry-r';
+SELECT try($$SELECT es.es_append('cry-r', NULL, '[{"id": "0190b7a4-0000-7000-8000-000000000001", "type": "Registered",
+	"data": {"email": "r@example.org", "city": "Bergen"}, "metadata": {"correlation_id": "r"},
+	"personal": {"subject": "s-r", "fields": ["email"]}}]')$$);
+SELECT try($$SELECT es.es_append('cry-r', NULL, '[{"id": "0190b7a4-0000-7000-8000-000000000001", "type": "Registered",
+	"data": {"email": "r@example.org", "city": "Oslo"}, "metadata": {"correlation_id": "r"},
+	"personal": {"subject": "s-other", "fields": ["email"]}}]')$$);
+SELECT try($$SELECT es.es_append('cry-r', NULL, '[{"id": "0190b7a4-0000-7000-8000-000000000001", "type": "Registered",
+	"data": {"email": "r@example.org", "city": "Oslo"}, "metadata": {"correlation_id": "r"}}]')$$);

@@ -487,14 +487,31 @@ stored_event_differs(const EsEvent *ev, HeapTuple tup, TupleDesc desc)
 	d = SPI_getbinval(tup, desc, 5, &isnull);
 	if (isnull || DatumGetInt32(d) != ev->schema_version)
 		return "schema_version";
-	d = SPI_getbinval(tup, desc, 6, &isnull);
-	if (isnull || !jsonb_equal(ev->data, d))
-		return "data";
-	d = SPI_getbinval(tup, desc, 7, &isnull);
-	if (isnull != (ev->metadata == NULL))
-		return "metadata";
-	if (!isnull && !jsonb_equal(ev->metadata, d))
-		return "metadata";
+	if (ev->personal != NULL)
+	{
+		/* stored encrypted: compared without the personal fields (crypto.c) */
+		bool		mnull;
+		Datum		m = SPI_getbinval(tup, desc, 7, &mnull);
+		const char *what;
+
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		if (isnull)
+			return "data";
+		what = EsPersonalStoredDiffers(ev, DatumGetJsonbP(d), mnull ? NULL : DatumGetJsonbP(m));
+		if (what != NULL)
+			return what;
+	}
+	else
+	{
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		if (isnull || !jsonb_equal(ev->data, d))
+			return "data";
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		if (isnull != (ev->metadata == NULL))
+			return "metadata";
+		if (!isnull && !jsonb_equal(ev->metadata, d))
+			return "metadata";
+	}
 	d = SPI_getbinval(tup, desc, 10, &isnull);
 	if (isnull != (ev->tags == NULL))
 		return "tags";
