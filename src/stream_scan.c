@@ -243,11 +243,12 @@ EsStreamScanBegin(EsStreamScan *ss, TupleDesc evdesc, text *stream,
 }
 
 /*
- * switch_to_archived
- *		es.events had no row: close its scan and read es.archived_events.
+ * close_scan
+ *		Release the direct index scan or the cursor of ss (the locks stay
+ *		until the end of the transaction).
  */
 static void
-switch_to_archived(EsStreamScan *ss)
+close_scan(EsStreamScan *ss)
 {
 	if (ss->direct)
 	{
@@ -256,15 +257,26 @@ switch_to_archived(EsStreamScan *ss)
 		UnregisterSnapshot(ss->snapshot);
 		index_close(ss->index, NoLock);
 		table_close(ss->heap, NoLock);
-		ss->direct = false;
-		ss->heap = NULL;
 	}
-	else
+	else if (ss->portal != NULL)
 	{
 		if (ss->tuptable != NULL)
 			SPI_freetuptable(ss->tuptable);
 		SPI_cursor_close(ss->portal);
 	}
+}
+
+/*
+ * switch_to_archived
+ *		es.events had no row: close its scan and read es.archived_events.
+ */
+static void
+switch_to_archived(EsStreamScan *ss)
+{
+	close_scan(ss);
+	ss->direct = false;
+	ss->heap = NULL;
+	ss->portal = NULL;
 	ss->tuptable = NULL;
 	ss->ntuples = 0;
 	ss->next = 0;
@@ -444,18 +456,5 @@ EsStreamScanRow(EsStreamScan *ss)
 void
 EsStreamScanEnd(EsStreamScan *ss)
 {
-	if (ss->direct)
-	{
-		ExecDropSingleTupleTableSlot(ss->slot);
-		index_endscan(ss->scan);
-		UnregisterSnapshot(ss->snapshot);
-		index_close(ss->index, NoLock);
-		table_close(ss->heap, NoLock);
-	}
-	else if (ss->portal != NULL)
-	{
-		if (ss->tuptable != NULL)
-			SPI_freetuptable(ss->tuptable);
-		SPI_cursor_close(ss->portal);
-	}
+	close_scan(ss);
 }
