@@ -319,6 +319,14 @@ static EsPlan replay_head_plan = {
  *		The user trigger named tgname on es.events (rel), which must be an
  *		AFTER INSERT trigger and not one of es_ext's own.  It may be disabled
  *		(an asynchronous projection keeps its trigger disabled).
+ *
+ *		Returns a copy in the current memory context, never a pointer into
+ *		rel->trigdesc: any relcache invalidation of es.events (a concurrent
+ *		CREATE, DROP, ENABLE or DISABLE TRIGGER, processed when user code in
+ *		a replay takes a new lock) rebuilds the relcache entry and frees its
+ *		old trigdesc while the caller still holds the relation open; that is
+ *		why the executor copies it too (CopyTriggerDesc in
+ *		InitResultRelInfo).
  */
 Trigger *
 EsFindProjectionTrigger(Relation rel, const char *tgname)
@@ -342,7 +350,14 @@ EsFindProjectionTrigger(Relation rel, const char *tgname)
 					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 					 errmsg("trigger \"%s\" on table \"es.events\" belongs to es_ext, not to a projection",
 							tgname)));
-		return tg;
+		{
+			TriggerDesc one;
+
+			memset(&one, 0, sizeof(one));
+			one.numtriggers = 1;
+			one.triggers = tg;
+			return CopyTriggerDesc(&one)->triggers;
+		}
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
