@@ -321,6 +321,7 @@ parse_event(JsonbValue *elem, EsEvent *ev)
 						 errmsg("event \"type\" is too long"),
 						 errdetail("Event types are limited to %d bytes; this one has %d.",
 								   ES_MAX_NAME_BYTES, v.val.string.len)));
+			EsCheckUserEventType(v.val.string.val, v.val.string.len);
 			ev->type = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
 			have_type = true;
 		}
@@ -424,6 +425,23 @@ static int
 uuid_cmp_internal(const void *a, const void *b)
 {
 	return memcmp(a, b, UUID_LEN);
+}
+
+/*
+ * EsCheckUserEventType
+ *		Refuse the tombstone's event type in an event a user appends or
+ *		imports: only es_erase_stream writes it (through
+ *		EsAppendSystemEvent), so that a read model or consumer that erases
+ *		its rows on a tombstone cannot be fooled by a forged one.
+ */
+void
+EsCheckUserEventType(const char *type, int len)
+{
+	if (len == strlen(ES_TOMBSTONE_TYPE) && memcmp(type, ES_TOMBSTONE_TYPE, len) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("event type \"%s\" is reserved", ES_TOMBSTONE_TYPE),
+				 errdetail("Only es_erase_stream appends the tombstone of an erased stream.")));
 }
 
 /*

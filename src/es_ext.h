@@ -154,6 +154,7 @@ typedef struct EsEvent
 } EsEvent;
 
 extern EsEvent *EsParseBatch(Jsonb *batch, int *count, bool *with_ids);
+extern void EsCheckUserEventType(const char *type, int len);
 extern const char *EsJsonbTypeName(JsonbValue *v);
 extern ArrayType *EsJsonStringArray(JsonbValue *v, const char *what, int max_items);
 

@@ -573,7 +573,12 @@ check_row(ImportState *st, Datum *values, bool *nulls)
 #define COL(c) (st->attnums[c] - 1)
 
 	stream = check_name(values[COL(IC_STREAM_ID)], nulls[COL(IC_STREAM_ID)], "stream id", "stream_id");
-	(void) check_name(values[COL(IC_EVENT_TYPE)], nulls[COL(IC_EVENT_TYPE)], "event type", "event_type");
+	{
+		text	   *type = check_name(values[COL(IC_EVENT_TYPE)], nulls[COL(IC_EVENT_TYPE)],
+									  "event type", "event_type");
+
+		EsCheckUserEventType(VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
+	}
 
 	if (nulls[COL(IC_DATA)])
 		ereport(ERROR,

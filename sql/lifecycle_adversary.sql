@@ -1,0 +1,30 @@
+-- lifecycle_adversary: attacks on erasure from a user's side.  The
+-- tombstone's event type is reserved: a forged tombstone (appended or
+-- imported into a live stream) would make a read model or consumer that
+-- erases its rows on es.stream_erased drop a customer's data, and make a
+-- live stream look erased.  Only es_erase_stream writes it.
+
+SELECT (es.es_append('lca-1', 0, '[{"type":"a","data":{}}]')).version;
+SELECT try($$SELECT es.es_append('lca-1', NULL, '[{"type":"es.stream_erased","data":{"events":1}}]')$$);
+SELECT try($$SELECT es.es_append('lca-2', 0, '[{"type":"a","data":{}},{"type":"es.stream_erased","data":{}}]')$$);
+-- other types of the es. prefix and lookalikes stay the user's
+SELECT (es.es_append('lca-1', NULL, '[{"type":"es.stream_erased2","data":{}},{"type":"ES.STREAM_ERASED","data":{}}]')).version;
+
+-- es_import refuses it too
+CREATE TEMP TABLE lca_src (LIKE es.import_event);
+INSERT INTO lca_src (stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at)
+VALUES ('lca-3', 1, gen_random_uuid(), 'a', 1, '{}', NULL, now()),
+       ('lca-3', 2, gen_random_uuid(), 'es.stream_erased', 1, '{"events": 1}', NULL, now());
+SELECT try($$SELECT es.es_import('lca_src')$$);
+SELECT count(*) AS lca3_events FROM es.events WHERE stream_id = 'lca-3';
+
+-- the real tombstone is still written, and the chain verifies
+SELECT events FROM es.es_erase_stream('lca-1', 'adversary');
+SELECT version, event_type FROM es.events WHERE stream_id = 'lca-1' ORDER BY version;
+-- an import cannot recreate the erased stream either
+DELETE FROM lca_src;
+INSERT INTO lca_src (stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at)
+VALUES ('lca-1', 1, gen_random_uuid(), 'a', 1, '{}', NULL, now());
+SELECT try($$SELECT es.es_import('lca_src')$$);
+SELECT version, event_type FROM es.events WHERE stream_id = 'lca-1' ORDER BY version;
+SELECT count(*) AS problems FROM es.es_verify_all();
