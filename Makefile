@@ -23,7 +23,7 @@ REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected
 ISOLATION      = append_conflict append_any append_ids append_ids_more read_all_gap read_all_abort read_all_stream_order projection fold_consistent outbox_claim outbox_order outbox_notify outbox_cleanup outbox_group checkpoint_horizon async async_attack rebuild_shadow wait import_append dcb_attack dcb_import dcb_same_tag dcb_one_snapshot dcb_empty dcb_self verify_concurrent
-ISOLATION   += lifecycle_erase lifecycle_archive lifecycle_retention lifecycle_rebuild tenancy crypto chain_race projection_trigdesc
+ISOLATION   += lifecycle_erase lifecycle_archive lifecycle_retention lifecycle_rebuild tenancy crypto chain_race projection_trigdesc lifecycle_adversary
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 TAP_TESTS    = 1

@@ -28,3 +28,17 @@ VALUES ('lca-1', 1, gen_random_uuid(), 'a', 1, '{}', NULL, now());
 SELECT try($$SELECT es.es_import('lca_src')$$);
 SELECT version, event_type FROM es.events WHERE stream_id = 'lca-1' ORDER BY version;
 SELECT count(*) AS problems FROM es.es_verify_all();
+
+-- an outbox consumer holds a lease on the stream's deliveries when the
+-- stream is erased: its ack and nack find nothing (no error, nothing comes
+-- back), and the next claim gets only the tombstone
+SELECT es.es_outbox_route('lcb');
+SELECT es.es_outbox_create_group('regress_lca') IS NOT NULL AS created;
+SELECT (es.es_append('lcb-1', 0, '[{"type":"a","data":{"n":1}},{"type":"b","data":{"n":2}}]')).version;
+CREATE TEMP TABLE lca_claim AS SELECT * FROM es.es_outbox_claim('regress_lca', 10, '1 minute');
+SELECT stream_id, version FROM lca_claim ORDER BY version;
+SELECT events FROM es.es_erase_stream('lcb-1', 'erased under a lease');
+SELECT es.es_outbox_ack('regress_lca', (SELECT lease FROM lca_claim LIMIT 1), (SELECT array_agg(position) FROM lca_claim)) AS acked;
+SELECT es.es_outbox_nack('regress_lca', (SELECT lease FROM lca_claim LIMIT 1), (SELECT array_agg(position) FROM lca_claim), 'late') AS nacked;
+SELECT stream_id, version, event_type FROM es.es_outbox_claim('regress_lca', 10, '1 minute');
+SELECT count(*) AS outbox_rows_of_lcb1 FROM es.outbox WHERE aggregateid = 'lcb-1' AND type <> 'es.stream_erased';
