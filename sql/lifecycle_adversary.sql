@@ -42,3 +42,12 @@ SELECT es.es_outbox_ack('regress_lca', (SELECT lease FROM lca_claim LIMIT 1), (S
 SELECT es.es_outbox_nack('regress_lca', (SELECT lease FROM lca_claim LIMIT 1), (SELECT array_agg(position) FROM lca_claim), 'late') AS nacked;
 SELECT stream_id, version, event_type FROM es.es_outbox_claim('regress_lca', 10, '1 minute');
 SELECT count(*) AS outbox_rows_of_lcb1 FROM es.outbox WHERE aggregateid = 'lcb-1' AND type <> 'es.stream_erased';
+
+-- a retention policy whose max_age reaches before 4713 BC made every
+-- es_apply_retention fail (22008: now() - max_age), for all policies: refused
+SELECT try($$SELECT es.es_set_retention('lca', NULL, '178000000 years', NULL)$$);
+SELECT try($$SELECT es.es_set_retention('lca', NULL, '2147483647 days 2147483647 months', NULL)$$);
+SELECT try($$SELECT es.es_set_retention(NULL, 'lca-2', '1000 years 1 day', NULL)$$);
+SELECT es.es_set_retention('lca', NULL, '1000 years', NULL);
+SELECT streams FROM es.es_apply_retention(1000);
+SELECT es.es_set_retention('lca', NULL, NULL, NULL);

@@ -46,6 +46,9 @@
 
 #include "es_ext.h"
 
+/* the largest max_age of a retention policy */
+#define ES_RETENTION_MAX_AGE_YEARS 1000
+
 static EsPlan upsert_policy_plan = {
 	NULL,
 	"INSERT INTO es.retention_policies AS r (category, stream_id, max_age, max_count)"
@@ -199,6 +202,7 @@ es_set_retention(PG_FUNCTION_ARGS)
 	{
 		Interval   *age = PG_GETARG_INTERVAL_P(2);
 		Interval	zero;
+		Interval	most;
 
 		memset(&zero, 0, sizeof(zero));
 		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(age),
@@ -206,6 +210,19 @@ es_set_retention(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("max_age must be positive")));
+
+		/*
+		 * es_apply_retention computes now() - max_age: beyond the range of
+		 * timestamptz (4713 BC) that fails with 22008 on every run, and one
+		 * such policy would stop retention for all of them.
+		 */
+		memset(&most, 0, sizeof(most));
+		most.month = ES_RETENTION_MAX_AGE_YEARS * MONTHS_PER_YEAR;
+		if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(age),
+											  IntervalPGetDatum(&most))) > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_age must be at most %d years", ES_RETENTION_MAX_AGE_YEARS)));
 		args[2] = IntervalPGetDatum(age);
 	}
 	else
