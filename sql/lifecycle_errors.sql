@@ -41,6 +41,11 @@ SELECT try($$SELECT es.es_erase_stream('lce-1', '')$$);
 SELECT try($$SELECT es.es_erase_stream('lce-nope', 'r')$$);
 SELECT try($$SELECT es.es_erase_stream(repeat('x', 1025), 'r')$$);
 RESET ROLE;
+-- a reason over 1024 bytes (it is kept forever): 54000, and the stream is not erased
+SET ROLE regress_lce_eraser;
+SELECT try($$SELECT es.es_erase_stream('lce-1', repeat('r', 1025))$$);
+RESET ROLE;
+SELECT erased_at IS NULL AS not_erased FROM es.streams WHERE stream_id = 'lce-1';
 
 -- es_set_retention: both or neither target, bad category, bad limits
 SELECT try($$SELECT es.es_set_retention(NULL, NULL, '1 day', NULL)$$);

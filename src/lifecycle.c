@@ -578,6 +578,14 @@ es_erase_stream(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("erasure reason cannot be empty"),
 				 errhint("Every erasure is audited with its reason.")));
+	/* kept forever (es.erasures, the tombstone): short, and never personal data */
+	if (VARSIZE_ANY_EXHDR(reason) > ES_MAX_NAME_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("erasure reason is too long"),
+				 errdetail("An erasure reason is limited to %d bytes; this one has %zu.",
+						   ES_MAX_NAME_BYTES, (Size) VARSIZE_ANY_EXHDR(reason)),
+				 errhint("The reason is kept forever in es.erasures and in the tombstone: name the request (a ticket number), not the person.")));
 
 	EsCheckWritable("es_erase_stream()");
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -144,7 +144,7 @@ my %documented = (
 	# erased); retention: a bad target or limit, a bad batch size
 	es_archive_stream => [qw(22004 22023 42704 55000)],
 	es_unarchive_stream => [qw(22004 22023 42704 55000)],
-	es_erase_stream => [qw(22004 22023 42704 55000)],
+	es_erase_stream => [qw(22004 22023 42704 54000 55000)],
 	es_set_retention => [qw(22023)],
 	es_apply_retention => [qw(22004 22023)],
 	# trigger functions called directly
