@@ -72,6 +72,19 @@ INSERT INTO es.events (global_position, stream_id, version, event_id, event_type
 SELECT global_position, stream_id, version, event_id, event_type, schema_version, data, metadata, recorded_at,
 	   era, tx_id, tags, hash
   FROM lv_saved WHERE stream_id = 'lv-erase-1';
+-- an erasure undone: the stream row no longer marked erased ...
+CREATE TEMP TABLE lv_erased AS SELECT erased_at FROM es.streams WHERE stream_id = 'lv-erase-1';
+UPDATE es.streams SET erased_at = NULL WHERE stream_id = 'lv-erase-1';
+SELECT version, problem, detail FROM es.es_verify('lv-erase-1');
+-- ... which lets an append in after the tombstone
+SELECT (es.es_append('lv-erase-1', NULL, '[{"type": "Back", "data": {}}]')).version;
+SELECT version, problem, detail FROM es.es_verify('lv-erase-1');
+DELETE FROM es.events WHERE stream_id = 'lv-erase-1' AND version = 4;
+UPDATE es.streams SET erased_at = (SELECT erased_at FROM lv_erased), version = 3 WHERE stream_id = 'lv-erase-1';
+-- a live stream marked erased
+UPDATE es.streams SET erased_at = now() WHERE stream_id = 'lv-pii-1';
+SELECT version, problem, detail FROM es.es_verify('lv-pii-1');
+UPDATE es.streams SET erased_at = NULL WHERE stream_id = 'lv-pii-1';
 ALTER TABLE es.events ENABLE TRIGGER es_guard_write;
 ALTER TABLE es.streams ENABLE TRIGGER es_guard_write;
 

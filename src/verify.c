@@ -28,6 +28,12 @@
  *	- 'out of order'		two events exchanged their versions
  *	- 'stream head mismatch' the events end at another version than
  *							es.streams.version says
+ *	- 'erasure mismatch'	the stream row and the tombstone disagree: a
+ *							tombstone (es.stream_erased, which only
+ *							es_erase_stream writes) that is not the last
+ *							event, or of a stream not marked erased (an
+ *							erasure undone), or an erased stream whose last
+ *							event is not its tombstone
  *
  * To name the kind of a hash mismatch at version v, the rows after it are
  * tested as they stream past (no second read): the next row chained from the
@@ -130,6 +136,10 @@ typedef struct VerifyStream
 	bool		next_seen;		/* the row after it was tested */
 	int64		last_version;	/* version and stored hash of the last row seen */
 	bytea	   *last_stored;
+	/* erasure: the stream row's state and the tombstone */
+	bool		erased;			/* es.streams.erased_at is set */
+	int64		tombstone;		/* version of the first tombstone chained, or 0 */
+	bool		last_is_tombstone;	/* the last event chained is a tombstone */
 } VerifyStream;
 
 /* a run: the tuplestore the problems go to */
@@ -327,11 +337,12 @@ copy_bytea(Datum d, bool isnull)
  */
 static void
 stream_begin(VerifyRun *run, VerifyStream *vs, text *stream, bool has_row, int64 head,
-			 int64 first, bytea *base)
+			 int64 first, bytea *base, bool erased)
 {
 	MemoryContext old = MemoryContextSwitchTo(run->streamcxt);
 
 	memset(vs, 0, sizeof(*vs));
+	vs->erased = erased;
 	vs->stream = (text *) PG_DETOAST_DATUM_COPY(PointerGetDatum(stream));
 	vs->has_row = has_row;
 	vs->head = head;
@@ -438,6 +449,14 @@ pending_row(VerifyRun *run, VerifyStream *vs, const EsHashInput *in, bytea *stor
 	}
 }
 
+/* is the event type es_erase_stream's tombstone? */
+static bool
+is_tombstone(text *type)
+{
+	return VARSIZE_ANY_EXHDR(type) == strlen(ES_TOMBSTONE_TYPE) &&
+		memcmp(VARDATA_ANY(type), ES_TOMBSTONE_TYPE, strlen(ES_TOMBSTONE_TYPE)) == 0;
+}
+
 /*
  * stream_event
  *		The next stored event of the stream being verified, in version
@@ -507,6 +526,9 @@ stream_event(VerifyRun *run, VerifyStream *vs, const EsHashInput *in, bytea *sto
 		vs->have_prev2 = true;
 		memcpy(vs->prev, h, ES_HASH_LENGTH);
 		vs->expect++;
+		vs->last_is_tombstone = is_tombstone(in->type);
+		if (vs->last_is_tombstone && vs->tombstone == 0)
+			vs->tombstone = v;
 		return;
 	}
 
@@ -564,6 +586,16 @@ stream_end(VerifyRun *run, VerifyStream *vs)
 			   vs->expect > vs->first ? vs->prev : NULL, NULL,
 			   psprintf("The stream's events end at version " INT64_FORMAT "; its row in es.streams says version " INT64_FORMAT ".",
 						vs->expect - 1, vs->head));
+	else if (vs->state == VS_CHECKING && vs->has_row && vs->tombstone != 0 && !vs->last_is_tombstone)
+		report(run, vs->stream, vs->tombstone + 1, false, "erasure mismatch", NULL, NULL,
+			   psprintf("Events are stored after the stream's tombstone (version " INT64_FORMAT "): the erasure was undone.",
+						vs->tombstone));
+	else if (vs->state == VS_CHECKING && vs->has_row && vs->tombstone != 0 && !vs->erased)
+		report(run, vs->stream, vs->tombstone, false, "erasure mismatch", NULL, NULL,
+			   pstrdup("The stream's last event is its tombstone, but its row in es.streams is not marked erased: the erasure was undone."));
+	else if (vs->state == VS_CHECKING && vs->has_row && vs->erased && !vs->last_is_tombstone)
+		report(run, vs->stream, vs->head, false, "erasure mismatch", NULL, NULL,
+			   pstrdup("The stream's row in es.streams is marked erased, but its last event is not its tombstone."));
 	vs->state = VS_DONE;
 	MemoryContextReset(run->streamcxt);
 }
@@ -606,7 +638,8 @@ verify_run(VerifyRun *run, text *stream)
 	bool		have_e;
 	VerifyStream vs;
 
-	streams_sql = psprintf("SELECT stream_id, version, first_version, base_hash FROM es.streams%s"
+	streams_sql = psprintf("SELECT stream_id, version, first_version, base_hash,"
+						   " erased_at IS NOT NULL FROM es.streams%s"
 						   " ORDER BY stream_id",
 						   stream ? " WHERE stream_id OPERATOR(pg_catalog.=) $1" : "");
 	events_sql = psprintf("SELECT " EVENT_COLUMNS " FROM %s AS e%s ORDER BY stream_id, version",
@@ -642,10 +675,11 @@ verify_run(VerifyRun *run, text *stream)
 			stream_begin(run, &vs, sid, true,
 						 DatumGetInt64(cursor_value(&sc, 2, &isnull)),
 						 DatumGetInt64(cursor_value(&sc, 3, &isnull)),
-						 base_null ? NULL : DatumGetByteaPP(base));
+						 base_null ? NULL : DatumGetByteaPP(base),
+						 DatumGetBool(cursor_value(&sc, 5, &isnull)));
 		}
 		else
-			stream_begin(run, &vs, eid, false, 0, 1, NULL);
+			stream_begin(run, &vs, eid, false, 0, 1, NULL, false);
 		if (cmp >= 0)
 			have_s = cursor_next(&sc);
 		if (cmp <= 0)
