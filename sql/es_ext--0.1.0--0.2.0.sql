@@ -2072,7 +2072,9 @@ BEGIN
 		  FROM pg_catalog.pg_class AS c
 		  LEFT JOIN pg_catalog.pg_attribute AS a
 			ON a.attrelid OPERATOR(pg_catalog.=) c.oid
-		   AND a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['stream_id', 'aggregateid']::name[])
+		   AND (a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['stream_id', 'aggregateid']::name[])
+				/* a data subject is its tenant's too ("acme/c-42"): src/tenant.c */
+				OR (c.relname OPERATOR(pg_catalog.=) 'subject_keys' AND a.attname OPERATOR(pg_catalog.=) 'subject'))
 		   AND NOT a.attisdropped
 		 WHERE c.relnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
 		   AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::"char"[])

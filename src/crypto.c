@@ -1043,7 +1043,11 @@ EsEncryptEvents(EsEvent *events, int n)
 			sk = palloc0(sizeof(SubjectKeys));
 		}
 		if (sk->subject[0] == '\0' || strcmp(sk->subject, events[i].personal->subject) != 0)
+		{
+			/* another tenant's subject: refused before its key is looked up */
+			EsTenantCheckSubject(CStringGetTextDatum(events[i].personal->subject));
 			key_for_append(events[i].personal->subject, sk);
+		}
 
 		memset(&st, 0, sizeof(st));
 		st.encrypt = true;
@@ -1280,6 +1284,8 @@ es_forget_subject(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* as the caller, before the key is looked up (tenant.c) */
+	EsTenantCheckSubject(arg);
 	key_access_begin(&ka);
 	PG_TRY();
 	{

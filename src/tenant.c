@@ -149,6 +149,31 @@ EsTenantCheckStream(Datum stream)
 }
 
 /*
+ * EsTenantCheckSubject
+ *		The same for a data subject of crypto-shredding (crypto.c): a subject
+ *		belongs to the tenant its id starts with ("acme/c-42" is acme's), as
+ *		a stream does, and es_append (a personal field) and es_forget_subject
+ *		refuse a subject of another tenant before they look up its key, with
+ *		the error of the policy es_tenant on es.subject_keys: the same whether
+ *		the subject has a key, was forgotten or was never used.  The key
+ *		statements run as the table's owner, which the policy does not bind:
+ *		this check is what keeps one tenant from forgetting (destroying the
+ *		data of) or sharing the key of another tenant's subject.  Must be
+ *		called inside SPI_connect.
+ */
+void
+EsTenantCheckSubject(Datum subject)
+{
+	if (!tenancy_applies() || tenant_owns(subject, false))
+		return;
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("new row violates row-level security policy \"%s\" for table \"%s\"",
+					ES_TENANT_POLICY, "subject_keys")));
+}
+
+/*
  * EsTenantPoliciesOnly
  *		Are the tenancy policies (es_tenant and its permissive base) the only
  *		policies of rel (es.events)?  Then a row passes them exactly when one
