@@ -2338,6 +2338,8 @@ COMMENT ON FUNCTION @extschema@.es_verify_heads(jsonb) IS
 	'checks the store against an earlier export of the heads: every earlier head must still be on its chain (or removed by retention or erasure); no row when it is';
 REVOKE ALL ON FUNCTION @extschema@.es_verify_heads(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_verify_heads(jsonb) TO es_reader;
+
+/*
  * Data lifecycle (issue 15, sql/install/85_lifecycle.sql): the role
  * es_eraser, es.archived_events, es.erasures, es.retention_policies and
  * their functions.
