@@ -72,6 +72,21 @@ RESET ROLE;
 SELECT subject, key IS NOT NULL AS has_key FROM es.subject_keys
  WHERE subject LIKE 'acme/%' OR subject LIKE 'globex/%' ORDER BY 1;
 
+-- es_decrypt (es_pii_reader) with globex's subjects: a marker of a live key,
+-- of a forgotten one, of an unknown one, and globex's real ciphertext (say a
+-- copy that leaked out of globex's outbox consumer): acme may decrypt none
+-- of them, and all come back as given (no oracle of which subjects have keys)
+SELECT data -> 'name' AS globex_marker FROM es.events WHERE stream_id = 'globex/cust-42' \gset
+SET ROLE regress_tc_a;
+SELECT es.es_decrypt(jsonb_build_object('n', :'globex_marker'::jsonb)) = jsonb_build_object('n', :'globex_marker'::jsonb)
+	AS real_ciphertext_unchanged;
+SELECT tc_err(format($$SELECT es.es_decrypt('{"n": {"$es_encrypted": "%s", "subject": "%s"}}')$$,
+			  repeat('A', 80), s)) AS fake_marker, s
+  FROM unnest(ARRAY['globex/c-42', 'globex/c-43', 'globex/c-404']) AS s;
+SELECT es.es_decrypt(format('{"n": {"$es_encrypted": "%s", "subject": "globex/c-42"}}', repeat('A', 80))::jsonb)
+	-> 'n' ? '$es_encrypted' AS fake_marker_unchanged;
+RESET ROLE;
+
 -- clean up (the events stay: the log is immutable)
 SELECT count(*) > 0 AS disabled FROM es.es_disable_tenancy();
 DELETE FROM es.tenant_roles;
