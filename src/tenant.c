@@ -83,10 +83,10 @@ static EsPlan tenant_owns_plan = {
  *		of the transaction.
  */
 static bool
-tenancy_applies(void)
+tenancy_applies_lock(LOCKMODE lockmode)
 {
 	Oid			relid = EsRelationOid("streams");
-	Relation	rel = table_open(relid, RowExclusiveLock);
+	Relation	rel = table_open(relid, lockmode);
 	bool		has_policy = false;
 
 	if (rel->rd_rel->relrowsecurity && rel->rd_rsdesc != NULL)
@@ -107,6 +107,12 @@ tenancy_applies(void)
 	table_close(rel, NoLock);
 
 	return has_policy && check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED;
+}
+
+static bool
+tenancy_applies(void)
+{
+	return tenancy_applies_lock(RowExclusiveLock);
 }
 
 /*
@@ -171,6 +177,21 @@ EsTenantCheckSubject(Datum subject)
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("new row violates row-level security policy \"%s\" for table \"%s\"",
 					ES_TENANT_POLICY, "subject_keys")));
+}
+
+/*
+ * EsTenantOwnsSubject
+ *		For a reader that decrypts (crypto.c): does one of the caller's
+ *		tenants own the data subject, or does tenancy not apply to it?  A
+ *		reader leaves the markers of another tenant's subject as stored, as
+ *		for a role that may not decrypt, without looking up the key: its
+ *		ciphertext stays unreadable and its subjects' keys untold.
+ *		AccessShareLock only (readers run on a hot standby too).  Inside SPI.
+ */
+bool
+EsTenantOwnsSubject(Datum subject)
+{
+	return !tenancy_applies_lock(AccessShareLock) || tenant_owns(subject, true);
 }
 
 /*
