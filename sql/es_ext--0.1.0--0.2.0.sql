@@ -2074,6 +2074,9 @@ BEGIN
 										   ' WHERE o.position OPERATOR(pg_catalog.=) %s.position AND %s)',
 										   pg_catalog.quote_ident(c.relname),
 										   pg_catalog.format(tenant_expr, 'o.aggregateid'))
+					/* a category's policy is its tenant's too ("acme/order") */
+					WHEN c.relname OPERATOR(pg_catalog.=) 'retention_policies'
+					THEN pg_catalog.format(tenant_expr, 'pg_catalog.COALESCE(stream_id, category)')
 					ELSE pg_catalog.format(tenant_expr, pg_catalog.quote_ident(a.attname))
 			   END AS expr
 		  FROM pg_catalog.pg_class AS c
