@@ -2076,7 +2076,7 @@ BEGIN
 										   pg_catalog.format(tenant_expr, 'o.aggregateid'))
 					/* a category's policy is its tenant's too ("acme/order") */
 					WHEN c.relname OPERATOR(pg_catalog.=) 'retention_policies'
-					THEN pg_catalog.format(tenant_expr, 'pg_catalog.COALESCE(stream_id, category)')
+					THEN pg_catalog.format(tenant_expr, 'COALESCE(stream_id, category)')
 					ELSE pg_catalog.format(tenant_expr, pg_catalog.quote_ident(a.attname))
 			   END AS expr
 		  FROM pg_catalog.pg_class AS c
