@@ -1146,6 +1146,13 @@ COMMENT ON COLUMN @extschema@.projections.events_behind IS 'async: events of the
 COMMENT ON COLUMN @extschema@.projections.lag IS 'async: time since the first event after its checkpoint was appended (0 when caught up)';
 REVOKE ALL ON TABLE @extschema@.projections FROM PUBLIC;
 GRANT SELECT ON @extschema@.projections TO es_reader;
+/*
+ * security_invoker: the tables' row level security (es_enable_tenancy) runs
+ * as the reader, not as this view's owner (who bypasses it): otherwise every
+ * tenant's rows would show through the view (test tenancy_views)
+ */
+ALTER VIEW @extschema@.projections SET (security_invoker = true);
+ALTER VIEW @extschema@.outbox_dead_letters SET (security_invoker = true);
 
 /*
  * Rebuilds in a shadow (issue 13): es_rebuild_projection gains read_model
@@ -2067,12 +2074,17 @@ BEGIN
 										   ' WHERE o.position OPERATOR(pg_catalog.=) %s.position AND %s)',
 										   pg_catalog.quote_ident(c.relname),
 										   pg_catalog.format(tenant_expr, 'o.aggregateid'))
+					/* a category's policy is its tenant's too ("acme/order") */
+					WHEN c.relname OPERATOR(pg_catalog.=) 'retention_policies'
+					THEN pg_catalog.format(tenant_expr, 'COALESCE(stream_id, category)')
 					ELSE pg_catalog.format(tenant_expr, pg_catalog.quote_ident(a.attname))
 			   END AS expr
 		  FROM pg_catalog.pg_class AS c
 		  LEFT JOIN pg_catalog.pg_attribute AS a
 			ON a.attrelid OPERATOR(pg_catalog.=) c.oid
-		   AND a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['stream_id', 'aggregateid']::name[])
+		   AND (a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['stream_id', 'aggregateid']::name[])
+				/* a data subject is its tenant's too ("acme/c-42"): src/tenant.c */
+				OR (c.relname OPERATOR(pg_catalog.=) 'subject_keys' AND a.attname OPERATOR(pg_catalog.=) 'subject'))
 		   AND NOT a.attisdropped
 		 WHERE c.relnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
 		   AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::"char"[])

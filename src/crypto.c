@@ -177,6 +177,7 @@ pgcrypto_functions(void)
 typedef struct SubjectKeys
 {
 	char		subject[ES_MAX_NAME_BYTES + 1];	/* hash key */
+	bool		foreign;		/* read: another tenant's (left as stored) */
 	bool		forgotten;
 	uint8		enc[ES_CRYPTO_KEY_LEN];
 	uint8		mac[ES_CRYPTO_KEY_LEN];
@@ -790,6 +791,22 @@ typedef struct RewriteState
 	StringInfoData path;		/* encrypt: the path of the current container */
 } RewriteState;
 
+/*
+ * subject_readable
+ *		Is the subject one of the reader's tenants' (or tenancy off)?
+ */
+static bool
+subject_readable(const char *subject)
+{
+	bool		readable;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	readable = EsTenantOwnsSubject(CStringGetTextDatum(subject));
+	SPI_finish();
+	return readable;
+}
+
 static const SubjectKeys *
 decryptor_keys(EsDecryptor *d, const char *subject, int len)
 {
@@ -816,9 +833,13 @@ decryptor_keys(EsDecryptor *d, const char *subject, int len)
 	{
 		PG_TRY();
 		{
-			key_for_read(name, sk);
-			if (!sk->forgotten)
-				pgcrypto_functions();
+			sk->foreign = !subject_readable(name);
+			if (!sk->foreign)
+			{
+				key_for_read(name, sk);
+				if (!sk->forgotten)
+					pgcrypto_functions();
+			}
 		}
 		PG_CATCH();
 		{
@@ -836,6 +857,7 @@ rewrite_marker(RewriteState *st, JsonbContainer *c, JsonbValue *out)
 {
 	JsonbValue *enc;
 	JsonbValue *subj;
+	const SubjectKeys *sk;
 
 	if (!JsonContainerIsObject(c) || JsonContainerSize(c) != 2)
 		return false;
@@ -845,8 +867,10 @@ rewrite_marker(RewriteState *st, JsonbContainer *c, JsonbValue *out)
 	subj = find_key(c, MARKER_SUBJECT, strlen(MARKER_SUBJECT));
 	if (subj == NULL || subj->type != jbvString || enc->type != jbvString)
 		return false;
-	decrypt_value(decryptor_keys(st->dec, subj->val.string.val, subj->val.string.len),
-				  enc->val.string.val, enc->val.string.len, out);
+	sk = decryptor_keys(st->dec, subj->val.string.val, subj->val.string.len);
+	if (sk->foreign)
+		return false;			/* another tenant's: left as stored */
+	decrypt_value(sk, enc->val.string.val, enc->val.string.len, out);
 	st->changed = true;
 	return true;
 }
@@ -1043,7 +1067,11 @@ EsEncryptEvents(EsEvent *events, int n)
 			sk = palloc0(sizeof(SubjectKeys));
 		}
 		if (sk->subject[0] == '\0' || strcmp(sk->subject, events[i].personal->subject) != 0)
+		{
+			/* another tenant's subject: refused before its key is looked up */
+			EsTenantCheckSubject(CStringGetTextDatum(events[i].personal->subject));
 			key_for_append(events[i].personal->subject, sk);
+		}
 
 		memset(&st, 0, sizeof(st));
 		st.encrypt = true;
@@ -1280,6 +1308,8 @@ es_forget_subject(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* as the caller, before the key is looked up (tenant.c) */
+	EsTenantCheckSubject(arg);
 	key_access_begin(&ka);
 	PG_TRY();
 	{

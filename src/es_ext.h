@@ -416,6 +416,8 @@ extern void EsRestoreCopyBegin(Relation rel);
 #define ES_TENANT_POLICY "es_tenant"
 #define ES_TENANT_BASE_POLICY "es_tenant_base"
 extern void EsTenantCheckStream(Datum stream);
+extern void EsTenantCheckSubject(Datum subject);
+extern bool EsTenantOwnsSubject(Datum subject);
 extern bool EsTenantPoliciesOnly(Relation rel);
 extern bool EsTenantOwnsStream(Datum stream);
 

@@ -83,10 +83,10 @@ static EsPlan tenant_owns_plan = {
  *		of the transaction.
  */
 static bool
-tenancy_applies(void)
+tenancy_applies_lock(LOCKMODE lockmode)
 {
 	Oid			relid = EsRelationOid("streams");
-	Relation	rel = table_open(relid, RowExclusiveLock);
+	Relation	rel = table_open(relid, lockmode);
 	bool		has_policy = false;
 
 	if (rel->rd_rel->relrowsecurity && rel->rd_rsdesc != NULL)
@@ -107,6 +107,12 @@ tenancy_applies(void)
 	table_close(rel, NoLock);
 
 	return has_policy && check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED;
+}
+
+static bool
+tenancy_applies(void)
+{
+	return tenancy_applies_lock(RowExclusiveLock);
 }
 
 /*
@@ -146,6 +152,46 @@ EsTenantCheckStream(Datum stream)
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("new row violates row-level security policy \"%s\" for table \"%s\"",
 					ES_TENANT_POLICY, "streams")));
+}
+
+/*
+ * EsTenantCheckSubject
+ *		The same for a data subject of crypto-shredding (crypto.c): a subject
+ *		belongs to the tenant its id starts with ("acme/c-42" is acme's), as
+ *		a stream does, and es_append (a personal field) and es_forget_subject
+ *		refuse a subject of another tenant before they look up its key, with
+ *		the error of the policy es_tenant on es.subject_keys: the same whether
+ *		the subject has a key, was forgotten or was never used.  The key
+ *		statements run as the table's owner, which the policy does not bind:
+ *		this check is what keeps one tenant from forgetting (destroying the
+ *		data of) or sharing the key of another tenant's subject.  Must be
+ *		called inside SPI_connect.
+ */
+void
+EsTenantCheckSubject(Datum subject)
+{
+	if (!tenancy_applies() || tenant_owns(subject, false))
+		return;
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("new row violates row-level security policy \"%s\" for table \"%s\"",
+					ES_TENANT_POLICY, "subject_keys")));
+}
+
+/*
+ * EsTenantOwnsSubject
+ *		For a reader that decrypts (crypto.c): does one of the caller's
+ *		tenants own the data subject, or does tenancy not apply to it?  A
+ *		reader leaves the markers of another tenant's subject as stored, as
+ *		for a role that may not decrypt, without looking up the key: its
+ *		ciphertext stays unreadable and its subjects' keys untold.
+ *		AccessShareLock only (readers run on a hot standby too).  Inside SPI.
+ */
+bool
+EsTenantOwnsSubject(Datum subject)
+{
+	return !tenancy_applies_lock(AccessShareLock) || tenant_owns(subject, true);
 }
 
 /*

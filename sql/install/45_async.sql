@@ -329,3 +329,9 @@ COMMENT ON COLUMN @extschema@.projections.events_behind IS 'async: events of the
 COMMENT ON COLUMN @extschema@.projections.lag IS 'async: time since the first event after its checkpoint was appended (0 when caught up)';
 REVOKE ALL ON TABLE @extschema@.projections FROM PUBLIC;
 GRANT SELECT ON @extschema@.projections TO es_reader;
+/*
+ * security_invoker: the tables' row level security (es_enable_tenancy) runs
+ * as the reader, not as this view's owner (who bypasses it): otherwise every
+ * tenant's rows would show through the view (test tenancy_views)
+ */
+ALTER VIEW @extschema@.projections SET (security_invoker = true);

@@ -229,6 +229,12 @@ COMMENT ON VIEW @extschema@.outbox_dead_letters IS
 	'outbox messages that a consumer group gave up on, with their event, attempts and last error';
 REVOKE ALL ON TABLE @extschema@.outbox_dead_letters FROM PUBLIC;
 GRANT SELECT ON @extschema@.outbox_dead_letters TO es_consumer, es_admin;
+/*
+ * security_invoker: the tables' row level security (es_enable_tenancy) runs
+ * as the reader, not as this view's owner (who bypasses it): otherwise every
+ * tenant's rows would show through the view (test tenancy_views)
+ */
+ALTER VIEW @extschema@.outbox_dead_letters SET (security_invoker = true);
 
 CREATE VIEW @extschema@.outbox_status AS
 	SELECT g.name AS consumer_group,

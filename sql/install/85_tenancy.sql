@@ -90,12 +90,17 @@ BEGIN
 										   ' WHERE o.position OPERATOR(pg_catalog.=) %s.position AND %s)',
 										   pg_catalog.quote_ident(c.relname),
 										   pg_catalog.format(tenant_expr, 'o.aggregateid'))
+					/* a category's policy is its tenant's too ("acme/order") */
+					WHEN c.relname OPERATOR(pg_catalog.=) 'retention_policies'
+					THEN pg_catalog.format(tenant_expr, 'COALESCE(stream_id, category)')
 					ELSE pg_catalog.format(tenant_expr, pg_catalog.quote_ident(a.attname))
 			   END AS expr
 		  FROM pg_catalog.pg_class AS c
 		  LEFT JOIN pg_catalog.pg_attribute AS a
 			ON a.attrelid OPERATOR(pg_catalog.=) c.oid
-		   AND a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['stream_id', 'aggregateid']::name[])
+		   AND (a.attname OPERATOR(pg_catalog.=) ANY (ARRAY['stream_id', 'aggregateid']::name[])
+				/* a data subject is its tenant's too ("acme/c-42"): src/tenant.c */
+				OR (c.relname OPERATOR(pg_catalog.=) 'subject_keys' AND a.attname OPERATOR(pg_catalog.=) 'subject'))
 		   AND NOT a.attisdropped
 		 WHERE c.relnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
 		   AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::"char"[])
