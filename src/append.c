@@ -1614,7 +1614,7 @@ write_batch(AppendArgs *args, Datum given_ids, int64 *positions)
 	TimestampTz recorded_at;
 	int64		first_version;
 	Datum		log_tx_id;
-	StreamState state;
+	StreamState state = {0};
 	Datum	   *hashes = NULL;
 
 	/*

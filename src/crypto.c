@@ -106,7 +106,9 @@ static Oid
 lookup_pgcrypto_fn(Oid nsp, const char *name)
 {
 	Oid			argtypes[4] = {BYTEAOID, BYTEAOID, BYTEAOID, TEXTOID};
-	List	   *qname = list_make2(makeString(get_namespace_name(nsp)), makeString(pstrdup(name)));
+	String	   *schema = makeString(get_namespace_name(nsp));
+	String	   *fn = makeString(pstrdup(name));
+	List	   *qname = lappend(list_make1(schema), fn);
 
 	return LookupFuncName(qname, 4, argtypes, true);
 }
@@ -704,6 +706,8 @@ redacted_value(const char *subject, JsonbValue *out)
 	out->val.binary.data = &m->root;
 	out->val.binary.len = VARSIZE(m) - VARHDRSZ;
 }
+
+static void corrupt_marker(void) pg_attribute_noreturn();
 
 static void
 corrupt_marker(void)
