@@ -9,6 +9,7 @@ OBJS         = src/es_ext.o src/guard.o src/append.o src/read.o src/spi_util.o s
 # tamper evidence: checking the hash chains (issue 15)
 OBJS        += src/verify.o src/rechain.o
 OBJS        += src/lifecycle.o src/retention.o src/retention_worker.o
+OBJS        += src/citus.o
 
 # sql/$(EXTENSION)--$(EXTVERSION).sql, the install script of the current version, is
 # generated from sql/install/ (below) and never committed: DATA names it even

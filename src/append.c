@@ -220,40 +220,45 @@ static bool system_append = false;
 
 static void refuse_stream_state(const char *stream, bool archived, bool erased);
 
+/*
+ * updated_at is a parameter, the time the statement is run, not
+ * clock_timestamp(): Citus refuses volatile functions in the UPDATE of a
+ * distributed table (issue 16).
+ */
 #define UPDATE_EXACT(returning) \
 	"UPDATE es.streams AS s" \
 	"   SET version = s.version OPERATOR(pg_catalog.+) $3," \
-	"       updated_at = pg_catalog.clock_timestamp()," \
-	"       log_tx_id = GREATEST(s.log_tx_id, $4)" \
+	"       updated_at = $4," \
+	"       log_tx_id = GREATEST(s.log_tx_id, $5)" \
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1" \
 	"   AND s.version OPERATOR(pg_catalog.=) $2" \
 	returning
 #define UPDATE_ANY(returning) \
 	"UPDATE es.streams AS s" \
 	"   SET version = s.version OPERATOR(pg_catalog.+) $2," \
-	"       updated_at = pg_catalog.clock_timestamp()," \
-	"       log_tx_id = GREATEST(s.log_tx_id, $3)" \
+	"       updated_at = $3," \
+	"       log_tx_id = GREATEST(s.log_tx_id, $4)" \
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1" \
 	returning
 #define INSERT_STREAM(returning) \
 	"INSERT INTO es.streams AS s (stream_id, version, log_tx_id)" \
-	" VALUES ($1, $2, $3)" \
+	" VALUES ($1, $2, $4)" \
 	" ON CONFLICT (stream_id) DO NOTHING" \
 	returning
 
 static EsPlan update_exact_plan[2] = {
-	{NULL, UPDATE_EXACT(STREAM_RETURNING), 4, {TEXTOID, INT8OID, INT8OID, XID8OID}},
-	{NULL, UPDATE_EXACT(LEGACY_STREAM_RETURNING), 4, {TEXTOID, INT8OID, INT8OID, XID8OID}}
+	{NULL, UPDATE_EXACT(STREAM_RETURNING), 5, {TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID, XID8OID}},
+	{NULL, UPDATE_EXACT(LEGACY_STREAM_RETURNING), 5, {TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID, XID8OID}}
 };
 
 static EsPlan update_any_plan[2] = {
-	{NULL, UPDATE_ANY(STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}},
-	{NULL, UPDATE_ANY(LEGACY_STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}}
+	{NULL, UPDATE_ANY(STREAM_RETURNING), 4, {TEXTOID, INT8OID, TIMESTAMPTZOID, XID8OID}},
+	{NULL, UPDATE_ANY(LEGACY_STREAM_RETURNING), 4, {TEXTOID, INT8OID, TIMESTAMPTZOID, XID8OID}}
 };
 
 static EsPlan insert_stream_plan[2] = {
-	{NULL, INSERT_STREAM(STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}},
-	{NULL, INSERT_STREAM(LEGACY_STREAM_RETURNING), 3, {TEXTOID, INT8OID, XID8OID}}
+	{NULL, INSERT_STREAM(STREAM_RETURNING), 4, {TEXTOID, INT8OID, TIMESTAMPTZOID, XID8OID}},
+	{NULL, INSERT_STREAM(LEGACY_STREAM_RETURNING), 4, {TEXTOID, INT8OID, TIMESTAMPTZOID, XID8OID}}
 };
 
 /* the stream row's log_tx_id came from another cluster: take ours (era.c) */
@@ -803,6 +808,48 @@ EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
 	return in_stream;
 }
 
+/* the SPI form of EsStoredEventHash, for Citus */
+static EsPlan event_hash_plan = {
+	NULL,
+	"SELECT e.hash FROM es.events AS e"
+	" WHERE e.stream_id OPERATOR(pg_catalog.=) $1"
+	"   AND e.version OPERATOR(pg_catalog.=) $2",
+	2, {TEXTOID, INT8OID}
+};
+
+/*
+ * stored_event_hash_spi
+ *		EsStoredEventHash through the executor: under Citus the table is a
+ *		shell and the event is in the stream's shard (citus.c).  Run under
+ *		the stream row lock with a new snapshot (READ COMMITTED) or the
+ *		transaction's (REPEATABLE READ, where a stream changed since it was
+ *		taken already raised the conflict), it sees the same event.
+ */
+static bool
+stored_event_hash_spi(Datum stream, int64 version, uint8 *out)
+{
+	Datum		values[2];
+	int			rc;
+	bool		found = false;
+
+	values[0] = stream;
+	values[1] = Int64GetDatum(version);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_plan(EsGetPlan(&event_hash_plan), values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the chain hash of an event: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		found = !isnull && EsHashFromDatum(d, out);
+	}
+	SPI_finish();
+	return found;
+}
+
 /*
  * EsStoredEventHash
  *		The chain hash of version `version` of the stream, into out: true
@@ -817,15 +864,21 @@ EsStoredIdInStream(Datum stream, const pg_uuid_t *ids, int n, pg_uuid_t *found)
 bool
 EsStoredEventHash(Datum stream, int64 version, uint8 *out)
 {
-	Relation	rel = table_open(EsRelationOid("events"), AccessShareLock);
-	AttrNumber	hash_att = get_attnum(RelationGetRelid(rel), "hash");
-	Oid			indexoid = RelationGetPrimaryKeyIndex(rel);
+	Relation	rel;
+	AttrNumber	hash_att;
+	Oid			indexoid;
 	Relation	index;
 	TupleTableSlot *slot;
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	bool		found = false;
 
+	if (EsCitusPresent())
+		return stored_event_hash_spi(stream, version, out);
+
+	rel = table_open(EsRelationOid("events"), AccessShareLock);
+	hash_att = get_attnum(RelationGetRelid(rel), "hash");
+	indexoid = RelationGetPrimaryKeyIndex(rel);
 	if (hash_att == InvalidAttrNumber)
 		elog(ERROR, "table es.events has no column hash");
 	if (!OidIsValid(indexoid))
@@ -933,8 +986,14 @@ check_ids_absent(const char *stream_str, Datum stream, Datum given_ids,
 	Datum		values[2];
 	int			rc;
 
-	if (!EsStoredIdInStream(stream, (const pg_uuid_t *) ARR_DATA_PTR(arr),
-							 ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), &found))
+	/*
+	 * Under Citus es.events is a shell and the stream's events are in its
+	 * shard (citus.c): the query below is the lookup (tenancy, hence row
+	 * level security on es.events, is refused there).
+	 */
+	if (!EsCitusPresent() &&
+		!EsStoredIdInStream(stream, (const pg_uuid_t *) ARR_DATA_PTR(arr),
+							ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)), &found))
 		return;
 
 	values[0] = stream;
@@ -945,6 +1004,8 @@ check_ids_absent(const char *stream_str, Datum stream, Datum given_ids,
 	if (SPI_processed > 0)
 		conflict_error(stream_str, expected_null, expected, -1,
 					   "a concurrent transaction appended events with the same ids.");
+	if (EsCitusPresent())
+		return;
 
 	EsStatsAppendFailed(stream_str, strlen(stream_str), false);
 	ereport(ERROR,
@@ -1092,7 +1153,8 @@ static int64
 advance_stream(const char *stream_str, Datum stream, bool expected_null,
 			   int64 expected, int n, Datum tx_id, Datum *log_tx_id, StreamState *state)
 {
-	Datum		values[4];
+	Datum		values[5];
+	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
 	int64		version;
 	int			attempt;
 
@@ -1100,9 +1162,13 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 
 	if (expected_null || expected == ES_EXPECT_STREAM_EXISTS)
 	{
-		/* update_any_plan and insert_stream_plan: (stream, n, tx_id) */
+		/*
+		 * update_any_plan and insert_stream_plan: (stream, n, now, tx_id);
+		 * a new stream row takes created_at and updated_at from now()
+		 */
 		values[1] = Int64GetDatum(n);
-		values[2] = tx_id;
+		values[2] = now;
+		values[3] = tx_id;
 		for (attempt = 0; attempt < ES_APPEND_STREAM_ATTEMPTS; attempt++)
 		{
 			if (run_stream_statement(&update_any_plan[state->kind], TRIGGER_EVENT_UPDATE, values,
@@ -1123,7 +1189,8 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 	if (expected == ES_EXPECT_NO_STREAM)
 	{
 		values[1] = Int64GetDatum(n);
-		values[2] = tx_id;
+		values[2] = now;
+		values[3] = tx_id;
 		if (run_stream_statement(&insert_stream_plan[state->kind], TRIGGER_EVENT_INSERT, values,
 								 &version, log_tx_id, state))
 			return version;
@@ -1132,7 +1199,8 @@ advance_stream(const char *stream_str, Datum stream, bool expected_null,
 	{
 		values[1] = Int64GetDatum(expected);
 		values[2] = Int64GetDatum(n);
-		values[3] = tx_id;
+		values[3] = now;
+		values[4] = tx_id;
 		if (run_stream_statement(&update_exact_plan[state->kind], TRIGGER_EVENT_UPDATE, values,
 								 &version, log_tx_id, state))
 			return version;

@@ -106,7 +106,8 @@ cache_xact_callback(XactEvent event, void *arg)
 static void
 load_cache(EsTableCache *cache)
 {
-	Oid			relid = EsRelationOid(cache->relname);
+	/* under Citus, the placement of the reference table here (citus.c) */
+	Oid			relid = EsLocalPlacement(EsRelationOid(cache->relname));
 	MemoryContext cxt;
 	MemoryContext oldcxt;
 	Relation	rel;

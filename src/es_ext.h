@@ -442,6 +442,13 @@ extern Oid	EsSchemaOid(void);
 extern Oid	EsRelationOid(const char *relname);
 extern Oid	EsTypeOid(const char *typname);
 
+/* Citus (issue 16): citus.c */
+extern bool EsCitusPresent(void);
+extern Oid	EsLogicalRelid(Relation rel, const char **relname);
+extern Oid	EsLocalPlacement(Oid relid);
+extern bool EsDistributed(void);
+extern void EsRefuseDistributed(const char *fname, const char *hint);
+
 /*
  * Folding, snapshots and upcasting (issue 3): fold.c, fold_agg.c, snapshot.c,
  * upcast.c, event.c, routine.c.

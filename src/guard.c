@@ -165,6 +165,8 @@ es_guard(PG_FUNCTION_ARGS)
 	TriggerEvent event;
 	Relation	rel;
 	char	   *relname;
+	const char *table;
+	Oid			relid;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -179,8 +181,11 @@ es_guard(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("es_guard() must be fired BEFORE ... FOR EACH STATEMENT")));
 
+	/* under Citus the trigger fires on a shard of the table (citus.c) */
+	relid = EsLogicalRelid(rel, &table);
+
 	if (OidIsValid(allowed_relid) &&
-		RelationGetRelid(rel) == allowed_relid &&
+		relid == allowed_relid &&
 		(allowed_events & (1 << (event & TRIGGER_EVENT_OPMASK))) != 0)
 	{
 		allowed_events &= ~(1 << (event & TRIGGER_EVENT_OPMASK));
@@ -201,9 +206,9 @@ es_guard(PG_FUNCTION_ARGS)
 	}
 
 	relname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-										 RelationGetRelationName(rel));
+										 table);
 
-	if (strcmp(RelationGetRelationName(rel), "events") == 0)
+	if (strcmp(table, "events") == 0)
 	{
 		if (TRIGGER_FIRED_BY_INSERT(event))
 			ereport(ERROR,
@@ -217,49 +222,49 @@ es_guard(PG_FUNCTION_ARGS)
 				 errdetail("Events are immutable: the event log is append-only.")));
 	}
 
-	if (strncmp(RelationGetRelationName(rel), "outbox", 6) == 0)
+	if (strncmp(table, "outbox", 6) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by es_append and the es_outbox_* functions.")));
 
-	if (strcmp(RelationGetRelationName(rel), "snapshots") == 0)
+	if (strcmp(table, "snapshots") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by es_fold, es_snapshot_save and es_snapshot_delete: a snapshot is trusted as the fold of its stream.")));
 
-	if (strcmp(RelationGetRelationName(rel), "checkpoints") == 0)
+	if (strcmp(table, "checkpoints") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by es_checkpoint_save and es_checkpoint_drop, which check who owns a checkpoint."),
 				 errhint("Call es.es_checkpoint_save(name, cursor) or es.es_checkpoint_drop(name).")));
 
-	if (strcmp(RelationGetRelationName(rel), "async_projections") == 0 ||
-		strcmp(RelationGetRelationName(rel), "projection_dead_letters") == 0)
+	if (strcmp(table, "async_projections") == 0 ||
+		strcmp(table, "projection_dead_letters") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by the functions of asynchronous projections: a checkpoint is moved only with the read model it describes."),
 				 errhint("Call es.es_create_async_projection(), es.es_projection_pause(), es.es_projection_reset() or es.es_drop_projection().")));
 
-	if (strcmp(RelationGetRelationName(rel), "subject_keys") == 0)
+	if (strcmp(table, "subject_keys") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by es_append, which makes a data subject's key, and es_forget_subject, which destroys it."),
 				 errhint("Call es.es_forget_subject(subject).")));
 
-	if (strcmp(RelationGetRelationName(rel), "user_objects") == 0)
+	if (strcmp(table, "user_objects") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),
 				 errdetail("This table is written only by the restore of a dump.")));
 
-	if (strcmp(RelationGetRelationName(rel), "archived_events") == 0 ||
-		strcmp(RelationGetRelationName(rel), "erasures") == 0 ||
-		strcmp(RelationGetRelationName(rel), "retention_policies") == 0)
+	if (strcmp(table, "archived_events") == 0 ||
+		strcmp(table, "erasures") == 0 ||
+		strcmp(table, "retention_policies") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED),
 				 errmsg("cannot %s table %s directly", command_name(event), relname),

@@ -146,10 +146,8 @@ direct_index(Relation heap, bool *tenancy)
 			return NULL;
 		*tenancy = true;
 	}
-	/* Citus runs only preloaded: look up the extension only then */
-	if (shared_preload_libraries_string != NULL &&
-		strstr(shared_preload_libraries_string, "citus") != NULL &&
-		OidIsValid(get_extension_oid("citus", true)))
+	/* under Citus the table is a shell (citus.c) */
+	if (EsCitusPresent())
 		return NULL;
 	indexoid = RelationGetPrimaryKeyIndex(heap);
 	if (!OidIsValid(indexoid))

@@ -1,0 +1,210 @@
+/*-------------------------------------------------------------------------
+ *
+ * citus.c
+ *	  What es_ext needs to know about Citus (issue 16), in one place.
+ *
+ * Under Citus, es.distribute() (sql/install/95_citus.sql) distributes the
+ * stream-keyed tables by stream_id and makes the registries reference
+ * tables.  The tables es_ext names (es.events, es.upcasters, ...) are then
+ * shells: the rows live in shards, tables named <table>_<shard id> in the
+ * same schema, on the nodes.  The functions that work on one stream are
+ * delegated by Citus to the node that holds the stream's shard, and their
+ * SPI statements run there through Citus's local execution.  Three things
+ * in es_ext look below the executor and must know about that:
+ *
+ *	- the guard trigger (guard.c) fires on a shard, not on the table
+ *	  es_append allowed: EsLogicalRelid maps the shard back;
+ *	- the per-backend caches of the registries (cache.c) scan their table
+ *	  directly: EsLocalPlacement gives the reference table's placement on
+ *	  this node, which holds every row;
+ *	- the direct index reads of a stream (stream_scan.c, append.c) would
+ *	  see the empty shell: EsCitusPresent sends them through SPI instead.
+ *
+ * EsDistributed tells whether es.events is distributed here; the functions
+ * that cannot be correct on a distributed store refuse with
+ * EsRefuseDistributed.
+ *
+ * src/citus.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "es_ext.h"
+
+/*
+ * EsCitusPresent
+ *		Is Citus active in this database?  Citus runs only from
+ *		shared_preload_libraries, so the extension is looked up only then.
+ */
+bool
+EsCitusPresent(void)
+{
+	return shared_preload_libraries_string != NULL &&
+		strstr(shared_preload_libraries_string, "citus") != NULL &&
+		OidIsValid(get_extension_oid("citus", true));
+}
+
+/*
+ * shard_base_name
+ *		When relname looks like a Citus shard name, <base>_<digits>, return
+ *		a palloc'd copy of base; else NULL.
+ */
+static char *
+shard_base_name(const char *relname)
+{
+	const char *us = strrchr(relname, '_');
+	const char *p;
+
+	if (us == NULL || us == relname || us[1] == '\0')
+		return NULL;
+	for (p = us + 1; *p; p++)
+		if (*p < '0' || *p > '9')
+			return NULL;
+	return pnstrdup(relname, us - relname);
+}
+
+/*
+ * EsLogicalRelid
+ *		The table that rel stands for: under Citus, the distributed or
+ *		reference table whose shard rel is (a table of the same schema
+ *		named like rel without its _<shard id> suffix); otherwise, and for
+ *		a table that is no shard, rel itself.  *relname is set to that
+ *		table's name.  Only the name is used: the guard trigger that asks
+ *		is on tables of schema es, where only es_ext and Citus create
+ *		tables.
+ */
+Oid
+EsLogicalRelid(Relation rel, const char **relname)
+{
+	char	   *base;
+	Oid			relid;
+
+	*relname = RelationGetRelationName(rel);
+	if (!EsCitusPresent())
+		return RelationGetRelid(rel);
+	base = shard_base_name(RelationGetRelationName(rel));
+	if (base == NULL)
+		return RelationGetRelid(rel);
+	relid = get_relname_relid(base, RelationGetNamespace(rel));
+	if (!OidIsValid(relid))
+		return RelationGetRelid(rel);
+	*relname = base;
+	return relid;
+}
+
+/*
+ * EsLocalPlacement
+ *		The relation that holds relid's rows on this node: under Citus,
+ *		the placement of a reference table here (its one shard); otherwise
+ *		relid itself.  A reference table that has no placement on this node
+ *		(a coordinator not added to the metadata) is refused: its shell is
+ *		empty and reading it would silently find nothing.
+ */
+Oid
+EsLocalPlacement(Oid relid)
+{
+	Oid			result = relid;
+	int			rc;
+	Datum		arg = ObjectIdGetDatum(relid);
+	Oid			argtype = OIDOID;
+
+	if (!EsCitusPresent())
+		return relid;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("SELECT s.shardid, p.partmethod"
+							   "  FROM pg_catalog.pg_dist_partition AS p"
+							   "  JOIN pg_catalog.pg_dist_shard AS s ON s.logicalrelid OPERATOR(pg_catalog.=) p.logicalrelid"
+							   " WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1",
+							   1, &argtype, &arg, NULL, true, 2);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not look up the shards of %s: %s",
+			 get_rel_name(relid), SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		int64		shardid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *method = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		char	   *name;
+
+		if (method != NULL && method[0] == 'n')
+		{
+			name = psprintf("%s_" INT64_FORMAT, get_rel_name(relid), shardid);
+			result = get_relname_relid(name, get_rel_namespace(relid));
+			if (!OidIsValid(result))
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("reference table \"es.%s\" has no placement on this node",
+								get_rel_name(relid)),
+						 errhint("Add the coordinator to the Citus metadata (citus_set_coordinator_host) and replicate reference tables (replicate_reference_tables()).")));
+		}
+	}
+	SPI_finish();
+	return result;
+}
+
+/* EsDistributed's answer, valid for one transaction */
+static LocalTransactionId distributed_lxid = InvalidLocalTransactionId;
+static bool distributed = false;
+
+/*
+ * EsDistributed
+ *		Is es.events a distributed table (es.distribute() ran)?  Looked up
+ *		once per transaction.
+ */
+bool
+EsDistributed(void)
+{
+	int			rc;
+	Datum		arg;
+	Oid			argtype = OIDOID;
+
+	if (!EsCitusPresent())
+		return false;
+	if (distributed_lxid == MyProc->lxid)
+		return distributed;
+
+	arg = ObjectIdGetDatum(EsRelationOid("events"));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_dist_partition AS p"
+							   " WHERE p.logicalrelid OPERATOR(pg_catalog.=) $1",
+							   1, &argtype, &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not look up the distribution of es.events: %s",
+			 SPI_result_code_string(rc));
+	distributed = (SPI_processed > 0);
+	SPI_finish();
+	distributed_lxid = MyProc->lxid;
+	return distributed;
+}
+
+/*
+ * EsRefuseDistributed
+ *		Refuse function fname on a distributed event store, where it cannot
+ *		give a correct answer; hint says what to use instead (or NULL).
+ */
+void
+EsRefuseDistributed(const char *fname, const char *hint)
+{
+	if (!EsDistributed())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("%s is not supported on a distributed event store", fname),
+			 errdetail("es.events is distributed by Citus (es.distribute()); see README, \"Scaling out with Citus\"."),
+			 hint ? errhint("%s", hint) : 0));
+}
