@@ -1623,7 +1623,12 @@ append_arguments(FunctionCallInfo fcinfo, AppendArgs *args)
 	{
 		args->have_after = !PG_ARGISNULL(4);
 		if (!PG_ARGISNULL(3))
+		{
+			/* its locks would be on one node only (condition.c) */
+			EsRefuseDistributed("es_append() with a condition",
+								"Conditions across streams need one node; on a distributed event store, keep a rule within one stream and use expected_version.");
 			args->condition = EsParseQuery(PG_GETARG_JSONB_P(3), "condition", true);
+		}
 		else if (args->have_after)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

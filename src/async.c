@@ -785,6 +785,7 @@ es_create_async_projection(PG_FUNCTION_ARGS)
 	EsAsync		a;
 
 	EsCheckWritable("es_create_async_projection()");
+	EsRefuseDistributed("es_create_async_projection()", "Asynchronous projections read the global log; on a distributed event store follow es.es_read_log() instead.");
 	check_not_applying("es_create_async_projection()");
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(4) || PG_ARGISNULL(5))
 		ereport(ERROR,

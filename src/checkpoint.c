@@ -248,6 +248,7 @@ es_checkpoint_save(PG_FUNCTION_ARGS)
 	EsCheckWritable("es_checkpoint_save()");
 	/* a cursor is checked against this cluster's horizon (replica.c) */
 	EsCheckNotSubscriber(ES_LOG_READ_ALL);
+	EsRefuseDistributed("es_checkpoint_save()", "Keep the cursors of es.es_read_log() in a table of your own.");
 	name = check_name(fcinfo);
 
 	if (SPI_connect() != SPI_OK_CONNECT)

@@ -1067,6 +1067,8 @@ EsEncryptEvents(EsEvent *events, int n)
 			continue;
 		if (sk == NULL)
 		{
+			/* the keys would be per node (citus.c) */
+			EsRefuseDistributed("personal data", "Crypto-shredding is not supported on a distributed event store.");
 			pgcrypto_functions();
 			sk = palloc0(sizeof(SubjectKeys));
 		}

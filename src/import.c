@@ -1439,6 +1439,7 @@ es_import(PG_FUNCTION_ARGS)
 	EsCheckWritable("es_import()");
 	/* a logical subscriber's log belongs to the origin (replica.c) */
 	EsCheckNotSubscriber(ES_LOG_APPEND);
+	EsRefuseDistributed("es_import()", "Import before es.distribute(), or append the events with es.es_append().");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,

@@ -295,6 +295,7 @@ es_archive_stream(PG_FUNCTION_ARGS)
 	uint64		deleted;
 
 	EsCheckWritable("es_archive_stream()");
+	EsRefuseDistributed("es_archive_stream()", NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -430,6 +431,7 @@ es_unarchive_stream(PG_FUNCTION_ARGS)
 	uint64		deleted;
 
 	EsCheckWritable("es_unarchive_stream()");
+	EsRefuseDistributed("es_unarchive_stream()", NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
@@ -567,6 +569,7 @@ es_erase_stream(PG_FUNCTION_ARGS)
 	Datum		result;
 	int			rc;
 
+	EsRefuseDistributed("es_erase_stream()", NULL);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -437,6 +437,8 @@ es_read_all(PG_FUNCTION_ARGS)
 
 	/* a logical subscriber's events carry the origin's ids (replica.c) */
 	EsCheckNotSubscriber(ES_LOG_READ_ALL);
+	/* under Citus each node orders its own log (citus.c) */
+	EsRefuseDistributed("es_read_all()", "Read the global log of a distributed event store with es.es_read_log().");
 
 	if (!PG_ARGISNULL(0))
 	{
@@ -659,6 +661,7 @@ es_read_query(PG_FUNCTION_ARGS)
 	Portal		portal;
 
 	EsCheckNotSubscriber(ES_LOG_READ_ALL);
+	EsRefuseDistributed("es_read_query()", "Read the global log of a distributed event store with es.es_read_log().");
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -835,6 +838,7 @@ es_cursor_lag(PG_FUNCTION_ARGS)
 
 	/* the lag is measured against this cluster's horizon, as es_read_all reads */
 	EsCheckNotSubscriber(ES_LOG_READ_ALL);
+	EsRefuseDistributed("es_cursor_lag()", "Read the global log of a distributed event store with es.es_read_log().");
 
 	if (!PG_ARGISNULL(0))
 	{

@@ -171,6 +171,7 @@ es_set_retention(PG_FUNCTION_ARGS)
 	Oid			relid;
 	int			i;
 
+	EsRefuseDistributed("es_set_retention()", NULL);
 	if (PG_ARGISNULL(0) == PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -389,6 +390,7 @@ es_apply_retention(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 
 	EsCheckWritable("es_apply_retention()");
+	EsRefuseDistributed("es_apply_retention()", NULL);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 

@@ -160,14 +160,17 @@ GRANT SELECT ON @extschema@.horizon_holders TO es_admin, pg_monitor;
  */
 CREATE FUNCTION @extschema@.es_events_by_correlation(correlation_id text)
 RETURNS SETOF @extschema@.events
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $fn$
+BEGIN
+	RETURN QUERY
 	SELECT e.* FROM @extschema@.events AS e
 	 WHERE e.metadata OPERATOR(pg_catalog.?) 'correlation_id'
-	   AND (e.metadata OPERATOR(pg_catalog.->>) 'correlation_id') OPERATOR(pg_catalog.=) es_events_by_correlation.correlation_id
+	   AND (e.metadata OPERATOR(pg_catalog.->>) 'correlation_id') OPERATOR(pg_catalog.=) $1
 	 ORDER BY e.era, e.tx_id, e.global_position;
-END;
+END
+$fn$;
 COMMENT ON FUNCTION @extschema@.es_events_by_correlation(text) IS
 	'events whose metadata has the given "correlation_id", in log order';
 REVOKE ALL ON FUNCTION @extschema@.es_events_by_correlation(text) FROM PUBLIC;
@@ -175,14 +178,17 @@ GRANT EXECUTE ON FUNCTION @extschema@.es_events_by_correlation(text) TO es_reade
 
 CREATE FUNCTION @extschema@.es_events_by_causation(causation_id text)
 RETURNS SETOF @extschema@.events
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $fn$
+BEGIN
+	RETURN QUERY
 	SELECT e.* FROM @extschema@.events AS e
 	 WHERE e.metadata OPERATOR(pg_catalog.?) 'causation_id'
-	   AND (e.metadata OPERATOR(pg_catalog.->>) 'causation_id') OPERATOR(pg_catalog.=) es_events_by_causation.causation_id
+	   AND (e.metadata OPERATOR(pg_catalog.->>) 'causation_id') OPERATOR(pg_catalog.=) $1
 	 ORDER BY e.era, e.tx_id, e.global_position;
-END;
+END
+$fn$;
 COMMENT ON FUNCTION @extschema@.es_events_by_causation(text) IS
 	'events whose metadata has the given "causation_id", in log order';
 REVOKE ALL ON FUNCTION @extschema@.es_events_by_causation(text) FROM PUBLIC;

@@ -222,6 +222,10 @@ DECLARE
 	i integer;
 	r record;
 	evs @extschema@.events[];
+	preds jsonb;
+	pred jsonb;
+	blocked integer[];
+	emitted integer;
 BEGIN
 	IF max_count IS NULL OR max_count < 1 THEN
 		RAISE EXCEPTION 'max_count must be positive'
@@ -293,21 +297,56 @@ BEGIN
 			 LIMIT max_count);
 	END LOOP;
 
+	/*
+	 * A stream's events are in several node logs once its shard has moved:
+	 * the predecessors of the candidates that are in another node log.  A
+	 * candidate waits (and its node log with it) until that predecessor was
+	 * returned, in this read or before the cursor.
+	 */
+	SELECT pg_catalog.jsonb_object_agg(p.version OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) p.stream_id,
+									   pg_catalog.jsonb_build_array(p.era, p.tx_id::text, p.global_position))
+	  INTO preds
+	  FROM @extschema@.events AS p
+	 WHERE p.stream_id OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT DISTINCT u.stream_id FROM pg_catalog.unnest(evs) AS u))
+	   AND p.version OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT DISTINCT u.version OPERATOR(pg_catalog.-) 1
+														FROM pg_catalog.unnest(evs) AS u))
+	   AND (es_read_log.category IS NULL OR p.category OPERATOR(pg_catalog.=) es_read_log.category)
+	   AND (es_read_log.event_types IS NULL OR p.event_type OPERATOR(pg_catalog.=) ANY (es_read_log.event_types));
+
 	/* interleaved one by one, each node log in its order */
+	blocked := '{}';
+	emitted := 0;
 	FOR r IN
 		SELECT u.*, (u.global_position OPERATOR(pg_catalog.>>) 48)::integer AS g,
 			   pg_catalog.row_number() OVER (PARTITION BY u.global_position OPERATOR(pg_catalog.>>) 48
 											 ORDER BY u.era, u.tx_id, u.global_position) AS rn
 		  FROM pg_catalog.unnest(evs) AS u
 		 ORDER BY rn, g
-		 LIMIT max_count
 	LOOP
+		EXIT WHEN emitted OPERATOR(pg_catalog.>=) max_count;
+		CONTINUE WHEN r.g OPERATOR(pg_catalog.=) ANY (blocked);
+		pred := preds OPERATOR(pg_catalog.->) ((r.version OPERATOR(pg_catalog.-) 1)::text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) r.stream_id);
+		IF pred IS NOT NULL
+		   AND ((pred OPERATOR(pg_catalog.->>) 2)::bigint OPERATOR(pg_catalog.>>) 48) OPERATOR(pg_catalog.<>) r.g THEN
+			c := NULL;
+			SELECT x.* INTO c FROM pg_catalog.unnest(cur) AS x
+			 WHERE (x.global_position OPERATOR(pg_catalog.>>) 48)
+				   OPERATOR(pg_catalog.=) ((pred OPERATOR(pg_catalog.->>) 2)::bigint OPERATOR(pg_catalog.>>) 48);
+			IF c.global_position IS NULL
+			   OR ((pred OPERATOR(pg_catalog.->>) 0)::integer, (pred OPERATOR(pg_catalog.->>) 1)::xid8,
+				   (pred OPERATOR(pg_catalog.->>) 2)::bigint)
+				  OPERATOR(pg_catalog.>) (c.era, c.tx_id, c.global_position) THEN
+				blocked := blocked OPERATOR(pg_catalog.||) r.g;
+				CONTINUE;
+			END IF;
+		END IF;
+		emitted := emitted OPERATOR(pg_catalog.+) 1;
 		g := r.g;
 		c := ROW(r.era, r.tx_id, r.global_position)::@extschema@.log_cursor;
 		i := pg_catalog.array_position(ARRAY(SELECT x.global_position OPERATOR(pg_catalog.>>) 48
 											   FROM pg_catalog.unnest(cur) AS x)::bigint[], g::bigint);
 		IF i IS NULL THEN
-			cur := cur || c;
+			cur := cur OPERATOR(pg_catalog.||) c;
 		ELSE
 			cur[i] := c;
 		END IF;
