@@ -85,6 +85,7 @@
 typedef struct EsDispatch
 {
 	Oid			tgoid;			/* trigger these were resolved for */
+	Oid			rowtype;		/* the handlers' argument type: es.events */
 	int			nhandlers;
 	char	  **types;			/* event type, or NULL for any type */
 	FmgrInfo   *handlers;
@@ -158,13 +159,57 @@ resolve_handler(const char *name, Oid rowtype, const char *tgname, Oid *owner)
 	return fn;
 }
 
+/*
+ * event_rowtype
+ *		The row type handlers take: es.events's, also when the trigger fires
+ *		on a Citus shard of it (citus.c), whose rows have the same columns.
+ */
+static Oid
+event_rowtype(Relation rel)
+{
+	const char *name;
+	Oid			relid = EsLogicalRelid(rel, &name);
+
+	if (relid == RelationGetRelid(rel))
+		return RelationGetDescr(rel)->tdtypeid;
+	return get_rel_type_id(relid);
+}
+
+/*
+ * event_datum
+ *		The event tuple as a datum of the handlers' row type.
+ */
+static Datum
+event_datum(HeapTuple tuple, TupleDesc desc, Oid rowtype)
+{
+	TupleDesc	ldesc;
+	Datum	   *values;
+	bool	   *nulls;
+	Datum		row;
+
+	if (rowtype == desc->tdtypeid)
+		return heap_copy_tuple_as_datum(tuple, desc);
+
+	/* a shard's row: formed again with es.events's descriptor */
+	ldesc = lookup_rowtype_tupdesc(rowtype, -1);
+	if (ldesc->natts != desc->natts)
+		elog(ERROR, "a shard of es.events has %d columns, es.events %d",
+			 desc->natts, ldesc->natts);
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(tuple, desc, values, nulls);
+	row = heap_copy_tuple_as_datum(heap_form_tuple(ldesc, values, nulls), ldesc);
+	ReleaseTupleDesc(ldesc);
+	return row;
+}
+
 static EsDispatch *
 get_dispatch(FunctionCallInfo fcinfo, TriggerData *trigdata)
 {
 	EsDispatch *d = (EsDispatch *) fcinfo->flinfo->fn_extra;
 	Trigger    *tg = trigdata->tg_trigger;
 	MemoryContext oldcxt;
-	Oid			rowtype = RelationGetDescr(trigdata->tg_relation)->tdtypeid;
+	Oid			rowtype = event_rowtype(trigdata->tg_relation);
 	int			i;
 
 	if (d != NULL && d->tgoid == tg->tgoid)
@@ -179,6 +224,7 @@ get_dispatch(FunctionCallInfo fcinfo, TriggerData *trigdata)
 	oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
 	d = palloc0(sizeof(EsDispatch));
 	d->tgoid = tg->tgoid;
+	d->rowtype = rowtype;
 	d->nhandlers = tg->tgnargs == 1 ? 1 : tg->tgnargs / 2;
 	d->types = palloc0(sizeof(char *) * d->nhandlers);
 	d->handlers = palloc0(sizeof(FmgrInfo) * d->nhandlers);
@@ -268,7 +314,7 @@ es_project(PG_FUNCTION_ARGS)
 				continue;
 		}
 		if (row == (Datum) 0)
-			row = heap_copy_tuple_as_datum(trigdata->tg_trigtuple, desc);
+			row = event_datum(trigdata->tg_trigtuple, desc, d->rowtype);
 		/* handlers usually return void (a null Datum): ignore the result */
 		InitFunctionCallInfoData(*hcinfo, &d->handlers[i], 1, InvalidOid, NULL, NULL);
 		hcinfo->args[0].value = row;
@@ -278,7 +324,7 @@ es_project(PG_FUNCTION_ARGS)
 											   d->owners[i]);
 
 			if (clear != trigdata->tg_trigtuple)
-				hcinfo->args[0].value = heap_copy_tuple_as_datum(clear, desc);
+				hcinfo->args[0].value = event_datum(clear, desc, d->rowtype);
 		}
 		hcinfo->args[0].isnull = false;
 		EsRunAsBegin(&runas, d->owners[i]);
@@ -673,6 +719,9 @@ es_projection_replay(PG_FUNCTION_ARGS)
 	bool		curnulls[3] = {false, false, false};
 
 	EsCheckWritable("es_projection_replay()");
+	/* the replay follows one node's log order (citus.c) */
+	EsRefuseDistributed("es_projection_replay()",
+						"On a distributed event store, rebuild a read model from es.es_read_log() or stream by stream.");
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 		ereport(ERROR,
