@@ -43,6 +43,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/timestamp.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -120,6 +121,60 @@ static EsPlan deliveries_plan = {
 	"   FROM pg_catalog.unnest($1) AS m(position), es.outbox_groups AS g",
 	3, {INT8ARRAYOID, TEXTOID, TIMESTAMPTZOID}
 };
+
+/*
+ * Citus (issue 16): the outbox is per node, and a stream's messages are in
+ * the outbox of the node that held the stream when it was appended to.
+ * After a shard move, a stream's older messages may still wait in the old
+ * node's outbox while its new ones arrive here.  The first append here after
+ * the move (es.streams.outbox_node names another node) holds its messages
+ * back: their deliveries are visible at 'infinity', and the stream's later
+ * messages queue behind them.  es_outbox_claim releases them once no other
+ * node has an older message of the stream undelivered to the group
+ * (EsOutboxReleaseHeld, outbox_api.c).
+ */
+static EsPlan outbox_node_plan = {
+	NULL,
+	"SELECT s.outbox_node FROM es.streams AS s WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+	1, {TEXTOID}
+};
+
+static EsPlan set_outbox_node_plan = {
+	NULL,
+	"UPDATE es.streams AS s SET outbox_node = $2 WHERE s.stream_id OPERATOR(pg_catalog.=) $1",
+	2, {TEXTOID, INT4OID}
+};
+
+/*
+ * outbox_handoff
+ *		Under the stream row lock: must this append's messages wait for
+ *		another node's?  position is one of the events' positions: its
+ *		range names this node's Citus group (es_node_ranges).  Records this
+ *		node as the stream's outbox node.
+ */
+static bool
+outbox_handoff(text *stream, int64 position)
+{
+	int32		node = (int32) (position >> 48);
+	Datum		values[2];
+	bool		isnull = true;
+	int32		previous = 0;
+	int			rc;
+
+	values[0] = PointerGetDatum(stream);
+	rc = SPI_execute_plan(EsGetPlan(&outbox_node_plan), values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the outbox node of a stream: %s", SPI_result_code_string(rc));
+	previous = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (!isnull && previous == node)
+		return false;
+
+	values[1] = Int32GetDatum(node);
+	EsGuardedWrite(&set_outbox_node_plan, EsRelationOid("streams"), TRIGGER_EVENT_UPDATE,
+				   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+	/* none yet: messages from before es.distribute() are on the coordinator */
+	return !isnull || node != 0;
+}
 
 /*
  * load_routes
@@ -334,6 +389,8 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 												 sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	dvalues[1] = PointerGetDatum(stream);
 	dvalues[2] = recorded_at;
+	if (EsDistributed() && outbox_handoff(stream, positions[selected[0]]))
+		dvalues[2] = TimestampTzGetDatum(DT_NOEND);
 	EsGuardedWrite(&deliveries_plan, deliveries_relid, TRIGGER_EVENT_INSERT, dvalues, NULL,
 				   EsOutboxLockGroups(RowExclusiveLock), SPI_OK_INSERT);
 

@@ -44,6 +44,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -645,6 +646,96 @@ move_to_dead(EsPlan *spent, Datum *spent_values, int32 gid, Datum reason, bool r
 /* ----------------------------------------------------------------- claim */
 
 /*
+ * Citus (issue 16): messages held back after a shard move (see
+ * outbox_handoff in outbox.c).  $1 group: the streams with held
+ * deliveries here and the lowest held version of each.
+ */
+static EsPlan held_plan = {
+	NULL,
+	"SELECT o.aggregateid, pg_catalog.min(o.stream_version)"
+	"  FROM es.outbox_deliveries AS d"
+	"  JOIN es.outbox AS o ON o.position OPERATOR(pg_catalog.=) d.position"
+	" WHERE d.group_id OPERATOR(pg_catalog.=) $1"
+	"   AND d.visible_at OPERATOR(pg_catalog.=) 'infinity'::pg_catalog.timestamptz"
+	" GROUP BY o.aggregateid"
+	" LIMIT 64",
+	1, {INT4OID}
+};
+
+/*
+ * $1 group name, $2 stream, $3 version: on how many nodes (or with how
+ * many unanswered) the group has an older message of the stream
+ * undelivered.
+ */
+static EsPlan older_elsewhere_plan = {
+	NULL,
+	"SELECT pg_catalog.count(*)"
+	"  FROM pg_catalog.run_command_on_all_nodes("
+	"         pg_catalog.format('SELECT es.es_outbox_undelivered(%L, %L, %s)', $1, $2, $3)) AS r"
+	" WHERE NOT r.success OR r.result IS NULL OR r.result::pg_catalog.int8 OPERATOR(pg_catalog.>) 0",
+	3, {TEXTOID, TEXTOID, INT8OID}
+};
+
+/* $1 group, $2 stream, $3 now: release the stream's held deliveries */
+static EsPlan release_held_plan = {
+	NULL,
+	"UPDATE es.outbox_deliveries AS d SET visible_at = $3"
+	" WHERE d.group_id OPERATOR(pg_catalog.=) $1"
+	"   AND d.visible_at OPERATOR(pg_catalog.=) 'infinity'::pg_catalog.timestamptz"
+	"   AND d.stream_key OPERATOR(pg_catalog.=) pg_catalog.hashtextextended($2, 0)"
+	"   AND d.position OPERATOR(pg_catalog.=) ANY (SELECT o.position FROM es.outbox AS o"
+	"                                              WHERE o.aggregateid OPERATOR(pg_catalog.=) $2)",
+	3, {INT4OID, TEXTOID, TIMESTAMPTZOID}
+};
+
+/*
+ * release_held
+ *		On a distributed event store, before a claim: release the held
+ *		messages of each stream whose older messages were all delivered to
+ *		the group on every node (a node that does not answer keeps them
+ *		held).
+ */
+static void
+release_held(const OutboxGroup *grp, text *name, TimestampTz ts)
+{
+	Datum		values[3];
+	SPITupleTable *held;
+	uint64		nheld;
+	uint64		i;
+	int			rc;
+
+	values[0] = Int32GetDatum(grp->group_id);
+	rc = SPI_execute_plan(EsGetPlan(&held_plan), values, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read the held outbox messages: %s", SPI_result_code_string(rc));
+	held = SPI_tuptable;
+	nheld = SPI_processed;
+	for (i = 0; i < nheld; i++)
+	{
+		bool		isnull;
+		Datum		stream = SPI_getbinval(held->vals[i], held->tupdesc, 1, &isnull);
+		Datum		version = SPI_getbinval(held->vals[i], held->tupdesc, 2, &isnull);
+		Datum		args[3];
+
+		CHECK_FOR_INTERRUPTS();
+		args[0] = PointerGetDatum(name);
+		args[1] = stream;
+		args[2] = version;
+		rc = SPI_execute_plan(EsGetPlan(&older_elsewhere_plan), args, NULL, false, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not ask the other nodes for older outbox messages: %s",
+				 SPI_result_code_string(rc));
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+			continue;
+		args[0] = Int32GetDatum(grp->group_id);
+		args[1] = stream;
+		args[2] = TimestampTzGetDatum(ts);
+		EsGuardedWrite(queue_plan(&release_held_plan), EsRelationOid("outbox_deliveries"),
+					   TRIGGER_EVENT_UPDATE, args, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+	}
+}
+
+/*
  * 1, 2 of the claim: the heads, locked.  $1 group, $2 now, $3 scan window,
  * $4 max_count, $5 max_attempts.  Returns the heads to lease (positions and
  * stream keys in order) and the spent ones (lease expired after the last
@@ -790,6 +881,8 @@ es_outbox_claim(PG_FUNCTION_ARGS)
 
 	outbox_connect();
 	find_group(name, true, &grp);
+	if (EsDistributed())
+		release_held(&grp, name, ts);
 	scan_window = Max(max_count * ES_OUTBOX_SCAN_FACTOR, ES_OUTBOX_MIN_SCAN_WINDOW);
 
 	/* 1, 2: the heads, locked */

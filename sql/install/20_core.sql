@@ -69,6 +69,7 @@ CREATE TABLE @extschema@.streams (
 	base_hash	bytea,
 	archived_at	timestamptz,
 	erased_at	timestamptz,
+	outbox_node	integer,
 	CONSTRAINT streams_pkey PRIMARY KEY (stream_id)
 ) WITH (fillfactor = 50);
 CREATE INDEX streams_category_idx ON @extschema@.streams (category, stream_id);
@@ -78,6 +79,7 @@ COMMENT ON COLUMN @extschema@.streams.log_tx_id IS 'tx_id of the stream''s last 
 COMMENT ON COLUMN @extschema@.streams.first_version IS 'lowest version of the stream still stored (raised by retention and erasure)';
 COMMENT ON COLUMN @extschema@.streams.base_hash IS 'chain hash of version first_version - 1 (NULL: the chain starts from 32 zero bytes)';
 COMMENT ON COLUMN @extschema@.streams.archived_at IS 'when the stream was archived (read-only, out of the default log reads); NULL when it is not';
+COMMENT ON COLUMN @extschema@.streams.outbox_node IS 'on a distributed event store: the Citus group of the node whose outbox holds the stream''s latest messages (see es.distribute()); NULL otherwise';
 COMMENT ON COLUMN @extschema@.streams.erased_at IS 'when the stream was erased (only its tombstone is left; it cannot be recreated); NULL when it was not';
 CREATE TRIGGER es_guard_write BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.streams
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.es_guard();

@@ -373,3 +373,31 @@ COMMENT ON FUNCTION @extschema@.es_read_log(@extschema@.log_cursor[], integer, t
 	'the global log merged from every node''s log (a distributed event store; one log on a single node): events after the cursors, below each node''s horizon; each row carries the cursors to resume after it';
 REVOKE ALL ON FUNCTION @extschema@.es_read_log(@extschema@.log_cursor[], integer, text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.es_read_log(@extschema@.log_cursor[], integer, text, text[]) TO es_reader;
+
+/*
+ * es_outbox_undelivered: how many messages of a stream older than a version
+ * this node's outbox has not yet delivered to a consumer group.  es_outbox_claim
+ * asks every node before it releases the messages it held back after a
+ * shard move (src/outbox.c, outbox_handoff).
+ */
+CREATE OR REPLACE FUNCTION @extschema@.es_outbox_undelivered(consumer_group text, stream text,
+															 before_version bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+	RETURN (SELECT pg_catalog.count(*)
+			  FROM @extschema@.outbox_deliveries AS d
+			  JOIN @extschema@.outbox_groups AS g ON g.group_id OPERATOR(pg_catalog.=) d.group_id
+			  JOIN @extschema@.outbox AS o ON o.position OPERATOR(pg_catalog.=) d.position
+			 WHERE g.name OPERATOR(pg_catalog.=) consumer_group
+			   AND d.stream_key OPERATOR(pg_catalog.=) pg_catalog.hashtextextended(stream, 0)
+			   AND o.aggregateid OPERATOR(pg_catalog.=) stream
+			   AND o.stream_version OPERATOR(pg_catalog.<) before_version);
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.es_outbox_undelivered(text, text, bigint) IS
+	'messages of a stream older than a version that this node has not delivered to a consumer group (distributed event store: see es_outbox_claim)';
+REVOKE ALL ON FUNCTION @extschema@.es_outbox_undelivered(text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.es_outbox_undelivered(text, text, bigint) TO es_consumer, es_admin;
