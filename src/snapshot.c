@@ -482,6 +482,10 @@ es_snapshot_delete(PG_FUNCTION_ARGS)
 	uint64		deleted;
 
 	EsCheckWritable("es_snapshot_delete()");
+	/* one stream runs on its node; all of them would write every shard */
+	if (!have_stream)
+		EsRefuseDistributed("es_snapshot_delete() of every stream",
+							"Delete the snapshots of one stream at a time: es.es_snapshot_delete(stream, reducer).");
 
 	if (have_stream)
 		values[nargs++] = PG_GETARG_DATUM(0);

@@ -555,6 +555,8 @@ wait_main(FunctionCallInfo fcinfo, EsWaitKind kind, const char *target_what,
 	bool		reached;
 	char	   *what;
 
+	/* a token is a cursor of one node's log (citus.c) */
+	EsRefuseDistributed("waiting for a log cursor", NULL);
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

@@ -78,6 +78,15 @@ BEGIN
 			USING ERRCODE = 'insufficient_privilege',
 				  HINT = 'Tenancy is enabled by the owner of es_ext''s tables, the role that created the extension.';
 	END IF;
+	/* the statement naming pg_dist_partition is planned only with Citus */
+	IF EXISTS (SELECT FROM pg_catalog.pg_extension AS x WHERE x.extname OPERATOR(pg_catalog.=) 'citus') THEN
+		IF EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
+					WHERE p.logicalrelid OPERATOR(pg_catalog.=) '@extschema@.events'::pg_catalog.regclass) THEN
+			RAISE EXCEPTION 'es_enable_tenancy() is not supported on a distributed event store'
+				USING ERRCODE = 'feature_not_supported',
+					  HINT = 'See README, "Scaling out with Citus".';
+		END IF;
+	END IF;
 
 	/* %1$s: the column that holds the stream id; one init plan per table */
 	tenant_expr := '(ARRAY[pg_catalog.split_part(%1$s, ''/'', 1), ''*''] OPERATOR(pg_catalog.&&)'

@@ -246,9 +246,12 @@ BEGIN
 		END IF;
 	END IF;
 
-	distributed := EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus')
-		AND EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
-					 WHERE p.logicalrelid OPERATOR(pg_catalog.=) '@extschema@.events'::regclass);
+	/* the statement naming pg_dist_partition is planned only with Citus */
+	distributed := false;
+	IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+		distributed := EXISTS (SELECT FROM pg_catalog.pg_dist_partition AS p
+								WHERE p.logicalrelid OPERATOR(pg_catalog.=) '@extschema@.events'::regclass);
+	END IF;
 
 	/* each node log: its node's era and horizon, taken before the reads */
 	IF distributed THEN
