@@ -586,6 +586,18 @@ es_restored(PG_FUNCTION_ARGS)
 	rel = trigdata->tg_relation;
 	if (!EsRestoreCopy(rel))
 		return PointerGetDatum(NULL);
+	/*
+	 * A COPY into a Citus shard is Citus moving rows (distributing a table,
+	 * moving or copying a shard): no restore to record.  Its connections
+	 * copy several shards of one node at once, in one distributed
+	 * transaction, and would wait for each other on es.user_objects.
+	 */
+	{
+		const char *table;
+
+		if (EsLogicalRelid(rel, &table) != RelationGetRelid(rel))
+			return PointerGetDatum(NULL);
+	}
 
 	/* for the tables without a guard trigger, which checks this first */
 	check_restore_target(rel);

@@ -226,6 +226,9 @@ DECLARE
 	pred jsonb;
 	blocked integer[];
 	emitted integer;
+	nxt integer[];
+	k integer;
+	progress boolean;
 BEGIN
 	IF max_count IS NULL OR max_count < 1 THEN
 		RAISE EXCEPTION 'max_count must be positive'
@@ -316,59 +319,73 @@ BEGIN
 	   AND (es_read_log.category IS NULL OR p.category OPERATOR(pg_catalog.=) es_read_log.category)
 	   AND (es_read_log.event_types IS NULL OR p.event_type OPERATOR(pg_catalog.=) ANY (es_read_log.event_types));
 
-	/* interleaved one by one, each node log in its order */
-	blocked := '{}';
+	/*
+	 * Interleaved one by one, each node log in its order.  A row waits
+	 * while its predecessor, in another node log, was not returned: its
+	 * node log stops there for this pass; passes repeat while they return
+	 * something (the predecessor may come later in the pass).
+	 */
+	nxt := pg_catalog.array_fill(1, ARRAY[pg_catalog.cardinality(nodes)]);
 	emitted := 0;
-	FOR r IN
-		SELECT u.*, (u.global_position OPERATOR(pg_catalog.>>) 48)::integer AS g,
-			   pg_catalog.row_number() OVER (PARTITION BY u.global_position OPERATOR(pg_catalog.>>) 48
-											 ORDER BY u.era, u.tx_id, u.global_position) AS rn
-		  FROM pg_catalog.unnest(evs) AS u
-		 ORDER BY rn, g
 	LOOP
-		EXIT WHEN emitted OPERATOR(pg_catalog.>=) max_count;
-		CONTINUE WHEN r.g OPERATOR(pg_catalog.=) ANY (blocked);
-		pred := preds OPERATOR(pg_catalog.->) ((r.version OPERATOR(pg_catalog.-) 1)::text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) r.stream_id);
-		IF pred IS NOT NULL
-		   AND ((pred OPERATOR(pg_catalog.->>) 2)::bigint OPERATOR(pg_catalog.>>) 48) OPERATOR(pg_catalog.<>) r.g THEN
-			c := NULL;
-			SELECT x.* INTO c FROM pg_catalog.unnest(cur) AS x
-			 WHERE (x.global_position OPERATOR(pg_catalog.>>) 48)
-				   OPERATOR(pg_catalog.=) ((pred OPERATOR(pg_catalog.->>) 2)::bigint OPERATOR(pg_catalog.>>) 48);
-			IF c.global_position IS NULL
-			   OR ((pred OPERATOR(pg_catalog.->>) 0)::integer, (pred OPERATOR(pg_catalog.->>) 1)::xid8,
-				   (pred OPERATOR(pg_catalog.->>) 2)::bigint)
-				  OPERATOR(pg_catalog.>) (c.era, c.tx_id, c.global_position) THEN
-				blocked := blocked OPERATOR(pg_catalog.||) r.g;
-				CONTINUE;
+		progress := false;
+		blocked := '{}';
+		FOR r IN
+			SELECT u.*, (u.global_position OPERATOR(pg_catalog.>>) 48)::integer AS g,
+				   pg_catalog.row_number() OVER (PARTITION BY u.global_position OPERATOR(pg_catalog.>>) 48
+												 ORDER BY u.era, u.tx_id, u.global_position) AS rn
+			  FROM pg_catalog.unnest(evs) AS u
+			 ORDER BY rn, g
+		LOOP
+			EXIT WHEN emitted OPERATOR(pg_catalog.>=) max_count;
+			k := pg_catalog.array_position(nodes, r.g);
+			CONTINUE WHEN r.g OPERATOR(pg_catalog.=) ANY (blocked) OR r.rn OPERATOR(pg_catalog.<>) nxt[k];
+			pred := preds OPERATOR(pg_catalog.->) ((r.version OPERATOR(pg_catalog.-) 1)::text OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) r.stream_id);
+			IF pred IS NOT NULL
+			   AND ((pred OPERATOR(pg_catalog.->>) 2)::bigint OPERATOR(pg_catalog.>>) 48) OPERATOR(pg_catalog.<>) r.g THEN
+				c := NULL;
+				SELECT x.* INTO c FROM pg_catalog.unnest(cur) AS x
+				 WHERE (x.global_position OPERATOR(pg_catalog.>>) 48)
+					   OPERATOR(pg_catalog.=) ((pred OPERATOR(pg_catalog.->>) 2)::bigint OPERATOR(pg_catalog.>>) 48);
+				IF c.global_position IS NULL
+				   OR ((pred OPERATOR(pg_catalog.->>) 0)::integer, (pred OPERATOR(pg_catalog.->>) 1)::xid8,
+					   (pred OPERATOR(pg_catalog.->>) 2)::bigint)
+					  OPERATOR(pg_catalog.>) (c.era, c.tx_id, c.global_position) THEN
+					blocked := blocked OPERATOR(pg_catalog.||) r.g;
+					CONTINUE;
+				END IF;
 			END IF;
-		END IF;
-		emitted := emitted OPERATOR(pg_catalog.+) 1;
-		g := r.g;
-		c := ROW(r.era, r.tx_id, r.global_position)::@extschema@.log_cursor;
-		i := pg_catalog.array_position(ARRAY(SELECT x.global_position OPERATOR(pg_catalog.>>) 48
-											   FROM pg_catalog.unnest(cur) AS x)::bigint[], g::bigint);
-		IF i IS NULL THEN
-			cur := cur OPERATOR(pg_catalog.||) c;
-		ELSE
-			cur[i] := c;
-		END IF;
-		global_position := r.global_position;
-		stream_id := r.stream_id;
-		version := r.version;
-		event_id := r.event_id;
-		event_type := r.event_type;
-		SELECT (@extschema@.es_upcast(ROW(r.global_position, r.stream_id, r.version, r.event_id,
-										  r.event_type, r.schema_version, r.data, r.metadata,
-										  r.recorded_at, r.category, r.era, r.tx_id, r.tags,
-										  r.hash)::@extschema@.events)).data
-		  INTO data;
-		metadata := r.metadata;
-		recorded_at := r.recorded_at;
-		node := g;
-		log_cursor := c;
-		cursors := cur;
-		RETURN NEXT;
+			nxt[k] := nxt[k] OPERATOR(pg_catalog.+) 1;
+			progress := true;
+			emitted := emitted OPERATOR(pg_catalog.+) 1;
+			g := r.g;
+			c := ROW(r.era, r.tx_id, r.global_position)::@extschema@.log_cursor;
+			i := pg_catalog.array_position(ARRAY(SELECT x.global_position OPERATOR(pg_catalog.>>) 48
+												   FROM pg_catalog.unnest(cur) AS x)::bigint[], g::bigint);
+			IF i IS NULL THEN
+				cur := cur OPERATOR(pg_catalog.||) c;
+			ELSE
+				cur[i] := c;
+			END IF;
+			global_position := r.global_position;
+			stream_id := r.stream_id;
+			version := r.version;
+			event_id := r.event_id;
+			event_type := r.event_type;
+			SELECT (@extschema@.es_upcast(ROW(r.global_position, r.stream_id, r.version, r.event_id,
+											  r.event_type, r.schema_version, r.data, r.metadata,
+											  r.recorded_at, r.category, r.era, r.tx_id, r.tags,
+											  r.hash)::@extschema@.events)).data
+			  INTO data;
+			metadata := r.metadata;
+			recorded_at := r.recorded_at;
+			node := g;
+			log_cursor := c;
+			cursors := cur;
+			RETURN NEXT;
+		END LOOP;
+		EXIT WHEN NOT progress OR emitted OPERATOR(pg_catalog.>=) max_count
+			OR pg_catalog.cardinality(blocked) OPERATOR(pg_catalog.=) 0;
 	END LOOP;
 END
 $fn$;
@@ -386,7 +403,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.es_read_log(@extschema@.log_cursor[], inte
 CREATE OR REPLACE FUNCTION @extschema@.es_outbox_undelivered(consumer_group text, stream text,
 															 before_version bigint)
 RETURNS bigint
-LANGUAGE plpgsql STABLE STRICT
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
