@@ -1537,6 +1537,21 @@ rethrow_as_conflict(MemoryContext cxt, const char *stream, bool expected_null, i
 		conflict_error(stream, expected_null, expected, -1,
 					   "a concurrent transaction appended events with the same ids or versions.");
 	}
+	/*
+	 * Under Citus, an append that Citus did not delegate to the node holding
+	 * the stream runs here and sends its statements to that node, whose
+	 * guard refuses them: nothing was written.  Say why (citus.c).
+	 */
+	if (edata->sqlerrcode == ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED &&
+		stream_statement && EsDistributed())
+	{
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("es_append() must run on the node that holds stream \"%s\"", stream),
+				 errdetail("On a distributed event store, Citus delegates es_append to that node when it is called by a statement of its own, SELECT es.es_append(...), also inside a transaction block; called from a query over several rows or from a function running on the coordinator, it is not delegated."),
+				 errhint("Call es.es_append once per statement.")));
+	}
 	if (edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE &&
 		edata->constraint_name == NULL && stream_statement)
 	{
