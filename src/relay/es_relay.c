@@ -32,6 +32,16 @@
  * own, not the server's -- and polls; the poll interval bounds the latency
  * in every mode.
  *
+ * Citus (issue 16): on a distributed event store the outbox is per node.
+ * With --all-nodes the relay asks the coordinator for the nodes and runs
+ * one relay process per node (the coordinator included), each with the
+ * connection string plus that node's host and port.  A stream's messages
+ * stay in version order across the nodes: the claim on a stream's new node
+ * holds its messages until the older ones were acknowledged on the others.
+ * Writes to standard output are serialized between the processes with a
+ * lock, so batches never interleave.  The parent forwards SIGTERM and
+ * SIGINT and exits when every child has, with the worst status.
+ *
  * When the server goes away, the relay reconnects with exponential backoff
  * (100 ms doubling to 10 s, with jitter).  A connection attempt that cannot
  * succeed by retrying (a bad connection string, a missing database or
@@ -115,6 +125,9 @@ typedef struct RelayOptions
 	int			cleanup_s;		/* 0: never */
 	const char *retention;
 	bool		create_group;
+	bool		all_nodes;		/* --all-nodes */
+	const char *node_host;		/* --all-nodes, in a child: its node */
+	const char *node_port;
 	bool		once;
 	ListenMode	listen;
 	int			verbose;
@@ -143,6 +156,10 @@ static volatile sig_atomic_t stop_requested = 0;
 static int	wake_pipe[2] = {-1, -1};
 static const char *progname = "es_relay";
 
+/* --all-nodes: the lock file serializing standard output, the node */
+static int	output_lock_fd = -1;
+static char node_label[300] = "";
+
 static void relay_log(const char *fmt,...) __attribute__((format(printf, 1, 2)));
 
 static void
@@ -156,7 +173,7 @@ relay_log(const char *fmt,...)
 	gettimeofday(&tv, NULL);
 	localtime_r(&tv.tv_sec, &tm);
 	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03d %s: ", buf, (int) (tv.tv_usec / 1000), progname);
+	fprintf(stderr, "%s.%03d %s%s: ", buf, (int) (tv.tv_usec / 1000), progname, node_label);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -201,6 +218,9 @@ usage(void)
 		   "  -r, --retention=INTERVAL      keep delivered outbox rows this long before\n"
 		   "                                cleanup deletes them (default: 0)\n"
 		   "      --create-group            create the group if it does not exist\n"
+		   "      --all-nodes               on a distributed event store (Citus), ask the\n"
+		   "                                coordinator for its nodes and deliver the\n"
+		   "                                outbox of each (one process per node)\n"
 		   "      --once                    exit when a claim finds nothing\n"
 		   "      --listen=WHEN             LISTEN for wake-ups: auto (unless connected\n"
 		   "                                through a connection pooler), always, never\n"
@@ -794,8 +814,8 @@ failure_is_transient(PGconn *conn, bool verbose)
 static PGconn *
 relay_connect(const RelayOptions *opt, bool *hopeless, char *errbuf, size_t errlen)
 {
-	const char *keys[3];
-	const char *vals[3];
+	const char *keys[5];
+	const char *vals[5];
 	PGconn	   *conn;
 	bool		timed_out = false;
 	bool		several_hosts;
@@ -809,6 +829,16 @@ relay_connect(const RelayOptions *opt, bool *hopeless, char *errbuf, size_t errl
 	vals[1] = "es_relay";
 	keys[2] = NULL;
 	vals[2] = NULL;
+	if (opt->node_host != NULL)
+	{
+		/* after dbname: they override the connection string's host and port */
+		keys[2] = "host";
+		vals[2] = opt->node_host;
+		keys[3] = "port";
+		vals[3] = opt->node_port;
+		keys[4] = NULL;
+		vals[4] = NULL;
+	}
 
 	*hopeless = false;
 	conn = PQconnectStartParams(keys, vals, 1);
@@ -980,11 +1010,37 @@ batch_text(PGresult *res, size_t *len)
  *		(the reader went away): the batch is not acknowledged.
  */
 static bool
+output_lock(short type)
+{
+	struct flock fl;
+
+	if (output_lock_fd < 0)
+		return true;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	while (fcntl(output_lock_fd, F_SETLKW, &fl) != 0)
+		if (errno != EINTR)
+			return false;
+	return true;
+}
+
+static bool
 deliver_stdout(PGresult *res)
 {
 	size_t		len;
 	char	   *buf = batch_text(res, &len);
-	bool		ok = write_all(STDOUT_FILENO, buf, len);
+	bool		ok;
+
+	/* --all-nodes: one batch at a time on the shared standard output */
+	if (!output_lock(F_WRLCK))
+	{
+		relay_log("could not lock standard output: %s", strerror(errno));
+		free(buf);
+		return false;
+	}
+	ok = write_all(STDOUT_FILENO, buf, len);
+	(void) output_lock(F_UNLCK);
 
 	if (!ok)
 		relay_log("could not write to standard output: %s", strerror(errno));
@@ -1295,6 +1351,172 @@ serve(RelayConn *rc, const RelayOptions *opt)
 	}
 }
 
+/* --all-nodes: the children, for the parent's signal handler */
+static pid_t *children = NULL;
+static int	nchildren = 0;
+
+static void
+forward_stop(int signo)
+{
+	int			save_errno = errno;
+	int			i;
+
+	stop_requested = 1;
+	for (i = 0; i < nchildren; i++)
+		if (children[i] > 0)
+			kill(children[i], signo);
+	errno = save_errno;
+}
+
+/*
+ * run_all_nodes
+ *		--all-nodes: ask the coordinator opt names for the Citus nodes, then
+ *		fork one relay per node.  Returns -1 in a child, which goes on as a
+ *		relay of its node (opt->node_host and node_port set); in the parent,
+ *		waits for the children and returns the exit status.
+ */
+static int
+run_all_nodes(RelayOptions *opt)
+{
+	PGconn	   *conn;
+	PGresult   *res;
+	bool		hopeless;
+	char		buf[512];
+	char		lockpath[] = "/tmp/es_relay.lock.XXXXXX";
+	int			n;
+	int			i;
+	int			status = 0;
+	int			alive;
+	struct sigaction sa;
+
+	conn = relay_connect(opt, &hopeless, buf, sizeof(buf));
+	if (conn == NULL)
+	{
+		relay_log("could not connect to the coordinator: %s", buf);
+		return EXIT_FATAL;
+	}
+	if (opt->create_group)
+	{
+		const char *params[1] = {opt->group};
+
+		res = PQexecParams(conn, "SELECT es.es_outbox_create_group($1)", 1, NULL, params,
+						   NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		{
+			relay_log("could not create consumer group \"%s\": %s", opt->group,
+					  PQresultErrorMessage(res));
+			PQclear(res);
+			PQfinish(conn);
+			return EXIT_FATAL;
+		}
+		PQclear(res);
+		opt->create_group = false;
+	}
+	res = PQexec(conn,
+				 "SELECT n.nodename, n.nodeport::text FROM pg_catalog.pg_dist_node AS n"
+				 " WHERE n.isactive AND n.noderole OPERATOR(pg_catalog.=) 'primary'"
+				 " UNION ALL SELECT NULL, NULL"
+				 " WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_dist_node AS c"
+				 "                    WHERE c.groupid OPERATOR(pg_catalog.=) 0)");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		relay_log("--all-nodes needs the coordinator of a Citus cluster: %s",
+				  PQresultErrorMessage(res));
+		PQclear(res);
+		PQfinish(conn);
+		return EXIT_FATAL;
+	}
+	n = PQntuples(res);
+
+	/* fcntl locks belong to a process: every child locks the one file */
+	output_lock_fd = mkstemp(lockpath);
+	if (output_lock_fd < 0)
+	{
+		relay_log("could not create a lock file: %s", strerror(errno));
+		PQclear(res);
+		PQfinish(conn);
+		return EXIT_FATAL;
+	}
+	unlink(lockpath);
+
+	children = calloc(n, sizeof(pid_t));
+	if (children == NULL)
+	{
+		relay_log("out of memory");
+		return EXIT_FATAL;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	for (i = 0; i < n; i++)
+	{
+		pid_t		pid = fork();
+
+		if (pid < 0)
+		{
+			relay_log("could not fork: %s", strerror(errno));
+			status = EXIT_FATAL;
+			break;
+		}
+		if (pid == 0)
+		{
+			/* the child: a relay of node i; the parent's connection is not ours */
+			if (!PQgetisnull(res, i, 0))
+			{
+				opt->node_host = strdup(PQgetvalue(res, i, 0));
+				opt->node_port = strdup(PQgetvalue(res, i, 1));
+				snprintf(node_label, sizeof(node_label), " [%s:%s]", opt->node_host, opt->node_port);
+			}
+			else
+				snprintf(node_label, sizeof(node_label), " [coordinator]");
+			free(children);
+			children = NULL;
+			nchildren = 0;
+			return -1;
+		}
+		children[nchildren++] = pid;
+	}
+	PQclear(res);
+	PQfinish(conn);
+	relay_log("delivering consumer group \"%s\" from %d nodes", opt->group, nchildren);
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = forward_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	if (status != 0)
+		forward_stop(SIGTERM);
+
+	/* a child that fails stops the others: the group would stall there */
+	alive = nchildren;
+	while (alive > 0)
+	{
+		int			st;
+		pid_t		pid = waitpid(-1, &st, 0);
+		int			code;
+
+		if (pid < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		for (i = 0; i < nchildren; i++)
+			if (children[i] == pid)
+				children[i] = 0;
+		alive--;
+		code = WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_FATAL;
+		if (code > status)
+			status = code;
+		if (code != 0 && !stop_requested)
+		{
+			relay_log("a node's relay failed; stopping the others");
+			forward_stop(SIGTERM);
+		}
+	}
+	return status;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1310,6 +1532,7 @@ main(int argc, char **argv)
 		{"once", no_argument, NULL, 2},
 		{"listen", required_argument, NULL, 3},
 		{"no-listen", no_argument, NULL, 4},
+		{"all-nodes", no_argument, NULL, 5},
 		{"verbose", no_argument, NULL, 'v'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
@@ -1398,6 +1621,9 @@ main(int argc, char **argv)
 			case 4:
 				opt.listen = LISTEN_NEVER;
 				break;
+			case 5:
+				opt.all_nodes = true;
+				break;
 			case 'v':
 				opt.verbose++;
 				break;
@@ -1440,6 +1666,15 @@ main(int argc, char **argv)
 			exit(EXIT_FATAL);
 		}
 		PQconninfoFree(parsed);
+	}
+
+	if (opt.all_nodes)
+	{
+		int			st = run_all_nodes(&opt);
+
+		if (st >= 0)
+			return st;
+		/* a child: a relay of its node, from here on */
 	}
 
 	if (pipe(wake_pipe) != 0 ||
