@@ -331,7 +331,7 @@ BEGIN
 		progress := false;
 		blocked := '{}';
 		FOR r IN
-			SELECT u.*, (u.global_position OPERATOR(pg_catalog.>>) 48)::integer AS g,
+			SELECT u.*, u AS ev, (u.global_position OPERATOR(pg_catalog.>>) 48)::integer AS g,
 				   pg_catalog.row_number() OVER (PARTITION BY u.global_position OPERATOR(pg_catalog.>>) 48
 												 ORDER BY u.era, u.tx_id, u.global_position) AS rn
 			  FROM pg_catalog.unnest(evs) AS u
@@ -372,11 +372,7 @@ BEGIN
 			version := r.version;
 			event_id := r.event_id;
 			event_type := r.event_type;
-			SELECT (@extschema@.es_upcast(ROW(r.global_position, r.stream_id, r.version, r.event_id,
-											  r.event_type, r.schema_version, r.data, r.metadata,
-											  r.recorded_at, r.category, r.era, r.tx_id, r.tags,
-											  r.hash)::@extschema@.events)).data
-			  INTO data;
+			data := (@extschema@.es_upcast(r.ev)).data;
 			metadata := r.metadata;
 			recorded_at := r.recorded_at;
 			node := g;
