@@ -73,6 +73,19 @@ static EsPlan insert_config_plan = {
 	1, {INT8OID}
 };
 
+/*
+ * Citus (issue 16): each node orders its own log (citus.c), and a node
+ * without an es.config row has appended nothing: its log is empty, its era
+ * 0.  es.events is distributed there, and reading it would query every
+ * shard of the cluster from inside a delegated append.
+ */
+static EsPlan insert_node_config_plan = {
+	NULL,
+	"INSERT INTO es.config AS c (era, system_identifier) VALUES (0, $1)"
+	" ON CONFLICT (singleton) DO NOTHING",
+	1, {INT8OID}
+};
+
 /* move on from era $2 (concurrent appenders: only one moves it) */
 static EsPlan advance_era_plan = {
 	NULL,
@@ -186,6 +199,8 @@ EsCurrentEra(void)
 		return era;
 	}
 
+	if (EsDistributed())
+		return 0;
 	rc = SPI_execute_plan(EsGetPlan(&era_without_config_plan), NULL, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the highest era of es.events: %s",
@@ -250,7 +265,9 @@ EsAppendEra(void)
 		else
 		{
 			EsAllowNextWrite(config, TRIGGER_EVENT_INSERT);
-			rc = SPI_execute_plan(EsGetPlan(&insert_config_plan), &sysid, NULL, false, 0);
+			rc = SPI_execute_plan(EsGetPlan(EsDistributed() ? &insert_node_config_plan :
+											&insert_config_plan),
+								  &sysid, NULL, false, 0);
 			EsClearAllowedWrite();
 			if (rc != SPI_OK_INSERT)
 				elog(ERROR, "could not record the log era: %s", SPI_result_code_string(rc));
