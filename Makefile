@@ -66,9 +66,14 @@ install-relay: $(RELAY)
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) $(RELAY) '$(DESTDIR)$(bindir)/es_relay'
 
-.PHONY: test demo demo-stop bench
+.PHONY: test citus-check demo demo-stop bench
 test:
 	bash test/run
+
+# the Citus tier (test/citus): builds Citus from ../shared/vendor when it is
+# not installed, installs es_ext into that tree, runs test/citus/t/*.pl
+citus-check:
+	bash test/citus/run
 
 demo:
 	bash examples/demo
