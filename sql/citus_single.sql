@@ -74,20 +74,25 @@ SELECT (SELECT array_agg(r.global_position) FROM es.es_read_log(NULL, 1000, 'cs'
 SELECT stream_id, version, event_type FROM es.es_read_log(NULL, 1000, 'cs', ARRAY['Noted', 'Closed']);
 
 -- page by page with the cursors of the last row: every event once, in order
-CREATE TEMP TABLE log_pages (n serial, page int, global_position bigint, stream_id text, version bigint);
-DO $$
+CREATE FUNCTION pg_temp.log_pages(cat text, size integer)
+RETURNS TABLE (n integer, page integer, global_position bigint, stream_id text, version bigint)
+LANGUAGE plpgsql AS $$
 DECLARE
 	cur es.log_cursor[];
 	last es.log_cursor[];
-	page int := 0;
 	r record;
 BEGIN
+	n := 0;
+	page := 0;
 	LOOP
 		page := page + 1;
 		last := NULL;
-		FOR r IN SELECT * FROM es.es_read_log(cur, 2) LOOP
-			INSERT INTO log_pages (page, global_position, stream_id, version)
-			VALUES (page, r.global_position, r.stream_id, r.version);
+		FOR r IN SELECT * FROM es.es_read_log(cur, size, cat) LOOP
+			n := n + 1;
+			global_position := r.global_position;
+			stream_id := r.stream_id;
+			version := r.version;
+			RETURN NEXT;
 			last := r.cursors;
 		END LOOP;
 		EXIT WHEN last IS NULL;
@@ -95,10 +100,11 @@ BEGIN
 	END LOOP;
 END
 $$;
-SELECT (SELECT array_agg(global_position ORDER BY n) FROM log_pages)
+SELECT page, stream_id, version FROM pg_temp.log_pages('cs', 2) ORDER BY n;
+-- the whole log, 3 events a page
+SELECT (SELECT array_agg(p.global_position ORDER BY p.n) FROM pg_temp.log_pages(NULL, 3) AS p)
 	   = (SELECT array_agg(a.global_position) FROM es.es_read_all(NULL, 100000) AS a) AS pages_read_every_event_once,
-	   (SELECT max(c) FROM (SELECT count(*) AS c FROM log_pages GROUP BY page) AS p) AS page_size;
-SELECT page, stream_id, version FROM log_pages WHERE stream_id LIKE 'cs-%' ORDER BY n;
+	   (SELECT max(c) FROM (SELECT count(*) AS c FROM pg_temp.log_pages(NULL, 3) GROUP BY page) AS p) AS page_size;
 -- after the last event: nothing
 SELECT count(*) AS after_the_end
   FROM es.es_read_log((SELECT r.cursors FROM es.es_read_log(NULL, 100000) AS r
