@@ -208,6 +208,9 @@ my %documented = (
 	distribute => [qw(22023 55000 42501 0A000)],
 	es_node_ranges => [qw(55000 42P01)],
 	es_read_log => [qw(22023 08006)],
+	# how many messages of a stream older than a version this node has not
+	# delivered to a group (es_outbox_claim asks every node): no error
+	es_outbox_undelivered => [],
 );
 # errors our hostile reducers and upcasters raise on purpose ("any error
 # raised by the reducer or an upcaster" is documented for the folds)
@@ -2114,6 +2117,24 @@ if ($has_citus_fns)
 					[ g_cursor_array(), g_int(), rand() < 0.5 ? 'NULL' : g_name(), rand() < 0.5 ? 'NULL' : g_text_array() ],
 					'SELECT fuzz.read_log_check($1[1]::es.log_cursor[], $1[2]::integer, $1[3]::text, $1[4]::text[])',
 					q{SELECT $2 = 'ok'});
+			}
+		],
+		es_outbox_undelivered => [
+			2,
+			sub {
+				# the messages of the stream older than the version that
+				# wait in the group's deliveries
+				add_case(
+					'es_outbox_undelivered', 'es_outbox_undelivered', [qw(text text bigint)],
+					[ pick('NULL', "'fzg'", "'fzg'", "'nope'", "''", g_name()),
+					  pick("'fz-1'", "'fz-2'", "(SELECT aggregateid FROM es.outbox ORDER BY random() LIMIT 1)", g_name()),
+					  pick(g_bigint(), '(SELECT max(stream_version) FROM es.outbox)', '2', '5') ],
+					'SELECT es.es_outbox_undelivered($1[1]::text, $1[2]::text, $1[3]::bigint)::text',
+					q{SELECT $2::bigint = (SELECT count(*) FROM es.outbox_deliveries AS d
+											 JOIN es.outbox_groups AS g ON g.group_id = d.group_id
+											 JOIN es.outbox AS o ON o.position = d.position
+											WHERE g.name = $1[1] AND o.aggregateid = $1[2]
+											  AND o.stream_version < $1[3]::bigint)});
 			}
 		]);
 }

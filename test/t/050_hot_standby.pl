@@ -453,6 +453,9 @@ my %readers = (
 	'es.es_fold_agg(regprocedure,jsonb,es.events)' =>
 	  qq{SELECT es.es_fold_agg($reducer, $initial, e ORDER BY e.version) FROM es.events AS e WHERE e.stream_id = 'acct-2'},
 	'es.es_outbox_notify_status()' => q{SELECT * FROM es.es_outbox_notify_status()},
+	# what es_outbox_claim asks every node of a distributed store
+	'es.es_outbox_undelivered(text,text,bigint)' =>
+	  q{SELECT es.es_outbox_undelivered('billing', 'acct-1', 100)},
 	'es.es_user_objects()' => q{SELECT count(*) FROM es.es_user_objects()},
 	'es.es_current_tenants()' => q{SELECT es.es_current_tenants()},
 	# statistics live in the standby's own shared memory: reset works there
