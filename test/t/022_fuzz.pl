@@ -122,10 +122,12 @@ my %documented = (
 	es_events_by_causation => [],
 	# es_fold, es_fold_state: plus "any error raised by the reducer or an
 	# upcaster" -- the hostile reducers below raise FZ001, recurse (54001)
-	es_fold => [qw(22004 22003 42883 42809 42P13 42501)],
-	es_fold_state => [qw(22004 22003 42883 42809 42P13 42501)],
+	# (55000: a stream erased, or whose first events retention removed --
+	# README, "Erasing a stream"; the fuzz cases erase and fold streams)
+	es_fold => [qw(22004 22003 42883 42809 42P13 42501 55000)],
+	es_fold_state => [qw(22004 22003 42883 42809 42P13 42501 55000)],
 	es_fold_agg => [qw(22004 22003 42883 42809 42P13 42501 22000 22023)],
-	es_snapshot_save => [qw(22004 22003 22023 0A000 42501 42883 42809 42P13)],
+	es_snapshot_save => [qw(22004 22003 22023 0A000 42501 42883 42809 42P13 55000)],
 	es_snapshot_delete => [qw(42883)],
 	es_register_upcaster => [qw(22004 22023 54000 22003 42809 42P13 42501 42883)],
 	es_unregister_upcaster => [qw(22004)],
