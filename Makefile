@@ -20,6 +20,7 @@ DATA         = $(filter-out $(EXT_INSTALL_SQL),$(wildcard sql/$(EXTENSION)--*.sq
 # pg_regress: one file per topic (sql/<topic>.sql, expected/<topic>.out)
 REGRESS      = setup append append_triggers read_stream read_all immutability privileges search_path limits projection replication fold snapshot upcast trust outbox_routes outbox_groups outbox_claim outbox_dead outbox_cleanup outbox_replay outbox_notify outbox_privileges outbox_tables outbox_errors example_orders privilege_audit search_path_audit restore stats read_only checkpoint async async_attack rebuild_shadow rebuild_mode wait append_ids append_ids_hidden import dcb_attack dcb verify verify_tamper
 REGRESS     += lifecycle lifecycle_errors tenancy crypto tenancy_crypto tenancy_views tenancy_retention chain_attack chain_import lifecycle_verify lifecycle_adversary
+REGRESS     += citus_single
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # isolationtester specs live in test/specs, their output in test/expected

@@ -2820,7 +2820,8 @@ BEGIN
 	END IF;
 
 	/* each node log's next events, in its own order */
-	cur := coalesce(after, '{}');
+	/* one dimension, from 1: the cursors are found by their position in it */
+	cur := ARRAY(SELECT x FROM pg_catalog.unnest(after) AS x);
 	evs := '{}';
 	FOR i IN 1 .. pg_catalog.cardinality(nodes) LOOP
 		g := nodes[i];

@@ -237,6 +237,8 @@ SELECT version, metadata->>'tenant' AS tenant FROM es.es_read_stream('rls-mix-1'
 SELECT version, metadata->>'tenant' AS tenant FROM es.es_read_stream('rls-mix-1', direction => 'backward');
 -- es_read_all, plain and with each filter
 SELECT stream_id, version FROM es.es_read_all(NULL, 1000, 'rls') ORDER BY log_cursor;
+-- es_read_log (a distributed store's global log; here the one node log)
+SELECT stream_id, version FROM es.es_read_log(NULL, 1000, 'rls');
 SELECT stream_id, version FROM es.es_read_all(NULL, 1000, event_types => ARRAY['Paid'])
  WHERE stream_id LIKE 'rls-%' ORDER BY log_cursor;
 SELECT count(*) AS all_rows_visible FROM es.es_read_all(NULL, 100000)

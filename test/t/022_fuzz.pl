@@ -68,6 +68,8 @@ my $has_lifecycle = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_erase_stream(text,text)') IS NOT NULL") eq 't';
 my $has_wait = $node->safe_psql('postgres',
 	"SELECT to_regprocedure('es.es_wait_for(name,es.log_cursor,interval)') IS NOT NULL") eq 't';
+my $has_citus_fns = $node->safe_psql('postgres',
+	"SELECT to_regprocedure('es.es_read_log(es.log_cursor[],integer,text,text[])') IS NOT NULL") eq 't';
 
 # ---------------------------------------------------------------------
 # The documented SQLSTATEs of each function (README, "Reference")
@@ -120,10 +122,12 @@ my %documented = (
 	es_events_by_causation => [],
 	# es_fold, es_fold_state: plus "any error raised by the reducer or an
 	# upcaster" -- the hostile reducers below raise FZ001, recurse (54001)
-	es_fold => [qw(22004 22003 42883 42809 42P13 42501)],
-	es_fold_state => [qw(22004 22003 42883 42809 42P13 42501)],
+	# (55000: a stream erased, or whose first events retention removed --
+	# README, "Erasing a stream"; the fuzz cases erase and fold streams)
+	es_fold => [qw(22004 22003 42883 42809 42P13 42501 55000)],
+	es_fold_state => [qw(22004 22003 42883 42809 42P13 42501 55000)],
 	es_fold_agg => [qw(22004 22003 42883 42809 42P13 42501 22000 22023)],
-	es_snapshot_save => [qw(22004 22003 22023 0A000 42501 42883 42809 42P13)],
+	es_snapshot_save => [qw(22004 22003 22023 0A000 42501 42883 42809 42P13 55000)],
 	es_snapshot_delete => [qw(42883)],
 	es_register_upcaster => [qw(22004 22023 54000 22003 42809 42P13 42501 42883)],
 	es_unregister_upcaster => [qw(22004)],
@@ -195,6 +199,20 @@ my %documented = (
 	es_current_tenants => [],
 	es_enable_tenancy => [qw(42501 25006)],
 	es_disable_tenancy => [qw(42501 25006)],
+	# Citus (sql/install/95_citus.sql): es.distribute(): 22023 a shard count
+	# out of range, 55000 no Citus (always here) or no cluster to distribute
+	# on, 42501 not a superuser, 0A000 tenancy or personal data; es_node_ranges
+	# (run on every node by distribute): 55000 no Citus group id, 42P01 no
+	# Citus at all (pg_dist_local_group does not exist: always here);
+	# es_read_log: 22023 max_count < 1 or a bad cursor array (a NULL element
+	# or field, a position < 1, two cursors of one node), 08006 a node whose
+	# horizon cannot be read (distributed only)
+	distribute => [qw(22023 55000 42501 0A000)],
+	es_node_ranges => [qw(55000 42P01)],
+	es_read_log => [qw(22023 08006)],
+	# how many messages of a stream older than a version this node has not
+	# delivered to a group (es_outbox_claim asks every node): no error
+	es_outbox_undelivered => [],
 );
 # errors our hostile reducers and upcasters raise on purpose ("any error
 # raised by the reducer or an upcaster" is documented for the folds)
@@ -351,6 +369,76 @@ BEGIN
 	RETURN c;
 EXCEPTION WHEN invalid_parameter_value OR program_limit_exceeded OR null_value_not_allowed THEN
 	RETURN NULL;				-- a query es_read_query refuses
+END $$;
+
+-- es_read_log on a single node (sql/install/95_citus.sql): one node log,
+-- node 0, read like es_read_all from the cursor of node 0.  The call and
+-- the reference read run under the same snapshot (a STABLE function):
+-- 'ok', or what is wrong
+CREATE FUNCTION fuzz.read_log_check(a es.log_cursor[], n integer, cat text, types text[])
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	c0		es.log_cursor;
+	idx		integer;
+	got		bigint[];
+	want	bigint[];
+	bad		text;
+	norm	text[];
+BEGIN
+	-- es_read_log takes the cursors in one dimension, from 1
+	IF a IS NOT NULL THEN
+		a := ARRAY(SELECT x FROM unnest(a) AS x);
+	END IF;
+	-- the cursor of node 0 in a, and where it is
+	idx := array_position(ARRAY(SELECT (x).global_position >> 48 FROM unnest(a) AS x), 0::bigint);
+	IF idx IS NOT NULL THEN
+		c0 := a[idx];
+	END IF;
+	SELECT string_agg(DISTINCT t.reason, '; '), array_agg(t.global_position ORDER BY t.o)
+	  INTO bad, got
+	  FROM (SELECT r.global_position, r.o,
+				   CASE WHEN r.node IS DISTINCT FROM 0 THEN 'a node other than 0'
+						WHEN r.global_position >> 48 <> 0 THEN 'a position not of node 0'
+						WHEN e.global_position IS NULL THEN 'an event not in es.events'
+						WHEN r.stream_id <> e.stream_id OR r.version <> e.version OR r.event_id <> e.event_id
+							 OR r.event_type <> e.event_type OR r.metadata IS DISTINCT FROM e.metadata
+							 OR r.recorded_at <> e.recorded_at THEN 'an event not as stored'
+						WHEN r.data IS DISTINCT FROM (es.es_upcast(e)).data THEN 'data not upcast'
+						WHEN r.log_cursor IS DISTINCT FROM ROW(e.era, e.tx_id, e.global_position)::es.log_cursor
+							THEN 'a wrong log_cursor'
+						WHEN cat IS NOT NULL AND e.category IS DISTINCT FROM cat THEN 'another category'
+						WHEN types IS NOT NULL AND e.event_type <> ALL (types) THEN 'another event type'
+						WHEN c0 IS NOT NULL AND NOT r.log_cursor > c0 THEN 'an event not after the cursor'
+						WHEN r.prev IS NOT NULL AND NOT r.log_cursor > r.prev THEN 'out of log order'
+						WHEN r.cursors IS DISTINCT FROM
+							 CASE WHEN idx IS NULL THEN coalesce(a, '{}') || r.log_cursor
+								  ELSE a[:idx - 1] || r.log_cursor || a[idx + 1:] END
+							THEN 'cursors not those of the row'
+				   END AS reason
+			  FROM (SELECT x.*, lag(x.log_cursor) OVER (ORDER BY x.o) AS prev
+					  FROM es.es_read_log(a, n, cat, types)
+						   WITH ORDINALITY AS x(global_position, stream_id, version, event_id, event_type, data,
+												metadata, recorded_at, node, log_cursor, cursors, o)) AS r
+			  LEFT JOIN es.events AS e ON e.global_position = r.global_position) AS t;
+	IF bad IS NOT NULL THEN
+		RETURN 'wrong: ' || bad;
+	END IF;
+	IF coalesce(cardinality(got), 0) > n THEN
+		RETURN 'wrong: more than max_count rows';
+	END IF;
+	-- every event es_read_all returns from the cursor of node 0, no other:
+	-- es_read_all refuses an empty category, and event types that are
+	-- empty, NULL or not one-dimensional; es_read_log matches what they say
+	IF cat = '' THEN
+		RETURN 'ok';
+	END IF;
+	norm := ARRAY(SELECT DISTINCT y FROM unnest(types) AS y WHERE y IS NOT NULL);
+	IF types IS NOT NULL AND cardinality(norm) = 0 THEN
+		RETURN CASE WHEN got IS NULL THEN 'ok' ELSE 'wrong: events for no event type' END;
+	END IF;
+	want := ARRAY(SELECT r.global_position FROM es.es_read_all(c0, n, cat, CASE WHEN types IS NOT NULL THEN norm END) AS r);
+	RETURN CASE WHEN coalesce(got, '{}') = want THEN 'ok'
+				ELSE 'wrong: not the events of es_read_all: ' || coalesce(got, '{}')::text || ' vs ' || want::text END;
 END $$;
 
 -- a projection for es_projection_replay / es_rebuild_projection
@@ -627,6 +715,26 @@ sub g_cursor
 		"(SELECT log_cursor FROM es.es_read_all(NULL, 3) ORDER BY log_cursor DESC LIMIT 1)",
 		"(SELECT log_cursor FROM es.es_read_all(NULL, 1000) ORDER BY random() LIMIT 1)",
 		"'(0,abc,1)'", "'(0,1)'");
+}
+
+# the cursors of es_read_log (es.log_cursor[], one per node log; the node
+# of a cursor is its global_position >> 48)
+sub g_cursor_array
+{
+	my $r = rand;
+	return 'ARRAY[' . join(', ', map { g_cursor() } 1 .. 1 + int(rand(2))) . ']::es.log_cursor[]' if $r < 0.3;
+	return pick(
+		'NULL', "'{}'", "ARRAY[NULL]::es.log_cursor[]", "'{NULL,\"(0,1,1)\"}'",
+		"'{\"(0,1,1)\",\"(0,2,2)\"}'", "'{\"(0,1,1)\",\"(0,1,281474976710657)\"}'",
+		"'{\"(0,5,281474976710657)\"}'", "'{\"(0,5,562949953421313)\",\"(0,1,1)\"}'",
+		"'[0:1]={\"(0,5,281474976710657)\",\"(0,1,1)\"}'", "'{{\"(0,1,1)\"},{\"(0,1,281474976710657)\"}}'",
+		"'{\"(0,1,0)\"}'", "'{\"(0,1,-281474976710657)\"}'", "'{\"(0,1,9223372036854775807)\"}'",
+		"'{\"(,1,1)\"}'", "'{\"(0,,1)\"}'",
+		"ARRAY(SELECT ROW(0, i::text::xid8, (i::bigint << 48) + 1)::es.log_cursor FROM generate_series(0, 999) AS i)",
+		"(SELECT cursors FROM es.es_read_log(NULL, 3) AS r ORDER BY r.log_cursor DESC LIMIT 1)",
+		"(SELECT cursors FROM es.es_read_log(NULL, 1000) ORDER BY random() LIMIT 1)",
+		"(SELECT cursors FROM es.es_read_log('{\"(0,5,281474976710657)\"}', 1000) ORDER BY random() LIMIT 1)",
+		"(SELECT ARRAY[log_cursor] FROM es.es_read_all(NULL, 1000) ORDER BY random() LIMIT 1)");
 }
 
 sub g_text_array
@@ -1980,6 +2088,58 @@ SELECT es.es_append('fzl-' || i, 0, '[{"type": "A", "data": {}}, {"type": "B", "
 				q{SELECT NOT EXISTS (SELECT FROM pg_policy AS p WHERE p.polname IN ('es_tenant', 'es_tenant_base', 'es_tenant_admin'))});
 		}
 	]);
+
+# Citus (issue 16) on a single node: es.distribute() and es_node_ranges
+# always refuse (no Citus); es_read_log reads the local log as node 0's
+if ($has_citus_fns)
+{
+	%gen = (
+		%gen,
+		distribute => [
+			1,
+			sub {
+				add_case('distribute', 'distribute', ['integer'], [ g_int() ],
+					'SELECT es.distribute($1[1]::integer)::text',
+					q{SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')});
+			}
+		],
+		es_node_ranges => [
+			1,
+			sub {
+				add_case('es_node_ranges', 'es_node_ranges', [], [],
+					'SELECT es.es_node_ranges()::text',
+					q{SELECT to_regclass('pg_catalog.pg_dist_local_group') IS NOT NULL});
+			}
+		],
+		es_read_log => [
+			8,
+			sub {
+				add_case(
+					'es_read_log', 'es_read_log', [qw(es.log_cursor[] integer text text[])],
+					[ g_cursor_array(), g_int(), rand() < 0.5 ? 'NULL' : g_name(), rand() < 0.5 ? 'NULL' : g_text_array() ],
+					'SELECT fuzz.read_log_check($1[1]::es.log_cursor[], $1[2]::integer, $1[3]::text, $1[4]::text[])',
+					q{SELECT $2 = 'ok'});
+			}
+		],
+		es_outbox_undelivered => [
+			2,
+			sub {
+				# the messages of the stream older than the version that
+				# wait in the group's deliveries
+				add_case(
+					'es_outbox_undelivered', 'es_outbox_undelivered', [qw(text text bigint)],
+					[ pick('NULL', "'fzg'", "'fzg'", "'nope'", "''", g_name()),
+					  pick("'fz-1'", "'fz-2'", "(SELECT aggregateid FROM es.outbox ORDER BY random() LIMIT 1)", g_name()),
+					  pick(g_bigint(), '(SELECT max(stream_version) FROM es.outbox)', '2', '5') ],
+					'SELECT es.es_outbox_undelivered($1[1]::text, $1[2]::text, $1[3]::bigint)::text',
+					q{SELECT $2::bigint = (SELECT count(*) FROM es.outbox_deliveries AS d
+											 JOIN es.outbox_groups AS g ON g.group_id = d.group_id
+											 JOIN es.outbox AS o ON o.position = d.position
+											WHERE g.name = $1[1] AND o.aggregateid = $1[2]
+											  AND o.stream_version < $1[3]::bigint)});
+			}
+		]);
+}
 
 # every public function of schema es must have a generator: a new function
 # without one fails here

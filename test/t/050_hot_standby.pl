@@ -13,8 +13,9 @@
 # streams, the read model, es_read_stream, es_fold (also from a snapshot,
 # checked by counting the reducer's calls; with es.snapshot_every = 1 the
 # fold skips its automatic snapshot instead of failing), es_read_all from
-# the start, from a cursor and page by page, and es_read_query by types and
-# tags.
+# the start, from a cursor and page by page, es_read_query by types and
+# tags, and es_read_log (the global log of a distributed store: here the one
+# node log).
 #
 # Gap safety on the standby: while a transaction on the primary holds an xid
 # and has not committed, a later commit replayed on the standby is not
@@ -29,6 +30,8 @@
 # must work on the standby, every other callable function (the writers,
 # es_outbox_notify and the procedure es_rebuild_projection) must fail there
 # with SQLSTATE 25006, and the test fails on a function in neither list.
+# The functions that need Citus (es.distribute(), es_node_ranges) fail on
+# the standby and on the primary as they do on any single node.
 # Each writer's call is valid: it succeeds on the primary (rolled back).
 # The standby's tables are unchanged by the attempts, and the primary still
 # appends, projects and rebuilds, and the standby follows.
@@ -229,6 +232,14 @@ my %same = (
 	'es_read_query by types and tags' => q{
 		SELECT global_position, stream_id, version, event_type, tags, data, log_cursor
 		  FROM es.es_read_query('[{"types": ["SeatSold"], "tags": ["show:1"]}, {"tags": ["nobody"]}]')},
+	'es_read_log from the start (one node log, node 0)' => q{
+		SELECT global_position, stream_id, version, event_id, event_type, data, metadata,
+			   recorded_at, node, log_cursor, cursors
+		  FROM es.es_read_log(NULL, 1000)},
+	'es_read_log of a category and event types, from the cursors of its 3rd row' => q{
+		SELECT global_position, log_cursor, cursors
+		  FROM es.es_read_log((SELECT r.cursors FROM es.es_read_log(NULL, 3, 'acct') AS r OFFSET 2),
+							  1000, 'acct', ARRAY['Opened', 'Withdrawn'])},
 	'es_events_by_correlation and es_events_by_causation' => q{
 		SELECT 'c', global_position FROM es.es_events_by_correlation('c-2')
 		UNION ALL SELECT 'k', global_position FROM es.es_events_by_causation('k-3')},
@@ -426,6 +437,9 @@ my %readers = (
 	  q{SELECT es.log_cursor_larger('(0,1,1)', '(0,1,2)')},
 	'es.es_read_query(jsonb,es.log_cursor,integer)' =>
 	  q{SELECT count(*) FROM es.es_read_query('[{"types": ["SeatSold"], "tags": ["show:1"]}]', NULL, 10)},
+	# the global log of a distributed store; on a single node, its one log
+	'es.es_read_log(es.log_cursor[],integer,text,text[])' =>
+	  q{SELECT count(*) FROM es.es_read_log(NULL, 10, 'acct', ARRAY['Deposited'])},
 	'es.es_events_by_correlation(text)' =>
 	  q{SELECT count(*) FROM es.es_events_by_correlation('c-1')},
 	'es.es_events_by_causation(text)' =>
@@ -439,6 +453,9 @@ my %readers = (
 	'es.es_fold_agg(regprocedure,jsonb,es.events)' =>
 	  qq{SELECT es.es_fold_agg($reducer, $initial, e ORDER BY e.version) FROM es.events AS e WHERE e.stream_id = 'acct-2'},
 	'es.es_outbox_notify_status()' => q{SELECT * FROM es.es_outbox_notify_status()},
+	# what es_outbox_claim asks every node of a distributed store
+	'es.es_outbox_undelivered(text,text,bigint)' =>
+	  q{SELECT es.es_outbox_undelivered('billing', 'acct-1', 100)},
 	'es.es_user_objects()' => q{SELECT count(*) FROM es.es_user_objects()},
 	'es.es_current_tenants()' => q{SELECT es.es_current_tenants()},
 	# statistics live in the standby's own shared memory: reset works there
@@ -535,6 +552,14 @@ my %writers = (
 	'es.es_run_projections(name,integer,bigint,integer)' =>
 	  q{CALL es.es_run_projections('hs_async')},);
 
+# Citus (issue 16): they need a Citus cluster, and refuse on a single node,
+# standby or primary, before reading or writing anything (superuser only;
+# es_node_ranges is run on every node by es.distribute())
+my %needs_citus = (
+	'es.distribute(integer)' => [ q{SELECT es.distribute(4)}, qr/^55000: extension "citus" is not installed/ ],
+	'es.es_node_ranges()' => [ q{SELECT es.es_node_ranges()}, qr/^42P01: relation "pg_catalog.pg_dist_local_group" does not exist/ ],
+);
+
 # called only by PostgreSQL: trigger functions, the aggregate's support
 # functions (they take internal)
 my %internal = map { $_ => 1 } (
@@ -596,13 +621,19 @@ foreach my $line (split /\n/, $functions)
 	{
 		is($not_callable, 't', "$fn is called only by PostgreSQL");
 	}
+	elsif (exists $needs_citus{$fn})
+	{
+		my ($sql, $want) = @{ $needs_citus{$fn} };
+		like(outcome($standby, $sql), $want, "$fn refuses on the standby without Citus");
+		like(outcome($primary, "BEGIN;\n$sql;\nROLLBACK;"), $want, "$fn refuses on the primary without Citus");
+	}
 	else
 	{
 		fail("function $fn of the extension is neither a reader nor a writer: classify it in "
 			  . __FILE__);
 	}
 }
-foreach my $fn (sort(keys %readers, keys %writers, keys %internal))
+foreach my $fn (sort(keys %readers, keys %writers, keys %internal, keys %needs_citus))
 {
 	ok($seen{$fn}, "$fn listed in this test exists in the extension");
 }
