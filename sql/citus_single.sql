@@ -127,6 +127,11 @@ SELECT (SELECT array_agg(r.cursors)
 SELECT try('SELECT * FROM es.es_read_log(NULL, 0)');
 SELECT try('SELECT * FROM es.es_read_log(NULL, -1)');
 SELECT try('SELECT * FROM es.es_read_log(NULL, NULL)');
+-- the filters, checked as es_read_all checks them
+SELECT try($$SELECT * FROM es.es_read_log(NULL, 10, '')$$);
+SELECT try($$SELECT * FROM es.es_read_log(NULL, 10, NULL, '{}')$$);
+SELECT try($$SELECT * FROM es.es_read_log(NULL, 10, NULL, '{{a},{b}}')$$);
+SELECT try($$SELECT * FROM es.es_read_log(NULL, 10, NULL, ARRAY['a', NULL])$$);
 -- a NULL element, a NULL field, a position below 1
 SELECT try($$SELECT * FROM es.es_read_log(ARRAY[NULL]::es.log_cursor[], 10)$$);
 SELECT try($$SELECT * FROM es.es_read_log('{NULL,"(0,1,1)"}', 10)$$);

@@ -2564,6 +2564,10 @@ DECLARE
 	seq regclass;
 	last bigint;
 BEGIN
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN
+		RAISE EXCEPTION 'extension "citus" is not installed'
+			USING ERRCODE = '55000', HINT = 'es.distribute() runs this on every node of a Citus cluster.';
+	END IF;
 	/* these sequences are this node's own: Citus must not send the DDL on */
 	PERFORM pg_catalog.set_config('citus.enable_ddl_propagation', 'off', true);
 	SELECT groupid INTO g FROM pg_catalog.pg_dist_local_group;
@@ -2767,9 +2771,29 @@ DECLARE
 	k integer;
 	progress boolean;
 BEGIN
-	IF max_count IS NULL OR max_count < 1 THEN
-		RAISE EXCEPTION 'max_count must be positive'
+	/* the arguments as es_read_all checks them */
+	IF max_count IS NULL THEN
+		RAISE EXCEPTION 'max_count cannot be null'
+			USING ERRCODE = '22004';
+	END IF;
+	IF max_count < 1 THEN
+		RAISE EXCEPTION 'max_count must be greater than zero'
 			USING ERRCODE = '22023';
+	END IF;
+	IF category IS NOT NULL AND category OPERATOR(pg_catalog.=) '' THEN
+		RAISE EXCEPTION 'category cannot be empty'
+			USING ERRCODE = '22023', HINT = 'Use NULL to read every category.';
+	END IF;
+	IF event_types IS NOT NULL THEN
+		IF pg_catalog.array_ndims(event_types) IS DISTINCT FROM 1
+		   OR pg_catalog.cardinality(event_types) OPERATOR(pg_catalog.=) 0 THEN
+			RAISE EXCEPTION 'event_types must be a non-empty one-dimensional array'
+				USING ERRCODE = '22023', HINT = 'Use NULL to read every event type.';
+		END IF;
+		IF pg_catalog.array_position(event_types, NULL) IS NOT NULL THEN
+			RAISE EXCEPTION 'event_types cannot contain null'
+				USING ERRCODE = '22004';
+		END IF;
 	END IF;
 	IF after IS NOT NULL THEN
 		FOREACH c IN ARRAY after LOOP

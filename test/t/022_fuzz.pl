@@ -202,14 +202,14 @@ my %documented = (
 	# Citus (sql/install/95_citus.sql): es.distribute(): 22023 a shard count
 	# out of range, 55000 no Citus (always here) or no cluster to distribute
 	# on, 42501 not a superuser, 0A000 tenancy or personal data; es_node_ranges
-	# (run on every node by distribute): 55000 no Citus group id, 42P01 no
-	# Citus at all (pg_dist_local_group does not exist: always here);
-	# es_read_log: 22023 max_count < 1 or a bad cursor array (a NULL element
-	# or field, a position < 1, two cursors of one node), 08006 a node whose
-	# horizon cannot be read (distributed only)
+	# (run on every node by distribute): 55000 no Citus (always here) or no
+	# Citus group id; es_read_log: 22004 max_count NULL or a NULL event type,
+	# 22023 max_count < 1, an empty category or event_types, or a bad cursor
+	# array (a NULL element or field, a position < 1, two cursors of one
+	# node), 08006 a node whose horizon cannot be read (distributed only)
 	distribute => [qw(22023 55000 42501 0A000)],
-	es_node_ranges => [qw(55000 42P01)],
-	es_read_log => [qw(22023 08006)],
+	es_node_ranges => [qw(55000)],
+	es_read_log => [qw(22004 22023 08006)],
 	# how many messages of a stream older than a version this node has not
 	# delivered to a group (es_outbox_claim asks every node): no error
 	es_outbox_undelivered => [],
