@@ -26,10 +26,10 @@
 #   report no problem.  A conditional append is refused (0A000), and so is
 #   an es_append that Citus does not delegate (from a DO block, or in a
 #   query over several rows), writing nothing.
-# - TODO (es_ext bugs, see the TODO blocks): the first append on a fresh
-#   worker inside a transaction block, and es_fold, es_fold_state and
-#   es_snapshot_save inside a transaction block, fail with XX000 (a
-#   distributed query inside a delegated call).
+# - The first append on a fresh worker inside a transaction block, and
+#   es_fold, es_fold_state and es_snapshot_save inside a transaction block,
+#   work (they failed with XX000, a distributed query inside a delegated
+#   call, until a node's first append stopped reading es.events for its era).
 # - es_read_log returns every event exactly once, page by page (7 a page,
 #   resumed with the cursors of the last row), each stream in version order,
 #   and the same as in one page.
@@ -108,32 +108,25 @@ is( coord_sql(
 # ---------------------------------------------------------------------
 
 # The very first append on a worker, in a transaction block (delegated
-# there with force_delegation): es_append initializes the worker's es.config
-# with a query on es.events, a distributed query, which Citus refuses inside
-# a delegated call ("cannot execute a distributed query from a query on a
-# shard", XX000).  Outside a transaction block it works, and once the
-# worker's es.config exists, in a block too (below).
-my $first_tx = EsCitus::outcome(
-	$coord, q{BEGIN;
+# there with force_delegation): es_append records the worker's era in its
+# es.config without reading es.events (a distributed query, which Citus
+# refuses inside a delegated call: XX000 "cannot execute a distributed
+# query from a query on a shard", before that was fixed).
+is( EsCitus::outcome(
+		$coord, q{BEGIN;
 SELECT es.es_append('first-tx', 0, '[{"type": "Opened", "data": {"n": 1}}]');
-COMMIT;});
-TODO:
-{
-	local $TODO = 'es_append: first append on a worker inside a transaction block (es.config initialized by a distributed query)';
-	is($first_tx, 'ok', 'the first append on a fresh worker, in a transaction block');
-}
-# it wrote nothing when it failed: appended now, outside a block
-if ($first_tx ne 'ok')
-{
-	is( $coord->safe_psql('postgres',
-			q{SELECT version FROM es.es_append('first-tx', 0, '[{"type": "Opened", "data": {"n": 1}}]')}),
-		'1',
-		'the same append outside a transaction block: version 1');
-}
-else
-{
-	pass('the same append outside a transaction block (not needed)');
-}
+COMMIT;}),
+	'ok',
+	'the first append on a fresh worker, in a transaction block');
+is($coord->safe_psql('postgres', q{SELECT es.es_stream_version('first-tx')}),
+	'1', 'it appended version 1');
+is( $coord->safe_psql(
+		'postgres',
+		q{SELECT string_agg(n.groupid || ':' || r.result, ',' ORDER BY n.groupid)
+		    FROM run_command_on_all_nodes('SELECT count(*) FROM es.config') AS r
+		    JOIN pg_dist_node AS n USING (nodeid) WHERE n.groupid > 0}),
+	EsCitus::group_of($coord, 'first-tx') == 1 ? '1:1,2:0' : '1:0,2:1',
+	'only the worker that appended has an es.config row (era 0, its own)');
 
 sub append
 {
@@ -438,12 +431,9 @@ is( coord_sql(
 		  COMMIT;}),
 	"5\n5\n0",
 	'es_read_stream, es_stream_version and es_verify in a transaction block');
-# The folds and es_snapshot_save run on the worker queries that Citus plans as distributed ones, refused inside a
-# delegated call ("cannot execute a distributed query from a query on a
-# shard", XX000); at top level (above) they work.
-TODO:
+# The folds and es_snapshot_save inside a transaction block (they once ran a
+# query Citus plans as a distributed one inside the delegated call: XX000)
 {
-	local $TODO = 'per-stream functions inside a transaction block on Citus (nested distributed query, XX000)';
 	foreach my $case (
 		[ 'es_fold', q{SELECT es.es_fold('acct-1', 'public.balance(jsonb,jsonb)', '{"n": 0, "sum": 0}')} ],
 		[ 'es_fold_state', q{SELECT state FROM es.es_fold_state('acct-1', 'public.balance(jsonb,jsonb)', '{"n": 0, "sum": 0}')} ],
