@@ -2671,6 +2671,21 @@ BEGIN
 		END IF;
 	END LOOP;
 
+	/*
+	 * es_ext preloaded on every node: its planner hook keeps a NULL stream
+	 * from Citus's function delegation, which crashes on it (src/citus.c)
+	 */
+	FOR r IN SELECT * FROM pg_catalog.run_command_on_all_nodes(
+				 'SELECT pg_catalog.current_setting(''shared_preload_libraries'')')
+	LOOP
+		IF NOT r.success OR r.result IS NULL OR r.result !~ '(^|[\s,])"?es_ext"?($|[\s,])' THEN
+			RAISE EXCEPTION 'es_ext is not in shared_preload_libraries on Citus node %', r.nodeid
+				USING ERRCODE = '55000',
+					  DETAIL = pg_catalog.format('The node answered: %s', r.result),
+					  HINT = 'Set shared_preload_libraries = ''citus,es_ext'' on every node and restart it.';
+		END IF;
+	END LOOP;
+
 	/* each node's sequences get its own range */
 	FOR r IN SELECT * FROM pg_catalog.run_command_on_all_nodes('SELECT es.es_node_ranges()')
 	LOOP
@@ -2722,6 +2737,7 @@ BEGIN
 			'@extschema@.es_fold(text, regprocedure, jsonb, bigint, timestamptz)',
 			'@extschema@.es_fold_state(text, regprocedure, jsonb, bigint, timestamptz)',
 			'@extschema@.es_snapshot_save(text, regprocedure, jsonb, bigint)',
+			'@extschema@.es_snapshot_delete(text, regprocedure)',
 			'@extschema@.es_verify(text)'
 		]::regprocedure[]) AS f;
 END

@@ -24,6 +24,15 @@
  * that cannot be correct on a distributed store refuse with
  * EsRefuseDistributed.
  *
+ * A planner hook (EsCitusRegister) guards Citus's function delegation: Citus
+ * 13.2.2 crashes (SIGSEGV, hashing a null datum) when a delegated function
+ * is called with a NULL distribution argument.  A call of one of es_ext's
+ * delegated functions whose stream folds to NULL is refused before Citus
+ * plans it, with the error the function gives for a NULL stream; one whose
+ * stream depends on the rest of the query (which planning could fold to
+ * NULL after pulling up a subquery) is kept from delegation.  es.distribute()
+ * requires es_ext in shared_preload_libraries on every node, after citus.
+ *
  * src/citus.c
  *
  *-------------------------------------------------------------------------
@@ -31,10 +40,18 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/params.h"
+#include "nodes/pathnodes.h"
+#include "optimizer/prep.h"
+#include "utils/fmgroids.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/planner.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -207,4 +224,185 @@ EsRefuseDistributed(const char *fname, const char *hint)
 			 errmsg("%s is not supported on a distributed event store", fname),
 			 errdetail("es.events is distributed by Citus (es.distribute()); see README, \"Scaling out with Citus\"."),
 			 hint ? errhint("%s", hint) : 0));
+}
+
+/* ----------------------------------------------------------------
+ * The planner hook: no NULL stream reaches Citus's delegation
+ * ----------------------------------------------------------------
+ */
+
+static planner_hook_type prev_planner_hook = NULL;
+
+/* the functions es.distribute() delegates by their first argument */
+static const char *const delegated_functions[] = {
+	"es_append", "es_read_stream", "es_stream_version", "es_fold", "es_fold_state",
+	"es_snapshot_save", "es_snapshot_delete", "es_verify", NULL
+};
+
+/* what a call's stream argument is, as Citus would see it */
+typedef enum StreamArg
+{
+	STREAM_ARG_NOT_OURS,		/* not a delegated function of es_ext */
+	STREAM_ARG_VALUE,			/* a constant (or bound parameter) value */
+	STREAM_ARG_NULL,			/* a NULL constant */
+	STREAM_ARG_EXPRESSION		/* anything else: a column, a subquery, ... */
+} StreamArg;
+
+/*
+ * stream_arg
+ *		Is expr a call of a delegated function of es_ext, and what is its
+ *		first argument once folded the way the planner folds it (bound
+ *		parameters included)?  *fname is set to the function's name.
+ */
+static StreamArg
+stream_arg(Node *expr, ParamListInfo params, const char **fname)
+{
+	FuncExpr   *fe;
+	Node	   *arg;
+	Oid			nsp;
+	char	   *name;
+	int			i;
+	ListCell   *lc;
+	PlannerGlobal glob;
+	PlannerInfo root;
+
+	if (expr == NULL || !IsA(expr, FuncExpr))
+		return STREAM_ARG_NOT_OURS;
+	fe = (FuncExpr *) expr;
+	nsp = get_namespace_oid("es", true);
+	if (!OidIsValid(nsp) || get_func_namespace(fe->funcid) != nsp)
+		return STREAM_ARG_NOT_OURS;
+	name = get_func_name(fe->funcid);
+	*fname = NULL;
+	for (i = 0; delegated_functions[i] != NULL; i++)
+		if (name != NULL && strcmp(name, delegated_functions[i]) == 0)
+			*fname = delegated_functions[i];
+	if (*fname == NULL)
+		return STREAM_ARG_NOT_OURS;
+
+	/* the first argument, also when given by name (stream => ...) */
+	arg = NULL;
+	i = 0;
+	foreach(lc, fe->args)
+	{
+		Node	   *a = (Node *) lfirst(lc);
+
+		if (IsA(a, NamedArgExpr))
+		{
+			if (((NamedArgExpr *) a)->argnumber == 0)
+				arg = (Node *) ((NamedArgExpr *) a)->arg;
+		}
+		else if (i == 0)
+			arg = a;
+		i++;
+	}
+	if (arg == NULL)
+		return STREAM_ARG_EXPRESSION;
+
+	/* folded as the planner folds it before Citus routes the call */
+	MemSet(&glob, 0, sizeof(glob));
+	MemSet(&root, 0, sizeof(root));
+	glob.type = T_PlannerGlobal;
+	glob.boundParams = params;
+	root.type = T_PlannerInfo;
+	root.glob = &glob;
+	arg = eval_const_expressions(&root, arg);
+	if (IsA(arg, Const))
+		return ((Const *) arg)->constisnull ? STREAM_ARG_NULL : STREAM_ARG_VALUE;
+	if (IsA(arg, Param) && ((Param *) arg)->paramkind == PARAM_EXTERN)
+		return STREAM_ARG_VALUE;	/* unbound: Citus does not delegate it */
+	return STREAM_ARG_EXPRESSION;
+}
+
+/*
+ * check_call
+ *		A NULL stream: the function's error.  A stream computed from the rest
+ *		of the query: Citus could still fold it to NULL after pulling up a
+ *		subquery or a CTE, and then crash; returns true, and the caller keeps
+ *		Citus from delegating the call.
+ */
+static bool
+check_call(Node *expr, ParamListInfo params)
+{
+	const char *fname = NULL;
+
+	switch (stream_arg(expr, params, &fname))
+	{
+		case STREAM_ARG_NULL:
+			if (!EsDistributed())
+				return false;
+			if (strcmp(fname, "es_snapshot_delete") == 0)
+				EsRefuseDistributed("es_snapshot_delete() of every stream",
+									"Delete the snapshots of one stream at a time: es.es_snapshot_delete(stream, reducer).");
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("stream id cannot be null")));
+			break;
+		case STREAM_ARG_EXPRESSION:
+			return EsDistributed();
+		default:
+			break;
+	}
+	return false;
+}
+
+static PlannedStmt *
+es_citus_planner(Query *parse, const char *query_string, int cursorOptions,
+				 ParamListInfo boundParams)
+{
+	/* the calls Citus may delegate: SELECT f(...), SELECT ... FROM f(...) */
+	if (parse->commandType == CMD_SELECT && parse->jointree != NULL)
+	{
+		ListCell   *lc;
+		bool		keep_local = false;
+
+		foreach(lc, parse->targetList)
+			keep_local |= check_call((Node *) ((TargetEntry *) lfirst(lc))->expr, boundParams);
+		foreach(lc, parse->rtable)
+		{
+			RangeTblEntry *rte = (RangeTblEntry *) lfirst(lc);
+			ListCell   *lf;
+
+			if (rte->rtekind != RTE_FUNCTION)
+				continue;
+			foreach(lf, rte->functions)
+				keep_local |= check_call(((RangeTblFunction *) lfirst(lf))->funcexpr, boundParams);
+		}
+
+		/*
+		 * Citus delegates only a query without a WHERE clause: a volatile
+		 * qual that is always true (random() IS NOT NULL) survives planning
+		 * and keeps the call here.
+		 */
+		if (keep_local)
+		{
+			NullTest   *nt = makeNode(NullTest);
+
+			nt->arg = (Expr *) makeFuncExpr(F_RANDOM, FLOAT8OID, NIL, InvalidOid, InvalidOid,
+											COERCE_EXPLICIT_CALL);
+			nt->nulltesttype = IS_NOT_NULL;
+			nt->argisrow = false;
+			nt->location = -1;
+			parse->jointree->quals = parse->jointree->quals == NULL ? (Node *) nt :
+				(Node *) make_and_qual(parse->jointree->quals, (Node *) nt);
+		}
+	}
+	if (prev_planner_hook)
+		return prev_planner_hook(parse, query_string, cursorOptions, boundParams);
+	return standard_planner(parse, query_string, cursorOptions, boundParams);
+}
+
+/*
+ * EsCitusRegister
+ *		From _PG_init, when es_ext is preloaded after Citus: install the
+ *		planner hook in front of Citus's.
+ */
+void
+EsCitusRegister(void)
+{
+	if (shared_preload_libraries_string == NULL ||
+		strstr(shared_preload_libraries_string, "citus") == NULL)
+		return;
+	prev_planner_hook = planner_hook;
+	planner_hook = es_citus_planner;
 }

@@ -230,6 +230,7 @@ _PG_init(void)
 								   0,
 								   NULL, NULL, NULL);
 		EsStatsRegister();
+		EsCitusRegister();
 		EsRetentionWorkerRegister();
 		EsProjectionWorkerRegister();
 		EsNotifyRegister();

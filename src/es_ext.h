@@ -448,6 +448,7 @@ extern Oid	EsLogicalRelid(Relation rel, const char **relname);
 extern Oid	EsLocalPlacement(Oid relid);
 extern bool EsDistributed(void);
 extern void EsRefuseDistributed(const char *fname, const char *hint);
+extern void EsCitusRegister(void);
 
 /*
  * Folding, snapshots and upcasting (issue 3): fold.c, fold_agg.c, snapshot.c,

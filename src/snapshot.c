@@ -78,6 +78,10 @@
 /* locktag_field4 of the advisory lock of automatic snapshot writers ("ES") */
 #define ES_SNAPSHOT_LOCK_CLASS 0x4553
 
+/*
+ * Every table is filtered on the stream ($1), not joined on it: Citus
+ * routes each part to the stream's shard, also inside a delegated call.
+ */
 #define SNAPSHOT_FIND \
 	"SELECT s.version, s.state FROM es.snapshots AS s" \
 	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1" \
@@ -86,7 +90,7 @@
 	"   AND s.fingerprint OPERATOR(pg_catalog.=) $4" \
 	"   AND s.version OPERATOR(pg_catalog.<=) $5" \
 	"   AND (EXISTS (SELECT FROM es.events AS e" \
-	"                WHERE e.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
+	"                WHERE e.stream_id OPERATOR(pg_catalog.=) $1" \
 	"                  AND e.version OPERATOR(pg_catalog.=) s.version"
 #define SNAPSHOT_FIND_END \
 	")" \
@@ -101,12 +105,12 @@
 #define SNAPSHOT_FIND_MOVED \
 	")" \
 	"        OR EXISTS (SELECT FROM es.archived_events AS a" \
-	"                    WHERE a.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
+	"                    WHERE a.stream_id OPERATOR(pg_catalog.=) $1" \
 	"                      AND a.version OPERATOR(pg_catalog.=) s.version" \
 	"                      AND a.recorded_at OPERATOR(pg_catalog.<=) $6)"
 #define SNAPSHOT_FIND_REMOVED \
 	"        OR EXISTS (SELECT FROM es.streams AS t" \
-	"                    WHERE t.stream_id OPERATOR(pg_catalog.=) s.stream_id" \
+	"                    WHERE t.stream_id OPERATOR(pg_catalog.=) $1" \
 	"                      AND t.first_version OPERATOR(pg_catalog.-) 1 OPERATOR(pg_catalog.=) s.version)"
 #define SNAPSHOT_KEY_TYPES TEXTOID, TEXTOID, BYTEAOID, BYTEAOID
 
@@ -115,7 +119,7 @@ static EsPlan find_plan = {
 	SNAPSHOT_FIND
 	")"
 	"        OR EXISTS (SELECT FROM es.archived_events AS a"
-	"                    WHERE a.stream_id OPERATOR(pg_catalog.=) s.stream_id"
+	"                    WHERE a.stream_id OPERATOR(pg_catalog.=) $1"
 	"                      AND a.version OPERATOR(pg_catalog.=) s.version)"
 	SNAPSHOT_FIND_REMOVED
 	SNAPSHOT_FIND_END,
@@ -149,7 +153,8 @@ static EsPlan find_as_of_legacy_plan = {
 static EsPlan auto_cleanup_plan = {
 	NULL,
 	"DELETE FROM es.snapshots AS s"
-	" WHERE s.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+	" WHERE s.stream_id OPERATOR(pg_catalog.=) $1"
+	"   AND s.ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 	"       SELECT d.ctid FROM es.snapshots AS d"
 	"        WHERE d.stream_id OPERATOR(pg_catalog.=) $1"
 	"          AND d.reducer OPERATOR(pg_catalog.=) $2"
