@@ -79,6 +79,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -1483,6 +1484,8 @@ insert_events(Datum stream, EsEvent *events, int n, int64 first_version,
 		elog(ERROR, "could not insert events: %s", SPI_result_code_string(rc));
 
 	check_returned_rows(stream, events, n, first_version, recorded_at, tx_id, era, positions);
+	/* under Citus, a position says which node's log the event is in */
+	EsCheckNodeRange(positions[0]);
 }
 
 /*
@@ -1546,6 +1549,18 @@ rethrow_as_conflict(MemoryContext cxt, const char *stream, bool expected_null, i
 		stream_statement && EsDistributed())
 	{
 		FlushErrorState();
+		/*
+		 * Delegated here (Citus runs the call in a backend of its own) but
+		 * the stream's shard moved to another node meanwhile: the call waited
+		 * for the move and then found the stream gone.  A retry is delegated
+		 * to the new node.
+		 */
+		if (application_name != NULL && strncmp(application_name, "citus_internal", 14) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("stream \"%s\" moved to another node during the append", stream),
+					 errdetail("A shard move or rebalance moved the stream's shard after the call was sent to its node; nothing was written."),
+					 errhint("Retry the transaction.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("es_append() must run on the node that holds stream \"%s\"", stream),

@@ -226,6 +226,45 @@ EsRefuseDistributed(const char *fname, const char *hint)
 			 hint ? errhint("%s", hint) : 0));
 }
 
+/* this node's Citus group, looked up once per backend (-1: not yet) */
+static int32 local_group = -1;
+
+/*
+ * EsCheckNodeRange
+ *		On a distributed store, after an append: position, the first event's,
+ *		must be in the range of this node's Citus group (es_node_ranges).  A
+ *		node added after es.distribute() still hands out the coordinator's
+ *		positions, whose node log readers may already be past: refused
+ *		until es.distribute() has run again.
+ */
+void
+EsCheckNodeRange(int64 position)
+{
+	if (!EsDistributed())
+		return;
+	if (local_group < 0)
+	{
+		bool		isnull;
+		int			rc;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		rc = SPI_execute("SELECT g.groupid FROM pg_catalog.pg_dist_local_group AS g", true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read this node's Citus group: %s", SPI_result_code_string(rc));
+		local_group = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												  1, &isnull));
+		SPI_finish();
+	}
+	if ((position >> 48) != local_group)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("this node's event positions are not in the range of its Citus group %d", local_group),
+				 errdetail("Position " INT64_FORMAT " belongs to group " INT64_FORMAT "; a node added after es.distribute() hands out another node's positions.",
+						   position, position >> 48),
+				 errhint("Run SELECT es.distribute() on the coordinator: it gives every node's sequences their range.")));
+}
+
 /* ----------------------------------------------------------------
  * The planner hook: no NULL stream reaches Citus's delegation
  * ----------------------------------------------------------------

@@ -449,6 +449,7 @@ extern Oid	EsLocalPlacement(Oid relid);
 extern bool EsDistributed(void);
 extern void EsRefuseDistributed(const char *fname, const char *hint);
 extern void EsCitusRegister(void);
+extern void EsCheckNodeRange(int64 position);
 
 /*
  * Folding, snapshots and upcasting (issue 3): fold.c, fold_agg.c, snapshot.c,

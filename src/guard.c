@@ -189,6 +189,17 @@ es_guard(PG_FUNCTION_ARGS)
 		relid == allowed_relid &&
 		(allowed_events & (1 << (event & TRIGGER_EVENT_OPMASK))) != 0)
 	{
+		/*
+		 * Under Citus the statement writes a shard, whose triggers are its
+		 * own: es_append looked for BEFORE row triggers on the shell only,
+		 * and one created on the shard itself (on the worker) would rewrite
+		 * the rows (position, version, payload).  Look at the shard.
+		 */
+		if (relid != RelationGetRelid(rel) &&
+			(TRIGGER_FIRED_BY_INSERT(event) || TRIGGER_FIRED_BY_UPDATE(event)) &&
+			(strcmp(table, "events") == 0 || strcmp(table, "streams") == 0))
+			EsRefuseBeforeRowTriggers(RelationGetRelid(rel), table);
+
 		allowed_events &= ~(1 << (event & TRIGGER_EVENT_OPMASK));
 		if (allowed_events == 0)
 			EsClearAllowedWrite();

@@ -149,11 +149,12 @@ static EsPlan set_outbox_node_plan = {
  * outbox_handoff
  *		Under the stream row lock: must this append's messages wait for
  *		another node's?  position is one of the events' positions: its
- *		range names this node's Citus group (es_node_ranges).  Records this
- *		node as the stream's outbox node.
+ *		range names this node's Citus group (es_node_ranges); version is the
+ *		version of the first routed event.  Records this node as the
+ *		stream's outbox node.
  */
 static bool
-outbox_handoff(text *stream, int64 position)
+outbox_handoff(text *stream, int64 position, int64 version)
 {
 	int32		node = (int32) (position >> 48);
 	Datum		values[2];
@@ -172,6 +173,9 @@ outbox_handoff(text *stream, int64 position)
 	values[1] = Int32GetDatum(node);
 	EsGuardedWrite(&set_outbox_node_plan, EsRelationOid("streams"), TRIGGER_EVENT_UPDATE,
 				   values, NULL, InvalidSnapshot, SPI_OK_UPDATE);
+	/* the stream's first event: no older message can exist anywhere */
+	if (version <= 1)
+		return false;
 	/* none yet: messages from before es.distribute() are on the coordinator */
 	return !isnull || node != 0;
 }
@@ -389,7 +393,8 @@ EsOutboxAppend(text *stream, int n, int64 first_version, const int64 *positions,
 												 sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	dvalues[1] = PointerGetDatum(stream);
 	dvalues[2] = recorded_at;
-	if (EsDistributed() && outbox_handoff(stream, positions[selected[0]]))
+	if (EsDistributed() &&
+		outbox_handoff(stream, positions[selected[0]], first_version + selected[0]))
 		dvalues[2] = TimestampTzGetDatum(DT_NOEND);
 	EsGuardedWrite(&deliveries_plan, deliveries_relid, TRIGGER_EVENT_INSERT, dvalues, NULL,
 				   EsOutboxLockGroups(RowExclusiveLock), SPI_OK_INSERT);

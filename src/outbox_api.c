@@ -39,6 +39,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -658,22 +659,25 @@ static EsPlan held_plan = {
 	" WHERE d.group_id OPERATOR(pg_catalog.=) $1"
 	"   AND d.visible_at OPERATOR(pg_catalog.=) 'infinity'::pg_catalog.timestamptz"
 	" GROUP BY o.aggregateid"
-	" LIMIT 64",
+	" LIMIT 1000",
 	1, {INT4OID}
 };
 
 /*
- * $1 group name, $2 stream, $3 version: on how many nodes (or with how
- * many unanswered) the group has an older message of the stream
- * undelivered.
+ * $1 group name, $2 streams, $3 versions: the streams for which some node
+ * has an older message undelivered to the group, asked of every node in one
+ * round (all of them when a node does not answer).
  */
 static EsPlan older_elsewhere_plan = {
 	NULL,
-	"SELECT pg_catalog.count(*)"
+	"SELECT pg_catalog.array_agg(DISTINCT b.s)"
 	"  FROM pg_catalog.run_command_on_all_nodes("
-	"         pg_catalog.format('SELECT es.es_outbox_undelivered(%L, %L, %s)', $1, $2, $3)) AS r"
-	" WHERE NOT r.success OR r.result IS NULL OR r.result::pg_catalog.int8 OPERATOR(pg_catalog.>) 0",
-	3, {TEXTOID, TEXTOID, INT8OID}
+	"         pg_catalog.format('SELECT pg_catalog.array_agg(u.s) FROM ROWS FROM (pg_catalog.unnest(%L::pg_catalog.text[]), pg_catalog.unnest(%L::pg_catalog.int8[])) AS u(s, v)"
+	" WHERE es.es_outbox_undelivered(%L, u.s, u.v) OPERATOR(pg_catalog.>) 0', $2, $3, $1)) AS r,"
+	"       LATERAL pg_catalog.unnest(CASE WHEN r.success"
+	"                                      THEN COALESCE(NULLIF(r.result, ''), '{}')::pg_catalog.text[]"
+	"                                      ELSE $2 END) AS b(s)",
+	3, {TEXTOID, TEXTARRAYOID, INT8ARRAYOID}
 };
 
 /* $1 group, $2 stream, $3 now: release the stream's held deliveries */
@@ -698,11 +702,19 @@ static EsPlan release_held_plan = {
 static void
 release_held(const OutboxGroup *grp, text *name, TimestampTz ts)
 {
-	Datum		values[3];
+	Datum		values[1];
+	Datum		args[3];
 	SPITupleTable *held;
 	uint64		nheld;
 	uint64		i;
 	int			rc;
+	bool		isnull;
+	Datum	   *streams;
+	Datum	   *versions;
+	Datum		blocked;
+	bool		blocked_null;
+	Datum	   *blocked_streams = NULL;
+	int			nblocked = 0;
 
 	values[0] = Int32GetDatum(grp->group_id);
 	rc = SPI_execute_plan(EsGetPlan(&held_plan), values, NULL, false, 0);
@@ -710,25 +722,43 @@ release_held(const OutboxGroup *grp, text *name, TimestampTz ts)
 		elog(ERROR, "could not read the held outbox messages: %s", SPI_result_code_string(rc));
 	held = SPI_tuptable;
 	nheld = SPI_processed;
+	if (nheld == 0)
+		return;
+
+	/* one round to every node for all of them */
+	streams = palloc(sizeof(Datum) * nheld);
+	versions = palloc(sizeof(Datum) * nheld);
 	for (i = 0; i < nheld; i++)
 	{
-		bool		isnull;
-		Datum		stream = SPI_getbinval(held->vals[i], held->tupdesc, 1, &isnull);
-		Datum		version = SPI_getbinval(held->vals[i], held->tupdesc, 2, &isnull);
-		Datum		args[3];
+		streams[i] = SPI_getbinval(held->vals[i], held->tupdesc, 1, &isnull);
+		versions[i] = SPI_getbinval(held->vals[i], held->tupdesc, 2, &isnull);
+	}
+	args[0] = PointerGetDatum(name);
+	args[1] = PointerGetDatum(construct_array(streams, (int) nheld, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(versions, (int) nheld, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	rc = SPI_execute_plan(EsGetPlan(&older_elsewhere_plan), args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not ask the other nodes for older outbox messages: %s",
+			 SPI_result_code_string(rc));
+	blocked = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &blocked_null);
+	if (!blocked_null)
+		deconstruct_array(DatumGetArrayTypeP(blocked), TEXTOID, -1, false, TYPALIGN_INT,
+						  &blocked_streams, NULL, &nblocked);
+
+	for (i = 0; i < nheld; i++)
+	{
+		bool		wait = false;
+		int			j;
 
 		CHECK_FOR_INTERRUPTS();
-		args[0] = PointerGetDatum(name);
-		args[1] = stream;
-		args[2] = version;
-		rc = SPI_execute_plan(EsGetPlan(&older_elsewhere_plan), args, NULL, false, 1);
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "could not ask the other nodes for older outbox messages: %s",
-				 SPI_result_code_string(rc));
-		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+		for (j = 0; j < nblocked && !wait; j++)
+			wait = DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+														streams[i], blocked_streams[j]));
+		if (wait)
 			continue;
 		args[0] = Int32GetDatum(grp->group_id);
-		args[1] = stream;
+		args[1] = streams[i];
 		args[2] = TimestampTzGetDatum(ts);
 		EsGuardedWrite(queue_plan(&release_held_plan), EsRelationOid("outbox_deliveries"),
 					   TRIGGER_EVENT_UPDATE, args, NULL, InvalidSnapshot, SPI_OK_UPDATE);

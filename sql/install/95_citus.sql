@@ -228,7 +228,7 @@ RETURNS TABLE (global_position bigint, stream_id text, version bigint, event_id 
 			   event_type text, data jsonb, metadata jsonb, recorded_at timestamptz,
 			   node integer, log_cursor @extschema@.log_cursor,
 			   cursors @extschema@.log_cursor[])
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -296,7 +296,17 @@ BEGIN
 								WHERE p.logicalrelid OPERATOR(pg_catalog.=) '@extschema@.events'::regclass);
 	END IF;
 
-	/* each node log: its node's era and horizon, taken before the reads */
+	/*
+	 * Each node log: its node's era and horizon, taken before the reads.
+	 * The horizons come from new transactions on the nodes: the reads must
+	 * see at least what committed below them, so each read takes a new
+	 * snapshot (VOLATILE), which REPEATABLE READ and SERIALIZABLE do not.
+	 */
+	IF distributed AND pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+		RAISE EXCEPTION 'es_read_log() on a distributed event store needs READ COMMITTED'
+			USING ERRCODE = '0A000',
+				  DETAIL = 'The nodes'' horizons are read after this transaction''s snapshot was taken: events below them could be missing from it.';
+	END IF;
 	IF distributed THEN
 		nodes := '{}';
 		eras := '{}';

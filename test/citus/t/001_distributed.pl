@@ -98,6 +98,7 @@ is( coord_sql(
 		'es.es_fold(text,regprocedure,jsonb,bigint,timestamp with time zone) 0 true',
 		'es.es_fold_state(text,regprocedure,jsonb,bigint,timestamp with time zone) 0 true',
 		'es.es_read_stream(text,bigint,bigint,text) 0 true',
+		'es.es_snapshot_delete(text,regprocedure) 0 true',
 		'es.es_snapshot_save(text,regprocedure,jsonb,bigint) 0 true',
 		'es.es_stream_version(text) 0 true',
 		'es.es_verify(text) 0 true'),
