@@ -372,17 +372,13 @@ foreach my $cl (@clients)
 my $processed = 0;
 $processed += $_->{processed} foreach @clients;
 note('pgbench runs per client: ' . join(' ', map { "c$_->{c}: $_->{runs} runs, $_->{processed} appends" } @clients));
-{
-	# An append that Citus delegated to the node that held the stream's
-	# shard when the move committed meanwhile (it waited on the shard's
-	# lock) runs on a node without the shard: it fails, with nothing
-	# written, as an undelegated append (0A000, "es_append() must run on
-	# the node that holds stream ...").  pgbench retries 40001/40P01
-	# (--max-tries): with a retriable SQLSTATE this passes.
-	local $TODO = 'an append that a shard move interrupts fails with 0A000, not a retriable error';
-	is(join("\n", @append_errors), '', 'no append failed during the moves (retriable errors retried)')
-	  or diag('FINDING: ' . scalar(@append_errors) . ' append(s) failed (each client was started again after its error)');
-}
+# An append that Citus delegated to the node that held the stream's shard
+# when the move committed meanwhile (it waited on the shard's lock) runs on
+# a node without the shard: it fails with 40001 ("stream ... moved to
+# another node during the append"), nothing written, and pgbench retries
+# it (--max-tries), delegated to the new node.
+is(join("\n", @append_errors), '', 'no append failed during the moves (retriable errors retried)')
+  or diag(scalar(@append_errors) . ' append(s) failed (each client was started again after its error)');
 cmp_ok($processed, '>', 100, sprintf("the load appended (%d appends in %.1f s)", $processed, $load_time));
 
 my $placements = $coord->safe_psql('postgres',
