@@ -190,7 +190,7 @@ PREPARE TRANSACTION 'wk_$mode';
 # ---------------------------------------------------------------------
 # the worker exits when idle, and does not hold up DROP DATABASE
 # ---------------------------------------------------------------------
-$node->safe_psql('postgres', q{ALTER SYSTEM SET es.notify_worker_idle_timeout = '200ms'});
+$node->safe_psql('postgres', q{ALTER SYSTEM SET es.notify_worker_idle_timeout = '3s'});
 $node->reload;
 $node->safe_psql('postgres', 'CREATE DATABASE wkdb');
 $node->safe_psql(
