@@ -1263,25 +1263,49 @@ es_outbox_discard(PG_FUNCTION_ARGS)
  * any group), the dead letters, and the rows deleted.  $1 retention, $2
  * max_rows.
  */
+/*
+ * The cleanup: the bound is the oldest delivery of any group; GROUPS is
+ * where the groups come from ($3 on a distributed store, see below).
+ */
+#define CLEANUP(groups) \
+	"WITH b AS (" \
+	" SELECT pg_catalog.min(m.position) AS bound" \
+	"   FROM " groups \
+	"  CROSS JOIN LATERAL (SELECT d.position FROM es.outbox_deliveries AS d" \
+	"                       WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id" \
+	"                       ORDER BY d.position LIMIT 1) AS m)" \
+	" DELETE FROM es.outbox AS o" \
+	"  WHERE o.position OPERATOR(pg_catalog.=) ANY (ARRAY(" \
+	"        SELECT x.position FROM es.outbox AS x, b" \
+	"         WHERE (b.bound IS NULL OR x.position OPERATOR(pg_catalog.<) b.bound)" \
+	"           AND x.created_at OPERATOR(pg_catalog.<)" \
+	"               (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $1)" \
+	"           AND NOT EXISTS (SELECT FROM es.outbox_dead AS z" \
+	"                            WHERE z.position OPERATOR(pg_catalog.=) x.position)" \
+	"         ORDER BY x.position" \
+	"         LIMIT $2))"
+
 static EsPlan cleanup_plan = {
 	NULL,
-	"WITH b AS ("
-	" SELECT pg_catalog.min(m.position) AS bound"
-	"   FROM es.outbox_groups AS g"
-	"  CROSS JOIN LATERAL (SELECT d.position FROM es.outbox_deliveries AS d"
-	"                       WHERE d.group_id OPERATOR(pg_catalog.=) g.group_id"
-	"                       ORDER BY d.position LIMIT 1) AS m)"
-	" DELETE FROM es.outbox AS o"
-	"  WHERE o.position OPERATOR(pg_catalog.=) ANY (ARRAY("
-	"        SELECT x.position FROM es.outbox AS x, b"
-	"         WHERE (b.bound IS NULL OR x.position OPERATOR(pg_catalog.<) b.bound)"
-	"           AND x.created_at OPERATOR(pg_catalog.<)"
-	"               (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $1)"
-	"           AND NOT EXISTS (SELECT FROM es.outbox_dead AS z"
-	"                            WHERE z.position OPERATOR(pg_catalog.=) x.position)"
-	"         ORDER BY x.position"
-	"         LIMIT $2))",
+	CLEANUP("es.outbox_groups AS g"),
 	2, {INTERVALOID, INT4OID}
+};
+
+/*
+ * Citus (issue 16): es.outbox_groups is a reference table, which Citus
+ * cannot join laterally with this node's own tables; its ids are read first,
+ * with the same snapshot, and given as $3.
+ */
+static EsPlan cleanup_given_groups_plan = {
+	NULL,
+	CLEANUP("pg_catalog.unnest($3::pg_catalog.int4[]) AS g(group_id)"),
+	3, {INTERVALOID, INT4OID, INT4ARRAYOID}
+};
+
+static EsPlan cleanup_groups_plan = {
+	NULL,
+	"SELECT COALESCE(pg_catalog.array_agg(g.group_id), '{}') FROM es.outbox_groups AS g",
+	0, {InvalidOid}
 };
 
 PG_FUNCTION_INFO_V1(es_outbox_cleanup);
@@ -1317,7 +1341,7 @@ PG_FUNCTION_INFO_V1(es_outbox_cleanup);
 Datum
 es_outbox_cleanup(PG_FUNCTION_ARGS)
 {
-	Datum		values[2];
+	Datum		values[3];
 	Snapshot	snap;
 	int64		n;
 
@@ -1337,12 +1361,26 @@ es_outbox_cleanup(PG_FUNCTION_ARGS)
 				 errmsg("max_rows must be positive")));
 
 	outbox_connect();
-	snap = EsOutboxLockGroups(RowExclusiveLock);
+	snap = RegisterSnapshot(EsOutboxLockGroups(RowExclusiveLock));
 	values[0] = PG_GETARG_DATUM(0);
 	values[1] = PG_GETARG_DATUM(1);
-	EsGuardedWrite(queue_plan(&cleanup_plan), EsRelationOid("outbox"), TRIGGER_EVENT_DELETE,
-				   values, NULL, snap, SPI_OK_DELETE);
+	if (EsDistributed())
+	{
+		bool		isnull;
+		int			rc = SPI_execute_snapshot(EsGetPlan(&cleanup_groups_plan), NULL, NULL,
+											  snap, InvalidSnapshot, true, false, 1);
+
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "could not read the consumer groups: %s", SPI_result_code_string(rc));
+		values[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		EsGuardedWrite(queue_plan(&cleanup_given_groups_plan), EsRelationOid("outbox"),
+					   TRIGGER_EVENT_DELETE, values, NULL, snap, SPI_OK_DELETE);
+	}
+	else
+		EsGuardedWrite(queue_plan(&cleanup_plan), EsRelationOid("outbox"), TRIGGER_EVENT_DELETE,
+					   values, NULL, snap, SPI_OK_DELETE);
 	n = SPI_processed;
+	UnregisterSnapshot(snap);
 	outbox_finish();
 	PG_RETURN_INT64(n);
 }
