@@ -248,7 +248,7 @@ sub start_client
 	$cl->{h} = IPC::Run::start(
 		[
 			'pgbench', '-n', '-h', $coord->host, '-p', $coord->port,
-			'-c', 1, '-T', 4, '--max-tries', 5, '-D', "n=$n0", '-D', "c=$cl->{c}",
+			'-c', 1, '-T', 4, '--max-tries', 1000, '-D', "n=$n0", '-D', "c=$cl->{c}",
 			'-f', $script, 'postgres'
 		],
 		'>', \$cl->{out}, '2>', \$cl->{err});
@@ -266,6 +266,10 @@ sub reap_client
 	my ($p) = $cl->{out} =~ /number of transactions actually processed: (\d+)/;
 	$cl->{processed} += $p // 0;
 	my $t = time - $t0;
+	# a transaction that failed (its 40001 retried until the end of the
+	# run) was not acknowledged: not counted as processed, nothing stored
+	my ($failed) = $cl->{out} =~ /number of failed transactions: (\d+)/;
+	$cl->{failed} += $failed // 0;
 	foreach my $line (split /\n/, $cl->{err})
 	{
 		next unless $line =~ /ERROR|aborted|FATAL/;
@@ -371,12 +375,15 @@ foreach my $cl (@clients)
 }
 my $processed = 0;
 $processed += $_->{processed} foreach @clients;
-note('pgbench runs per client: ' . join(' ', map { "c$_->{c}: $_->{runs} runs, $_->{processed} appends" } @clients));
+note('pgbench runs per client: '
+	  . join(' ', map { "c$_->{c}: $_->{runs} runs, $_->{processed} appends, " . ($_->{failed} // 0) . ' failed' } @clients));
 # An append that Citus delegated to the node that held the stream's shard
 # when the move committed meanwhile (it waited on the shard's lock) runs on
 # a node without the shard: it fails with 40001 ("stream ... moved to
 # another node during the append"), nothing written, and pgbench retries
-# it (--max-tries), delegated to the new node.
+# it (--max-tries), delegated to the new node once the coordinator sees the
+# move (until then a retry may go to the old node and fail again: hence
+# many tries).
 is(join("\n", @append_errors), '', 'no append failed during the moves (retriable errors retried)')
   or diag(scalar(@append_errors) . ' append(s) failed (each client was started again after its error)');
 cmp_ok($processed, '>', 100, sprintf("the load appended (%d appends in %.1f s)", $processed, $load_time));
@@ -436,20 +443,18 @@ foreach my $s (sort keys %versions)
 is(join('; ', @gaps), '', 'every stream has versions 1..N, contiguous');
 is($dup_ids, 0, 'no event id twice');
 is($dup_cn, 0, 'no client append twice (c, n)');
+# Every append pgbench saw succeed is stored: a client's events are as many
+# as the transactions its runs processed.  (Its n need not be 1..max: when
+# pgbench retries a 40001, it runs the script again, and \set n :n + 1 with
+# it, so a retried append skips an n.)
 my @lost;
-foreach my $c (sort keys %by_client)
+foreach my $cl (@clients)
 {
-	my @ns = sort { $a <=> $b } @{ $by_client{$c} };
-	for my $i (0 .. $#ns)
-	{
-		if ($ns[$i] != $i + 1)
-		{
-			push @lost, "client $c: n=" . ($i + 1) . " missing";
-			last;
-		}
-	}
+	my $stored = scalar @{ $by_client{ $cl->{c} } // [] };
+	push @lost, "client $cl->{c}: $cl->{processed} appends processed, $stored stored"
+	  if $stored != $cl->{processed};
 }
-is(join('; ', @lost), '', 'no client append lost (each client\'s n are 1..max)');
+is(join('; ', @lost), '', 'no client append lost: each client\'s appends that succeeded are stored');
 my $appended = 0;
 $appended += scalar(@{ $by_client{$_} }) foreach keys %by_client;
 is($appended, $processed, 'as many load events as pgbench counted appends');
