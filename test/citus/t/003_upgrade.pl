@@ -19,11 +19,18 @@ use EsCitus;
 
 my ($coord, @workers) = EsCitus::cluster('upg', workers => 2, extension => 0);
 
-$coord->safe_psql('postgres', q{CREATE EXTENSION es_ext VERSION '0.1.0' CASCADE});
-is( $coord->safe_psql(
+# the version of es_ext on every node, in node order
+sub versions
+{
+	return $_[0]->safe_psql(
 		'postgres',
 		q{SELECT string_agg(result, ',' ORDER BY nodeid) FROM run_command_on_all_nodes(
-		  $$SELECT extversion FROM pg_extension WHERE extname = 'es_ext'$$)}),
+		  $$SELECT extversion FROM pg_extension WHERE extname = 'es_ext'$$)});
+}
+
+
+$coord->safe_psql('postgres', q{CREATE EXTENSION es_ext VERSION '0.1.0' CASCADE});
+is(versions($coord),
 	'0.1.0,0.1.0,0.1.0',
 	'CREATE EXTENSION es_ext VERSION 0.1.0 reaches every node');
 
@@ -35,10 +42,7 @@ foreach my $i (1 .. 6)
 }
 
 $coord->safe_psql('postgres', 'ALTER EXTENSION es_ext UPDATE');
-is( $coord->safe_psql(
-		'postgres',
-		q{SELECT string_agg(result, ',' ORDER BY nodeid) FROM run_command_on_all_nodes(
-		  $$SELECT extversion FROM pg_extension WHERE extname = 'es_ext'$$)}),
+is(versions($coord),
 	'0.2.0,0.2.0,0.2.0',
 	'ALTER EXTENSION es_ext UPDATE reaches every node');
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM es.es_verify_all()}),
@@ -72,10 +76,7 @@ like(
 
 # the next release's script on the distributed store
 $coord->safe_psql('postgres', q{ALTER EXTENSION es_ext UPDATE TO '0.2.1citustest'});
-is( $coord->safe_psql(
-		'postgres',
-		q{SELECT string_agg(result, ',' ORDER BY nodeid) FROM run_command_on_all_nodes(
-		  $$SELECT extversion FROM pg_extension WHERE extname = 'es_ext'$$)}),
+is(versions($coord),
 	'0.2.1citustest,0.2.1citustest,0.2.1citustest',
 	'a later upgrade reaches every node');
 
