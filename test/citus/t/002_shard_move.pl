@@ -724,4 +724,24 @@ is(scalar(grep { $_->[1] =~ /^side-|^late-/ } (@$log1, @$log2)),
 	10 * scalar(@other) + scalar(@same) + 1,
 	'every event of step 7 is read once');
 
+# es_outbox_cleanup on every node of the distributed store (the consumer
+# groups are a reference table): every delivered message is removed, and
+# no message a group has not received
+foreach my $g (sort keys %node_of_group)
+{
+	my $node = $node_of_group{$g};
+	my $before = $node->safe_psql('postgres',
+		q{SELECT count(*) FROM es.outbox AS o
+		   WHERE EXISTS (SELECT FROM es.outbox_deliveries AS d WHERE d.position = o.position)});
+	is(EsCitus::outcome($node, q{SELECT es.es_outbox_cleanup('0')}), 'ok',
+		"node group $g: es_outbox_cleanup runs");
+	is( $node->safe_psql(
+			'postgres',
+			q{SELECT count(*) || ' ' || count(*) FILTER (WHERE EXISTS (SELECT FROM es.outbox_deliveries AS d
+			                                                          WHERE d.position = o.position))
+			    FROM es.outbox AS o}),
+		"$before $before",
+		"node group $g: only messages some group has not received are left");
+}
+
 done_testing();
